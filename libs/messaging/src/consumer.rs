@@ -1,0 +1,365 @@
+//! The consumer runner: idempotent effects, retries, dead letters.
+//!
+//! For each message: open a transaction, record the message id in the inbox
+//! (a seen id is skipped), apply the handler's effect in the same transaction,
+//! commit, and only then commit the Kafka offset. A transient handler error is
+//! retried with backoff; after `max_attempts`, or at once for a permanent
+//! error, the message is copied to `<topic>.dlq` with the error and attempt
+//! count in headers and the partition moves on. When the database itself is
+//! unreachable the message is retried until it comes back (an outage is not
+//! the message's fault, so it never goes to the DLQ for that).
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::envelope::Envelope;
+use crate::metrics::MessagingMetrics;
+
+/// Suffix of dead-letter topics.
+pub const DLQ_SUFFIX: &str = ".dlq";
+
+/// Dead-letter header names.
+pub mod dlq_header {
+    /// The last error, as text.
+    pub const ERROR: &str = "dlq-error";
+    /// How many times the message was tried.
+    pub const ATTEMPTS: &str = "dlq-attempts";
+    /// Where it came from.
+    pub const ORIGINAL_TOPIC: &str = "dlq-original-topic";
+    /// Its partition there.
+    pub const ORIGINAL_PARTITION: &str = "dlq-original-partition";
+    /// Its offset there.
+    pub const ORIGINAL_OFFSET: &str = "dlq-original-offset";
+    /// The consumer that gave up on it.
+    pub const CONSUMER: &str = "dlq-consumer";
+}
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Might succeed if tried again (a lock timeout, a busy dependency).
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Will never succeed (malformed payload, broken invariant).
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+/// Applies one message's effect inside the inbox transaction.
+///
+/// Implementations return [`HandlerError::Permanent`] for messages that can
+/// never be applied and [`HandlerError::Transient`] for failures that may
+/// pass; unknown message types should be ignored (`Ok`), so producers can add
+/// types without breaking consumers.
+pub trait MessageHandler: Send + Sync + 'static {
+    /// Applies `envelope` using `conn`, which is inside the inbox transaction.
+    fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// How a consumer behaves.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Inbox scope and Kafka group id.
+    pub name: String,
+    /// Full topic names to subscribe to.
+    pub topics: Vec<String>,
+    /// Tries before a message is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry pause.
+    pub initial_backoff: Duration,
+    /// Longest retry pause.
+    pub max_backoff: Duration,
+}
+
+impl ConsumerConfig {
+    /// A config with default retry policy (5 attempts, 100 ms .. 5 s).
+    pub fn new(name: impl Into<String>, topics: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            topics,
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    /// The dead-letter topics of the subscribed topics.
+    pub fn dlq_topics(&self) -> Vec<String> {
+        self.topics.iter().map(|t| format!("{t}{DLQ_SUFFIX}")).collect()
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    Duplicate,
+    DeadLettered,
+}
+
+enum AttemptError {
+    /// The store failed: retry without counting against the message.
+    Store(anyhow::Error),
+    /// The handler failed.
+    Handler(HandlerError),
+}
+
+/// Runs one consumer group member until shutdown.
+pub struct ConsumerRunner<H> {
+    pool: PgPool,
+    consumer: StreamConsumer,
+    dlq_producer: FutureProducer,
+    handler: H,
+    config: ConsumerConfig,
+    metrics: MessagingMetrics,
+}
+
+impl<H> std::fmt::Debug for ConsumerRunner<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerRunner").field("config", &self.config).finish()
+    }
+}
+
+impl<H: MessageHandler> ConsumerRunner<H> {
+    /// A runner; call [`ConsumerRunner::run`] to start consuming.
+    pub fn new(
+        pool: PgPool,
+        consumer: StreamConsumer,
+        dlq_producer: FutureProducer,
+        handler: H,
+        config: ConsumerConfig,
+        metrics: MessagingMetrics,
+    ) -> Self {
+        Self {
+            pool,
+            consumer,
+            dlq_producer,
+            handler,
+            config,
+            metrics,
+        }
+    }
+
+    /// Subscribes and processes messages until `shutdown` is cancelled; the
+    /// message in hand is finished first, then offsets are committed.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        self.consumer
+            .subscribe(&topics)
+            .with_context(|| format!("subscribe to {topics:?}"))?;
+        tracing::info!(consumer = %self.config.name, ?topics, "consumer started");
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = self.consumer.recv() => received,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(error = %error, "kafka receive error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Some(outcome) = self.process(&message, &shutdown).await else {
+                // Shut down mid-retry: leave the offset uncommitted so the
+                // message is delivered again after restart.
+                break;
+            };
+            let label = match outcome {
+                Outcome::Applied => "applied",
+                Outcome::Duplicate => "duplicate",
+                Outcome::DeadLettered => "dead_lettered",
+            };
+            self.metrics
+                .consumed
+                .with_label_values(&[self.config.name.as_str(), label])
+                .inc();
+            if let Err(error) = self.consumer.commit_message(&message, CommitMode::Async) {
+                tracing::warn!(error = %error, "offset commit failed; the message may be redelivered");
+            }
+        }
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %error, "final offset commit had nothing to do or failed");
+        }
+        self.consumer.unsubscribe();
+        tracing::info!(consumer = %self.config.name, "consumer stopped");
+        Ok(())
+    }
+
+    /// Handles one message to an outcome; `None` when shut down before one.
+    async fn process(
+        &self,
+        message: &BorrowedMessage<'_>,
+        shutdown: &CancellationToken,
+    ) -> Option<Outcome> {
+        let envelope = match Envelope::from_kafka(message) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                let error = anyhow::Error::new(error).context("unreadable envelope");
+                return self.dead_letter(message, &error, 1, shutdown).await;
+            }
+        };
+        let span = tracing::info_span!(
+            "consume",
+            consumer = %self.config.name,
+            message_type = %envelope.message_type,
+            message_id = %envelope.message_id,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+        );
+        tramita_telemetry::set_remote_parent(&span, envelope.traceparent.as_deref());
+        async {
+            let mut attempt: u32 = 0;
+            let mut store_failures: u32 = 0;
+            loop {
+                match self.attempt(&envelope).await {
+                    Ok(outcome) => return Some(outcome),
+                    Err(AttemptError::Store(error)) => {
+                        store_failures = store_failures.saturating_add(1);
+                        tracing::warn!(error = format!("{error:#}"), store_failures, "store unavailable; retrying");
+                        let pause = crate::backoff::delay(store_failures, self.config.initial_backoff, self.config.max_backoff);
+                        if !pause_unless_shutdown(pause, shutdown).await {
+                            return None;
+                        }
+                    }
+                    Err(AttemptError::Handler(HandlerError::Permanent(error))) => {
+                        attempt += 1;
+                        return self.dead_letter(message, &error, attempt, shutdown).await;
+                    }
+                    Err(AttemptError::Handler(HandlerError::Transient(error))) => {
+                        attempt += 1;
+                        if attempt >= self.config.max_attempts {
+                            return self.dead_letter(message, &error, attempt, shutdown).await;
+                        }
+                        self.metrics
+                            .consumed
+                            .with_label_values(&[self.config.name.as_str(), "retried"])
+                            .inc();
+                        tracing::warn!(error = format!("{error:#}"), attempt, "handler failed; retrying");
+                        let pause = crate::backoff::delay(attempt, self.config.initial_backoff, self.config.max_backoff);
+                        if !pause_unless_shutdown(pause, shutdown).await {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// One try: inbox check and effect in one transaction.
+    async fn attempt(&self, envelope: &Envelope) -> Result<Outcome, AttemptError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("begin inbox transaction")
+            .map_err(AttemptError::Store)?;
+        let recorded = sqlx::query(
+            "INSERT INTO messaging_inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config.name)
+        .bind(envelope.message_id)
+        .bind(&envelope.message_type)
+        .execute(&mut *tx)
+        .await
+        .context("record message in inbox")
+        .map_err(AttemptError::Store)?
+        .rows_affected();
+        if recorded == 0 {
+            tracing::debug!("already processed; skipping");
+            return Ok(Outcome::Duplicate);
+        }
+        self.handler
+            .handle(&mut tx, envelope)
+            .await
+            .map_err(AttemptError::Handler)?;
+        tx.commit()
+            .await
+            .context("commit inbox transaction")
+            .map_err(AttemptError::Store)?;
+        Ok(Outcome::Applied)
+    }
+
+    /// Copies the message to its DLQ, retrying until the broker takes it.
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        error: &anyhow::Error,
+        attempts: u32,
+        shutdown: &CancellationToken,
+    ) -> Option<Outcome> {
+        let dlq_topic = format!("{}{DLQ_SUFFIX}", message.topic());
+        let error_text = format!("{error:#}");
+        let attempts_text = attempts.to_string();
+        let partition_text = message.partition().to_string();
+        let offset_text = message.offset().to_string();
+        tracing::error!(error = %error_text, attempts, dlq = %dlq_topic, "dead-lettering message");
+        let mut failures = 0;
+        loop {
+            let headers = message
+                .headers()
+                .map(|original| original.detach())
+                .unwrap_or_else(OwnedHeaders::new);
+            let headers = [
+                (dlq_header::ERROR, error_text.as_str()),
+                (dlq_header::ATTEMPTS, attempts_text.as_str()),
+                (dlq_header::ORIGINAL_TOPIC, message.topic()),
+                (dlq_header::ORIGINAL_PARTITION, partition_text.as_str()),
+                (dlq_header::ORIGINAL_OFFSET, offset_text.as_str()),
+                (dlq_header::CONSUMER, self.config.name.as_str()),
+            ]
+            .into_iter()
+            .fold(headers, |hs, (key, value)| {
+                hs.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&dlq_topic).headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            match self.dlq_producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => return Some(Outcome::DeadLettered),
+                Err((send_error, _)) => {
+                    failures += 1;
+                    tracing::warn!(error = %send_error, failures, "DLQ publish failed; retrying");
+                    let pause = crate::backoff::delay(failures, self.config.initial_backoff, self.config.max_backoff);
+                    if !pause_unless_shutdown(pause, shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `pause`; `false` if shutdown came first.
+async fn pause_unless_shutdown(pause: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(pause) => true,
+    }
+}

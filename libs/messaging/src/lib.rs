@@ -1,0 +1,18 @@
+//! The messaging backbone: envelope, transactional outbox and relay,
+//! idempotent consumers with retries and dead letters.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod consumer;
+pub mod envelope;
+pub mod kafka;
+pub mod metrics;
+pub mod outbox;
+pub mod relay;
+pub mod schema;
+
+pub use consumer::{ConsumerConfig, ConsumerRunner, HandlerError, MessageHandler};
+pub use envelope::Envelope;
+pub use kafka::KafkaSettings;
+pub use metrics::MessagingMetrics;
+pub use relay::{OutboxRelay, RelayConfig};

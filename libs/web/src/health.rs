@@ -1,0 +1,114 @@
+//! Liveness and readiness endpoints.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+/// The future a readiness check returns: `Err` carries a short reason.
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// One named dependency check.
+#[derive(Clone)]
+pub struct ReadinessCheck {
+    name: &'static str,
+    check: Arc<dyn Fn() -> CheckFuture + Send + Sync>,
+}
+
+impl std::fmt::Debug for ReadinessCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadinessCheck").field("name", &self.name).finish()
+    }
+}
+
+impl ReadinessCheck {
+    /// A check called `name` (e.g. `postgres`, `kafka`).
+    pub fn new<F, Fut>(name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self {
+            name,
+            check: Arc::new(move || Box::pin(check())),
+        }
+    }
+}
+
+/// All checks of a service, run on every `/health/ready`.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    checks: Vec<ReadinessCheck>,
+}
+
+impl Readiness {
+    /// Readiness over `checks`.
+    pub fn new(checks: Vec<ReadinessCheck>) -> Self {
+        Self { checks }
+    }
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    name: &'static str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HealthReport {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checks: Vec<CheckReport>,
+}
+
+/// Registers `/health/live` and `/health/ready`.
+pub fn configure(cfg: &mut web::ServiceConfig, readiness: Readiness) {
+    cfg.app_data(web::Data::new(readiness))
+        .route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready));
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(HealthReport {
+        status: "up",
+        checks: Vec::new(),
+    })
+}
+
+async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
+    let timeout = std::time::Duration::from_secs(3);
+    let results = futures::future::join_all(readiness.checks.iter().map(|c| {
+        let run = (c.check)();
+        async move {
+            let outcome = match tokio_timeout(timeout, run).await {
+                Some(outcome) => outcome,
+                None => Err("timed out".to_owned()),
+            };
+            CheckReport {
+                name: c.name,
+                status: if outcome.is_ok() { "up" } else { "down" },
+                error: outcome.err(),
+            }
+        }
+    }))
+    .await;
+    let all_up = results.iter().all(|r| r.error.is_none());
+    let report = HealthReport {
+        status: if all_up { "up" } else { "down" },
+        checks: results,
+    };
+    if all_up {
+        HttpResponse::Ok().json(report)
+    } else {
+        HttpResponse::ServiceUnavailable().json(report)
+    }
+}
+
+/// `None` when `future` does not finish within `limit`.
+async fn tokio_timeout<F: Future>(limit: std::time::Duration, future: F) -> Option<F::Output> {
+    actix_web::rt::time::timeout(limit, future).await.ok()
+}
