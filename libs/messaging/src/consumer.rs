@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use sqlx::{PgConnection, PgPool};
@@ -98,7 +98,10 @@ impl ConsumerConfig {
 
     /// The dead-letter topics of the subscribed topics.
     pub fn dlq_topics(&self) -> Vec<String> {
-        self.topics.iter().map(|t| format!("{t}{DLQ_SUFFIX}")).collect()
+        self.topics
+            .iter()
+            .map(|t| format!("{t}{DLQ_SUFFIX}"))
+            .collect()
     }
 }
 
@@ -129,7 +132,9 @@ pub struct ConsumerRunner<H> {
 
 impl<H> std::fmt::Debug for ConsumerRunner<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsumerRunner").field("config", &self.config).finish()
+        f.debug_struct("ConsumerRunner")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -231,8 +236,16 @@ impl<H: MessageHandler> ConsumerRunner<H> {
                     Ok(outcome) => return Some(outcome),
                     Err(AttemptError::Store(error)) => {
                         store_failures = store_failures.saturating_add(1);
-                        tracing::warn!(error = format!("{error:#}"), store_failures, "store unavailable; retrying");
-                        let pause = crate::backoff::delay(store_failures, self.config.initial_backoff, self.config.max_backoff);
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            store_failures,
+                            "store unavailable; retrying"
+                        );
+                        let pause = crate::backoff::delay(
+                            store_failures,
+                            self.config.initial_backoff,
+                            self.config.max_backoff,
+                        );
                         if !pause_unless_shutdown(pause, shutdown).await {
                             return None;
                         }
@@ -250,8 +263,16 @@ impl<H: MessageHandler> ConsumerRunner<H> {
                             .consumed
                             .with_label_values(&[self.config.name.as_str(), "retried"])
                             .inc();
-                        tracing::warn!(error = format!("{error:#}"), attempt, "handler failed; retrying");
-                        let pause = crate::backoff::delay(attempt, self.config.initial_backoff, self.config.max_backoff);
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            attempt,
+                            "handler failed; retrying"
+                        );
+                        let pause = crate::backoff::delay(
+                            attempt,
+                            self.config.initial_backoff,
+                            self.config.max_backoff,
+                        );
                         if !pause_unless_shutdown(pause, shutdown).await {
                             return None;
                         }
@@ -317,7 +338,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             let headers = message
                 .headers()
                 .map(|original| original.detach())
-                .unwrap_or_else(OwnedHeaders::new);
+                .unwrap_or_default();
             let headers = [
                 (dlq_header::ERROR, error_text.as_str()),
                 (dlq_header::ATTEMPTS, attempts_text.as_str()),
@@ -341,12 +362,20 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             if let Some(payload) = message.payload() {
                 record = record.payload(payload);
             }
-            match self.dlq_producer.send(record, Duration::from_secs(10)).await {
+            match self
+                .dlq_producer
+                .send(record, Duration::from_secs(10))
+                .await
+            {
                 Ok(_) => return Some(Outcome::DeadLettered),
                 Err((send_error, _)) => {
                     failures += 1;
                     tracing::warn!(error = %send_error, failures, "DLQ publish failed; retrying");
-                    let pause = crate::backoff::delay(failures, self.config.initial_backoff, self.config.max_backoff);
+                    let pause = crate::backoff::delay(
+                        failures,
+                        self.config.initial_backoff,
+                        self.config.max_backoff,
+                    );
                     if !pause_unless_shutdown(pause, shutdown).await {
                         return None;
                     }

@@ -26,7 +26,10 @@ impl MessagingMetrics {
                 "Outbox messages not yet published",
             )?,
             consumed: IntCounterVec::new(
-                Opts::new("tramita_consumer_messages_total", "Consumed messages by outcome"),
+                Opts::new(
+                    "tramita_consumer_messages_total",
+                    "Consumed messages by outcome",
+                ),
                 &["consumer", "outcome"],
             )?,
         };

@@ -86,7 +86,9 @@ pub struct OutboxRelay {
 
 impl std::fmt::Debug for OutboxRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboxRelay").field("config", &self.config).finish()
+        f.debug_struct("OutboxRelay")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -121,8 +123,16 @@ impl OutboxRelay {
                 Ok(()) => failures = 0,
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(error = format!("{error:#}"), failures, "outbox relay failed; backing off");
-                    let pause = crate::backoff::delay(failures, Duration::from_millis(200), Duration::from_secs(10));
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        failures,
+                        "outbox relay failed; backing off"
+                    );
+                    let pause = crate::backoff::delay(
+                        failures,
+                        Duration::from_millis(200),
+                        Duration::from_secs(10),
+                    );
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(pause) => continue,

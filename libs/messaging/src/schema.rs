@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS messaging_inbox (
 
 /// An arbitrary constant: the advisory lock that serialises concurrent
 /// schema setup by several replicas starting at once.
-const SCHEMA_LOCK: i64 = 0x7472_616d_6974_61;
+const SCHEMA_LOCK: i64 = 0x0074_7261_6d69_7461;
 
 /// Creates the outbox and inbox tables when missing. Safe to call from every
 /// replica at start.

@@ -47,11 +47,14 @@ where
 {
     match lookup(name) {
         None => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|e: T::Err| SettingsError::Invalid {
-            name: name.to_owned(),
-            value: raw,
-            reason: e.to_string(),
-        }),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| SettingsError::Invalid {
+                name: name.to_owned(),
+                value: raw,
+                reason: e.to_string(),
+            }),
     }
 }
 
@@ -93,7 +96,13 @@ mod tests {
     #[test]
     fn a_list_drops_blanks_and_trims() {
         std::env::set_var("TRAMITA_SETTINGS_TEST_LIST", " a , ,b,");
-        assert_eq!(list_or("TRAMITA_SETTINGS_TEST_LIST", &["x"]), vec!["a", "b"]);
-        assert_eq!(list_or("TRAMITA_SETTINGS_TEST_LIST_UNSET", &["x"]), vec!["x"]);
+        assert_eq!(
+            list_or("TRAMITA_SETTINGS_TEST_LIST", &["x"]),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            list_or("TRAMITA_SETTINGS_TEST_LIST_UNSET", &["x"]),
+            vec!["x"]
+        );
     }
 }

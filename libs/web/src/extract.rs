@@ -30,9 +30,9 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
                     "Unsupported media type",
                 )
                 .with_detail("send the body as application/json"),
-                JsonPayloadError::Deserialize(inner) => {
-                    Problem::bad_request(format!("the body is not valid JSON for this request: {inner}"))
-                }
+                JsonPayloadError::Deserialize(inner) => Problem::bad_request(format!(
+                    "the body is not valid JSON for this request: {inner}"
+                )),
                 other => Problem::bad_request(format!("cannot read the body: {other}")),
             };
             problem.into()

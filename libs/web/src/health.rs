@@ -19,7 +19,9 @@ pub struct ReadinessCheck {
 
 impl std::fmt::Debug for ReadinessCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadinessCheck").field("name", &self.name).finish()
+        f.debug_struct("ReadinessCheck")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

@@ -6,9 +6,11 @@ pub mod extract;
 pub mod health;
 pub mod problem;
 pub mod request_id;
+pub mod runtime;
 
 pub use health::{Readiness, ReadinessCheck};
 pub use problem::{FieldError, Problem};
+pub use runtime::{ServiceHandle, ServiceRuntime};
 
 use actix_web::web;
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};

@@ -1,0 +1,158 @@
+//! The use cases: create, read and change case files.
+
+use chrono::{Datelike, Utc};
+
+use super::ports::{FileRepository, SaveError};
+use crate::domain::{
+    Actor, CaseFile, ChangeDescriptionError, Description, FileCode, FileId, InitialOption,
+};
+
+/// A request to open a file, already parsed.
+#[derive(Debug, Clone)]
+pub struct CreateFileCommand {
+    /// The clerk's code, or `None` to have one assigned.
+    pub code: Option<FileCode>,
+    /// Channel.
+    pub initial_option: InitialOption,
+    /// Description.
+    pub description: Description,
+    /// Who asks.
+    pub actor: Option<Actor>,
+}
+
+/// A request to change a file's description, already parsed.
+#[derive(Debug, Clone)]
+pub struct UpdateFileCommand {
+    /// Which file.
+    pub id: FileId,
+    /// New description.
+    pub description: Description,
+    /// Who asks.
+    pub actor: Option<Actor>,
+}
+
+/// Why a file could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateFileError {
+    /// The given code is taken.
+    #[error("a file with code {0} already exists")]
+    DuplicateCode(String),
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GetFileError {
+    /// No file has this id.
+    #[error("no file with this id")]
+    NotFound,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Why a file could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateFileError {
+    /// No file has this id.
+    #[error("no file with this id")]
+    NotFound,
+    /// The file is closed.
+    #[error(transparent)]
+    Closed(#[from] ChangeDescriptionError),
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Assigned codes tried before giving up (a clerk may have taken one by hand).
+const ASSIGN_ATTEMPTS: usize = 5;
+/// Optimistic-concurrency retries of an update.
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// The files use cases over a repository.
+#[derive(Debug, Clone)]
+pub struct FileService<R> {
+    repository: R,
+}
+
+impl<R: FileRepository> FileService<R> {
+    /// Use cases over `repository`.
+    pub fn new(repository: R) -> Self {
+        Self { repository }
+    }
+
+    /// Opens a file and announces it.
+    #[tracing::instrument(skip_all, fields(code = ?command.code.as_ref().map(FileCode::as_str)))]
+    pub async fn create(&self, command: CreateFileCommand) -> Result<CaseFile, CreateFileError> {
+        let given = command.code.is_some();
+        for _ in 0..ASSIGN_ATTEMPTS {
+            let code = match &command.code {
+                Some(code) => code.clone(),
+                None => self.repository.next_code(Utc::now().year()).await?,
+            };
+            let (file, event) = CaseFile::open(
+                code,
+                command.initial_option.clone(),
+                command.description.clone(),
+                command.actor.clone(),
+                Utc::now(),
+            );
+            match self.repository.insert(&file, &event).await {
+                Ok(()) => {
+                    tracing::info!(file_id = %file.id.0, code = file.code.as_str(), "file created");
+                    return Ok(file);
+                }
+                Err(SaveError::DuplicateCode(code)) if given => {
+                    return Err(CreateFileError::DuplicateCode(code))
+                }
+                Err(SaveError::DuplicateCode(code)) => {
+                    tracing::warn!(
+                        code,
+                        "assigned code already taken by hand; trying the next one"
+                    );
+                }
+                Err(SaveError::VersionConflict) => {
+                    return Err(anyhow::anyhow!("version conflict on insert").into())
+                }
+                Err(SaveError::Unexpected(error)) => return Err(error.into()),
+            }
+        }
+        Err(anyhow::anyhow!("no free code after {ASSIGN_ATTEMPTS} assigned codes").into())
+    }
+
+    /// Reads a file.
+    #[tracing::instrument(skip_all, fields(file_id = %id.0))]
+    pub async fn get(&self, id: FileId) -> Result<CaseFile, GetFileError> {
+        self.repository.get(id).await?.ok_or(GetFileError::NotFound)
+    }
+
+    /// Changes a file's description and announces it.
+    #[tracing::instrument(skip_all, fields(file_id = %command.id.0))]
+    pub async fn update(&self, command: UpdateFileCommand) -> Result<CaseFile, UpdateFileError> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let mut file = self
+                .repository
+                .get(command.id)
+                .await?
+                .ok_or(UpdateFileError::NotFound)?;
+            let expected = file.version;
+            let event = file.change_description(
+                command.description.clone(),
+                command.actor.clone(),
+                Utc::now(),
+            )?;
+            match self.repository.update(&file, expected, &event).await {
+                Ok(()) => return Ok(file),
+                Err(SaveError::VersionConflict) => continue,
+                Err(SaveError::DuplicateCode(code)) => {
+                    return Err(anyhow::anyhow!("duplicate code {code} on update").into())
+                }
+                Err(SaveError::Unexpected(error)) => return Err(error.into()),
+            }
+        }
+        Err(anyhow::anyhow!("gave up after {UPDATE_ATTEMPTS} concurrent changes").into())
+    }
+}

@@ -1,0 +1,207 @@
+//! Settings and wiring of the files service.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
+use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
+use tramita_settings::SettingsError;
+use tramita_web::request_id::RequestSpan;
+use tramita_web::{Readiness, ReadinessCheck, ServiceHandle, ServiceRuntime};
+use utoipa::OpenApi;
+
+use crate::adapters::events::FILES_EVENTS;
+use crate::adapters::http::{self, ApiDoc};
+use crate::adapters::postgres::{PgFileRepository, MIGRATOR};
+use crate::app::FileService;
+use crate::domain::InitialOptions;
+
+/// Everything the files service reads from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address (`FILES_HOST`, default 127.0.0.1).
+    pub host: String,
+    /// Listen port (`FILES_PORT`, default 8081; 0 picks a free one).
+    pub port: u16,
+    /// PostgreSQL URL of the files database (`FILES_DATABASE_URL`, required).
+    pub database_url: String,
+    /// Pool size (`FILES_DB_POOL_SIZE`, default 10).
+    pub pool_size: u32,
+    /// Kafka location and topic prefix.
+    pub kafka: KafkaSettings,
+    /// Partitions of `files.events` when created (`FILES_EVENTS_PARTITIONS`, default 3).
+    pub events_partitions: i32,
+    /// Allowed initial options (`FILES_INITIAL_OPTIONS`, comma separated).
+    pub initial_options: Vec<String>,
+    /// Largest accepted JSON body in bytes (`FILES_JSON_LIMIT`, default 64 KiB).
+    pub json_limit: usize,
+    /// HTTP worker threads (`FILES_WORKERS`, default 2).
+    pub workers: usize,
+}
+
+impl Settings {
+    /// Reads the settings, failing on the first missing or malformed one.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        use tramita_settings::{list_or, or_default, parsed_or, required};
+        Ok(Self {
+            host: or_default("FILES_HOST", "127.0.0.1"),
+            port: parsed_or("FILES_PORT", 8081)?,
+            database_url: required("FILES_DATABASE_URL")?,
+            pool_size: parsed_or("FILES_DB_POOL_SIZE", 10)?,
+            kafka: KafkaSettings::from_env()?,
+            events_partitions: parsed_or("FILES_EVENTS_PARTITIONS", 3)?,
+            initial_options: list_or(
+                "FILES_INITIAL_OPTIONS",
+                &["Sede electrónica", "A petición departamento"],
+            ),
+            json_limit: parsed_or("FILES_JSON_LIMIT", 64 * 1024)?,
+            workers: parsed_or("FILES_WORKERS", 2)?,
+        })
+    }
+}
+
+/// The built service, listening, not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    port: u16,
+    runtime: ServiceRuntime,
+    pool: PgPool,
+}
+
+impl Application {
+    /// Connects to the stores, migrates, creates topics, binds the listener
+    /// and starts the outbox relay.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.pool_size)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&settings.database_url)
+            .await
+            .context("connect to the files database")?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("migrate the files database")?;
+        tramita_messaging::schema::ensure_schema(&pool).await?;
+
+        let events_topic = settings.kafka.topic(FILES_EVENTS);
+        settings
+            .kafka
+            .ensure_topics(
+                std::slice::from_ref(&events_topic),
+                settings.events_partitions,
+            )
+            .await?;
+        let producer = settings.kafka.producer()?;
+
+        let registry = prometheus::Registry::new();
+        let messaging_metrics = MessagingMetrics::register(&registry)?;
+        let metrics = tramita_web::metrics("files", registry)?;
+
+        let readiness = Readiness::new(vec![
+            ReadinessCheck::new("postgres", {
+                let pool = pool.clone();
+                move || {
+                    let pool = pool.clone();
+                    async move {
+                        sqlx::query("SELECT 1")
+                            .execute(&pool)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| format!("postgres: {e}"))
+                    }
+                }
+            }),
+            ReadinessCheck::new("kafka", {
+                let producer = producer.clone();
+                move || {
+                    let producer = producer.clone();
+                    async move {
+                        tramita_messaging::kafka::broker_reachable(
+                            &producer,
+                            Duration::from_secs(2),
+                        )
+                        .await
+                    }
+                }
+            }),
+        ]);
+
+        let files = web::Data::new(FileService::new(PgFileRepository::new(
+            pool.clone(),
+            events_topic,
+        )));
+        let options = web::Data::new(InitialOptions::new(settings.initial_options.clone()));
+        let openapi = ApiDoc::openapi();
+        let json_limit = settings.json_limit;
+
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(metrics.clone())
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .wrap(actix_web::middleware::from_fn(
+                    tramita_web::request_id::request_id,
+                ))
+                .app_data(files.clone())
+                .app_data(options.clone())
+                .configure(|cfg| {
+                    tramita_web::configure_common(
+                        cfg,
+                        readiness.clone(),
+                        openapi.clone(),
+                        json_limit,
+                    )
+                })
+                .configure(http::routes)
+                .default_service(web::to(tramita_web::extract::not_found))
+        })
+        .workers(settings.workers)
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+
+        let shutdown = CancellationToken::new();
+        let mut runtime = ServiceRuntime::new(server, shutdown.clone());
+        let relay = OutboxRelay::new(
+            pool.clone(),
+            producer,
+            RelayConfig::default(),
+            messaging_metrics,
+        );
+        runtime.spawn("outbox-relay", relay.run(shutdown));
+        tracing::info!(port, "files service listening");
+        Ok(Self {
+            port,
+            runtime,
+            pool,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The service's database pool (for tests and tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A handle to stop the service.
+    pub fn handle(&self) -> ServiceHandle {
+        self.runtime.handle()
+    }
+
+    /// Serves until stopped.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.runtime.run().await
+    }
+}
