@@ -102,3 +102,12 @@ pub async fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> R
     .await
     .map_err(|e| format!("metadata task failed: {e}"))?
 }
+
+/// Whether PostgreSQL answers a trivial query.
+pub async fn postgres_reachable(pool: sqlx::PgPool) -> Result<(), String> {
+    sqlx::query("SELECT 1")
+        .execute(&pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("postgres: {e}"))
+}

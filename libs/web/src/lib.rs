@@ -44,3 +44,34 @@ pub fn configure_common(
         .app_data(extract::query_config())
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi));
 }
+
+/// Starts an HTTP server on `listener` with the standard middleware (request
+/// id, request span, metrics), the common routes, and the service's own
+/// routes and data registered by `configure`.
+pub fn serve<F>(
+    listener: std::net::TcpListener,
+    workers: usize,
+    json_limit: usize,
+    metrics: PrometheusMetrics,
+    readiness: Readiness,
+    openapi: utoipa::openapi::OpenApi,
+    configure: F,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .wrap(metrics.clone())
+            .wrap(tracing_actix_web::TracingLogger::<request_id::RequestSpan>::new())
+            .wrap(actix_web::middleware::from_fn(request_id::request_id))
+            .configure(|cfg| configure_common(cfg, readiness.clone(), openapi.clone(), json_limit))
+            .configure(configure.clone())
+            .default_service(web::to(extract::not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -3,15 +3,14 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 use anyhow::Context;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tracing_actix_web::TracingLogger;
+use tramita_messaging::kafka::{broker_reachable, postgres_reachable};
 use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
 use tramita_settings::SettingsError;
-use tramita_web::request_id::RequestSpan;
 use tramita_web::{Readiness, ReadinessCheck, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
 
@@ -106,28 +105,13 @@ impl Application {
         let readiness = Readiness::new(vec![
             ReadinessCheck::new("postgres", {
                 let pool = pool.clone();
-                move || {
-                    let pool = pool.clone();
-                    async move {
-                        sqlx::query("SELECT 1")
-                            .execute(&pool)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| format!("postgres: {e}"))
-                    }
-                }
+                move || postgres_reachable(pool.clone())
             }),
             ReadinessCheck::new("kafka", {
                 let producer = producer.clone();
                 move || {
                     let producer = producer.clone();
-                    async move {
-                        tramita_messaging::kafka::broker_reachable(
-                            &producer,
-                            Duration::from_secs(2),
-                        )
-                        .await
-                    }
+                    async move { broker_reachable(&producer, Duration::from_secs(2)).await }
                 }
             }),
         ]);
@@ -137,36 +121,22 @@ impl Application {
             events_topic,
         )));
         let options = web::Data::new(InitialOptions::new(settings.initial_options.clone()));
-        let openapi = ApiDoc::openapi();
-        let json_limit = settings.json_limit;
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(metrics.clone())
-                .wrap(TracingLogger::<RequestSpan>::new())
-                .wrap(actix_web::middleware::from_fn(
-                    tramita_web::request_id::request_id,
-                ))
-                .app_data(files.clone())
-                .app_data(options.clone())
-                .configure(|cfg| {
-                    tramita_web::configure_common(
-                        cfg,
-                        readiness.clone(),
-                        openapi.clone(),
-                        json_limit,
-                    )
-                })
-                .configure(http::routes)
-                .default_service(web::to(tramita_web::extract::not_found))
-        })
-        .workers(settings.workers)
-        .shutdown_timeout(10)
-        .listen(listener)?
-        .run();
+        let server = tramita_web::serve(
+            listener,
+            settings.workers,
+            settings.json_limit,
+            metrics,
+            readiness,
+            ApiDoc::openapi(),
+            move |cfg| {
+                cfg.app_data(files.clone()).app_data(options.clone());
+                http::routes(cfg);
+            },
+        )?;
 
         let shutdown = CancellationToken::new();
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
