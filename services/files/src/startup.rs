@@ -41,6 +41,9 @@ pub struct Settings {
     pub json_limit: usize,
     /// HTTP worker threads (`FILES_WORKERS`, default 2).
     pub workers: usize,
+    /// Whether this process runs an outbox relay (`FILES_OUTBOX_RELAY`,
+    /// default true; any replica may run one).
+    pub outbox_relay: bool,
 }
 
 impl Settings {
@@ -60,6 +63,7 @@ impl Settings {
             ),
             json_limit: parsed_or("FILES_JSON_LIMIT", 64 * 1024)?,
             workers: parsed_or("FILES_WORKERS", 2)?,
+            outbox_relay: parsed_or("FILES_OUTBOX_RELAY", true)?,
         })
     }
 }
@@ -140,13 +144,15 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
-        let relay = OutboxRelay::new(
-            pool.clone(),
-            producer,
-            RelayConfig::default(),
-            messaging_metrics,
-        );
-        runtime.spawn("outbox-relay", relay.run(shutdown));
+        if settings.outbox_relay {
+            let relay = OutboxRelay::new(
+                pool.clone(),
+                producer,
+                RelayConfig::default(),
+                messaging_metrics,
+            );
+            runtime.spawn("outbox-relay", relay.run(shutdown));
+        }
         tracing::info!(port, "files service listening");
         Ok(Self {
             port,

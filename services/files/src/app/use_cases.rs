@@ -1,6 +1,6 @@
 //! The use cases: create, read and change case files.
 
-use chrono::{Datelike, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 
 use super::ports::{FileRepository, SaveError};
 use crate::domain::{
@@ -67,6 +67,12 @@ pub enum UpdateFileError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// The current time at the precision PostgreSQL stores (microseconds), so
+/// what a response shows equals what is read back later.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Assigned codes tried before giving up (a clerk may have taken one by hand).
 const ASSIGN_ATTEMPTS: usize = 5;
 /// Optimistic-concurrency retries of an update.
@@ -98,7 +104,7 @@ impl<R: FileRepository> FileService<R> {
                 command.initial_option.clone(),
                 command.description.clone(),
                 command.actor.clone(),
-                Utc::now(),
+                now(),
             );
             match self.repository.insert(&file, &event).await {
                 Ok(()) => {
@@ -139,11 +145,8 @@ impl<R: FileRepository> FileService<R> {
                 .await?
                 .ok_or(UpdateFileError::NotFound)?;
             let expected = file.version;
-            let event = file.change_description(
-                command.description.clone(),
-                command.actor.clone(),
-                Utc::now(),
-            )?;
+            let event =
+                file.change_description(command.description.clone(), command.actor.clone(), now())?;
             match self.repository.update(&file, expected, &event).await {
                 Ok(()) => return Ok(file),
                 Err(SaveError::VersionConflict) => continue,
