@@ -1,1 +1,268 @@
-fn main() {}
+//! Benchmarks run by `scripts/bench`. Results are written as JSON to
+//! `bench/results/<name>.json`; nothing here asserts a target.
+//!
+//! `pipeline`: files are created through the `files` HTTP API at a fixed rate
+//! for a bounded time; each file's create->visible-in-index latency is
+//! measured by polling the index database for outstanding ids every
+//! millisecond. In the same run, the broker's bare produce->consume latency
+//! (same producer settings, same rate) is measured as the floor.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::Message;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tramita_messaging::KafkaSettings;
+use tramita_testkit::TestInfra;
+use uuid::Uuid;
+
+/// Parameters of a pipeline run, from the environment.
+struct PipelineParams {
+    rate: u32,
+    duration: Duration,
+}
+
+impl PipelineParams {
+    fn from_env() -> anyhow::Result<Self> {
+        let rate = std::env::var("BENCH_RATE").unwrap_or_else(|_| "100".into()).parse()?;
+        let seconds: u64 = std::env::var("BENCH_SECONDS").unwrap_or_else(|_| "20".into()).parse()?;
+        anyhow::ensure!((1..=2000).contains(&rate), "BENCH_RATE must be 1..=2000 per second");
+        anyhow::ensure!((1..=300).contains(&seconds), "BENCH_SECONDS must be 1..=300");
+        Ok(Self {
+            rate,
+            duration: Duration::from_secs(seconds),
+        })
+    }
+}
+
+fn summary(histogram: &Histogram<u64>) -> serde_json::Value {
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    json!({
+        "count": histogram.len(),
+        "p50_ms": ms(histogram.value_at_quantile(0.50)),
+        "p90_ms": ms(histogram.value_at_quantile(0.90)),
+        "p99_ms": ms(histogram.value_at_quantile(0.99)),
+        "max_ms": ms(histogram.max()),
+    })
+}
+
+async fn pipeline() -> anyhow::Result<serde_json::Value> {
+    let params = PipelineParams::from_env()?;
+    let infra = TestInfra::from_env();
+    let kafka = KafkaSettings {
+        brokers: infra.kafka_brokers.clone(),
+        topic_prefix: format!("bench-{}.", Uuid::new_v4().simple()),
+    };
+    let files_db = infra.fresh_database().await;
+    let index_db = infra.fresh_database().await;
+    let files = tramita_files::Application::build(tramita_files::Settings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        database_url: files_db,
+        pool_size: 20,
+        kafka: kafka.clone(),
+        events_partitions: 3,
+        initial_options: vec!["Sede electrónica".into()],
+        json_limit: 64 * 1024,
+        workers: 2,
+        outbox_relay: true,
+    })
+    .await?;
+    let index = tramita_index::Application::build(tramita_index::Settings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        database_url: index_db,
+        pool_size: 10,
+        kafka: kafka.clone(),
+        consumer_group: "bench-index".into(),
+        max_attempts: 5,
+        events_partitions: 3,
+        workers: 1,
+    })
+    .await?;
+    let files_url = format!("http://127.0.0.1:{}/files", files.port());
+    let index_pool = index.pool().clone();
+    let (files_handle, index_handle) = (files.handle(), index.handle());
+    tokio::spawn(files.run_until_stopped());
+    tokio::spawn(index.run_until_stopped());
+
+    // Watcher: ids sent (with their send instant) -> latency when visible.
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(Uuid, Instant)>();
+    let expected = u64::from(params.rate) * params.duration.as_secs();
+    let watcher = tokio::spawn(async move {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+        let mut outstanding: HashMap<Uuid, Instant> = HashMap::new();
+        let deadline_after_last = Duration::from_secs(60);
+        let mut last_progress = Instant::now();
+        let mut closed = false;
+        loop {
+            while let Ok((id, at)) = sent_rx.try_recv() {
+                outstanding.insert(id, at);
+            }
+            if !closed && sent_rx.is_closed() && sent_rx.is_empty() {
+                closed = true;
+            }
+            if closed && outstanding.is_empty() {
+                break;
+            }
+            if last_progress.elapsed() > deadline_after_last {
+                anyhow::bail!("{} files never became visible", outstanding.len());
+            }
+            if !outstanding.is_empty() {
+                let ids: Vec<Uuid> = outstanding.keys().copied().collect();
+                let visible: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM index_files WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .fetch_all(&index_pool)
+                    .await?;
+                let now = Instant::now();
+                for id in visible {
+                    if let Some(at) = outstanding.remove(&id) {
+                        histogram.record((now - at).as_micros().max(1) as u64)?;
+                        last_progress = now;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        anyhow::Ok(histogram)
+    });
+
+    // Generator: one POST every 1/rate seconds, bounded in count and time.
+    let client = reqwest::Client::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(params.rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..expected {
+        ticker.tick().await;
+        let client = client.clone();
+        let url = files_url.clone();
+        let sent_tx = sent_tx.clone();
+        requests.spawn(async move {
+            let at = Instant::now();
+            let response = client
+                .post(&url)
+                .json(&json!({"code": format!("BENCH-{n:07}"), "initial_option": "Sede electrónica", "description": "Expediente de prueba de rendimiento"}))
+                .send()
+                .await?;
+            anyhow::ensure!(response.status().as_u16() == 201, "create answered {}", response.status());
+            let body: serde_json::Value = response.json().await?;
+            let id = Uuid::parse_str(body["id"].as_str().context("no id")?)?;
+            sent_tx.send((id, at)).ok();
+            anyhow::Ok(at.elapsed())
+        });
+    }
+    drop(sent_tx);
+    let mut create_histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let mut failures = 0u64;
+    while let Some(result) = requests.join_next().await {
+        match result? {
+            Ok(latency) => create_histogram.record(latency.as_micros().max(1) as u64)?,
+            Err(error) => {
+                failures += 1;
+                eprintln!("create failed: {error:#}");
+            }
+        }
+    }
+    let generation = started.elapsed();
+    let visible = watcher.await??;
+    let total = started.elapsed();
+    files_handle.stop().await;
+    index_handle.stop().await;
+
+    let floor = broker_floor(&kafka, params.rate, params.duration).await?;
+    Ok(json!({
+        "benchmark": "pipeline",
+        "measured_at": chrono::Utc::now(),
+        "machine": machine(),
+        "rate_per_second": params.rate,
+        "duration_seconds": params.duration.as_secs(),
+        "files_requested": expected,
+        "create_failures": failures,
+        "offered_throughput_per_second": expected as f64 / generation.as_secs_f64(),
+        "indexed_throughput_per_second": visible.len() as f64 / total.as_secs_f64(),
+        "create_http_latency": summary(&create_histogram),
+        "create_to_visible_latency": summary(&visible),
+        "broker_floor_produce_to_consume_latency": summary(&floor),
+        "note": "create_to_visible starts before the POST is sent and ends when a 1 ms poll of the index database sees the file; the floor is a bare idempotent produce (linger 2 ms, acks all) to a consumer on the same broker at the same rate",
+    }))
+}
+
+/// Bare produce->consume latency on the same broker, same rate and settings.
+async fn broker_floor(kafka: &KafkaSettings, rate: u32, duration: Duration) -> anyhow::Result<Histogram<u64>> {
+    let topic = kafka.topic("floor");
+    kafka.ensure_topics(std::slice::from_ref(&topic), 3).await?;
+    let consumer: StreamConsumer = kafka.consumer(&format!("floor-{}", Uuid::new_v4().simple()))?;
+    consumer.subscribe(&[topic.as_str()])?;
+    // Wait for the partition assignment before producing.
+    let producer = kafka.producer()?;
+    let warmup = Uuid::new_v4().to_string();
+    producer
+        .send(FutureRecord::to(&topic).key("warmup").payload(&warmup), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
+    tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+
+    let expected = u64::from(rate) * duration.as_secs();
+    let origin = Instant::now();
+    let receiver = tokio::spawn(async move {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+        while histogram.len() < expected {
+            let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+            let Some(payload) = message.payload() else { continue };
+            let sent_micros: u64 = std::str::from_utf8(payload)?.parse()?;
+            let now = origin.elapsed().as_micros() as u64;
+            histogram.record(now.saturating_sub(sent_micros).max(1))?;
+        }
+        anyhow::Ok(histogram)
+    });
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..expected {
+        ticker.tick().await;
+        let producer = producer.clone();
+        let topic = topic.clone();
+        sends.spawn(async move {
+            let key = Uuid::new_v4().to_string();
+            let payload = origin.elapsed().as_micros().to_string();
+            producer
+                .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
+                .await
+                .map(|_| n)
+                .map_err(|(e, _)| anyhow::anyhow!("floor produce: {e}"))
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent??;
+    }
+    receiver.await?
+}
+
+fn machine() -> serde_json::Value {
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "os": std::env::consts::OS,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let which = std::env::args().nth(1).unwrap_or_default();
+    let results = match which.as_str() {
+        "pipeline" => pipeline().await?,
+        other => anyhow::bail!("unknown benchmark {other:?}; available: pipeline"),
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{which}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    eprintln!("written to {}", path.display());
+    Ok(())
+}
