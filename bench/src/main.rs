@@ -29,10 +29,20 @@ struct PipelineParams {
 
 impl PipelineParams {
     fn from_env() -> anyhow::Result<Self> {
-        let rate = std::env::var("BENCH_RATE").unwrap_or_else(|_| "100".into()).parse()?;
-        let seconds: u64 = std::env::var("BENCH_SECONDS").unwrap_or_else(|_| "20".into()).parse()?;
-        anyhow::ensure!((1..=2000).contains(&rate), "BENCH_RATE must be 1..=2000 per second");
-        anyhow::ensure!((1..=300).contains(&seconds), "BENCH_SECONDS must be 1..=300");
+        let rate = std::env::var("BENCH_RATE")
+            .unwrap_or_else(|_| "100".into())
+            .parse()?;
+        let seconds: u64 = std::env::var("BENCH_SECONDS")
+            .unwrap_or_else(|_| "20".into())
+            .parse()?;
+        anyhow::ensure!(
+            (1..=2000).contains(&rate),
+            "BENCH_RATE must be 1..=2000 per second"
+        );
+        anyhow::ensure!(
+            (1..=300).contains(&seconds),
+            "BENCH_SECONDS must be 1..=300"
+        );
         Ok(Self {
             rate,
             duration: Duration::from_secs(seconds),
@@ -115,10 +125,11 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
             }
             if !outstanding.is_empty() {
                 let ids: Vec<Uuid> = outstanding.keys().copied().collect();
-                let visible: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM index_files WHERE id = ANY($1)")
-                    .bind(&ids)
-                    .fetch_all(&index_pool)
-                    .await?;
+                let visible: Vec<Uuid> =
+                    sqlx::query_scalar("SELECT id FROM index_files WHERE id = ANY($1)")
+                        .bind(&ids)
+                        .fetch_all(&index_pool)
+                        .await?;
                 let now = Instant::now();
                 for id in visible {
                     if let Some(at) = outstanding.remove(&id) {
@@ -194,7 +205,11 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
 }
 
 /// Bare produce->consume latency on the same broker, same rate and settings.
-async fn broker_floor(kafka: &KafkaSettings, rate: u32, duration: Duration) -> anyhow::Result<Histogram<u64>> {
+async fn broker_floor(
+    kafka: &KafkaSettings,
+    rate: u32,
+    duration: Duration,
+) -> anyhow::Result<Histogram<u64>> {
     let topic = kafka.topic("floor");
     kafka.ensure_topics(std::slice::from_ref(&topic), 3).await?;
     let consumer: StreamConsumer = kafka.consumer(&format!("floor-{}", Uuid::new_v4().simple()))?;
@@ -203,7 +218,10 @@ async fn broker_floor(kafka: &KafkaSettings, rate: u32, duration: Duration) -> a
     let producer = kafka.producer()?;
     let warmup = Uuid::new_v4().to_string();
     producer
-        .send(FutureRecord::to(&topic).key("warmup").payload(&warmup), Duration::from_secs(10))
+        .send(
+            FutureRecord::to(&topic).key("warmup").payload(&warmup),
+            Duration::from_secs(10),
+        )
         .await
         .map_err(|(e, _)| e)?;
     tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
@@ -214,7 +232,9 @@ async fn broker_floor(kafka: &KafkaSettings, rate: u32, duration: Duration) -> a
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
         while histogram.len() < expected {
             let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
-            let Some(payload) = message.payload() else { continue };
+            let Some(payload) = message.payload() else {
+                continue;
+            };
             let sent_micros: u64 = std::str::from_utf8(payload)?.parse()?;
             let now = origin.elapsed().as_micros() as u64;
             histogram.record(now.saturating_sub(sent_micros).max(1))?;
@@ -232,7 +252,10 @@ async fn broker_floor(kafka: &KafkaSettings, rate: u32, duration: Duration) -> a
             let key = Uuid::new_v4().to_string();
             let payload = origin.elapsed().as_micros().to_string();
             producer
-                .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Duration::from_secs(10),
+                )
                 .await
                 .map(|_| n)
                 .map_err(|(e, _)| anyhow::anyhow!("floor produce: {e}"))
