@@ -3,6 +3,9 @@
 //! with a deadline, and raw Kafka access.
 #![forbid(unsafe_code)]
 
+mod issuer;
+pub use issuer::{SigningKey, TestIssuer};
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
