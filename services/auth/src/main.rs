@@ -1,0 +1,2 @@
+//! Entry point of the auth service.
+fn main() {}
