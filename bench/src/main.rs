@@ -68,6 +68,12 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         brokers: infra.kafka_brokers.clone(),
         topic_prefix: format!("bench-{}.", Uuid::new_v4().simple()),
     };
+    let issuer = tramita_testkit::TestIssuer::start().await;
+    let identity = tramita_identity::IdentitySettings {
+        jwks_url: issuer.jwks_url.clone(),
+        issuer: issuer.issuer.clone(),
+        audience: issuer.audience.clone(),
+    };
     let files_db = infra.fresh_database().await;
     let index_db = infra.fresh_database().await;
     let files = tramita_files::Application::build(tramita_files::Settings {
@@ -81,6 +87,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         json_limit: 64 * 1024,
         workers: 2,
         outbox_relay: true,
+        identity: identity.clone(),
     })
     .await?;
     let index = tramita_index::Application::build(tramita_index::Settings {
@@ -93,6 +100,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         max_attempts: 5,
         events_partitions: 3,
         workers: 1,
+        identity,
     })
     .await?;
     let files_url = format!("http://127.0.0.1:{}/files", files.port());
@@ -144,6 +152,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
     });
 
     // Generator: one POST every 1/rate seconds, bounded in count and time.
+    let token = issuer.token("bench", &["clerk"]);
     let client = reqwest::Client::new();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(params.rate)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -154,10 +163,12 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         let client = client.clone();
         let url = files_url.clone();
         let sent_tx = sent_tx.clone();
+        let token = token.clone();
         requests.spawn(async move {
             let at = Instant::now();
             let response = client
                 .post(&url)
+                .bearer_auth(&token)
                 .json(&json!({"code": format!("BENCH-{n:07}"), "initial_option": "Sede electrónica", "description": "Expediente de prueba de rendimiento"}))
                 .send()
                 .await?;

@@ -8,8 +8,9 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tramita_identity::IdentitySettings;
 use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
-use tramita_testkit::{count, eventually, header, TestInfra};
+use tramita_testkit::{count, eventually, header, TestInfra, TestIssuer};
 use tramita_web::ServiceHandle;
 use uuid::Uuid;
 
@@ -25,12 +26,21 @@ struct Suite {
     files_db: String,
     index_db: String,
     group: String,
+    issuer: TestIssuer,
+    /// Sends a clerk's token on every request.
     client: reqwest::Client,
 }
 
 impl Suite {
     async fn new() -> Self {
         let infra = TestInfra::from_env();
+        let issuer = TestIssuer::start().await;
+        let mut headers = reqwest::header::HeaderMap::new();
+        let token = issuer.token("clerk-7", &["clerk"]);
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
         Self {
             kafka: KafkaSettings {
                 brokers: infra.kafka_brokers.clone(),
@@ -40,7 +50,11 @@ impl Suite {
             index_db: infra.fresh_database().await,
             group: format!("index-{}", Uuid::new_v4().simple()),
             infra,
-            client: reqwest::Client::new(),
+            issuer,
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
         }
     }
 
@@ -56,6 +70,7 @@ impl Suite {
             json_limit: 64 * 1024,
             workers: 2,
             outbox_relay,
+            identity: self.identity(),
         })
         .await
         .expect("build files");
@@ -78,6 +93,7 @@ impl Suite {
             max_attempts: 3,
             events_partitions: 3,
             workers: 1,
+            identity: self.identity(),
         })
         .await
         .expect("build index");
@@ -87,6 +103,14 @@ impl Suite {
             app.handle(),
             app.run_until_stopped(),
         )
+    }
+
+    fn identity(&self) -> IdentitySettings {
+        IdentitySettings {
+            jwks_url: self.issuer.jwks_url.clone(),
+            issuer: self.issuer.issuer.clone(),
+            audience: self.issuer.audience.clone(),
+        }
     }
 
     async fn create(&self, files: &Running, code: &str) -> Value {
@@ -151,6 +175,11 @@ async fn a_created_file_appears_in_the_index_and_so_does_its_update() {
     assert_eq!(view["code"], "E2E-1");
     assert_eq!(view["description"], "Expediente E2E-1");
     assert_eq!(view["created_at"], created["created_at"]);
+    assert_eq!(
+        view["created_by"]["id"], "clerk-7",
+        "the actor reaches the index"
+    );
+    assert_eq!(view["created_by"]["name"], "Prueba, clerk-7");
 
     let patched = suite
         .client

@@ -40,10 +40,15 @@ impl ResponseError for AuthError {
         let mut response = problem.error_response();
         let challenge = match self.0 {
             TokenError::Missing => "Bearer".to_owned(),
-            _ => format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.0),
+            _ => format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                self.0
+            ),
         };
         if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }
@@ -66,7 +71,11 @@ impl FromRequest for Authenticated {
         Box::pin(async move {
             let validator = validator.expect("a TokenValidator is registered as app data");
             let token = token.ok_or(AuthError(TokenError::Missing))?;
-            validator.validate(&token).await.map(Authenticated).map_err(AuthError)
+            validator
+                .validate(&token)
+                .await
+                .map(Authenticated)
+                .map_err(AuthError)
         })
     }
 }

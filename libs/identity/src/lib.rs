@@ -153,3 +153,33 @@ mod tests {
         assert!(problem.detail.unwrap().contains("clerk, validator"));
     }
 }
+
+/// Where the signing keys are and what tokens must say, from the environment.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// The auth service's JWKS (`AUTH_JWKS_URL`, required).
+    pub jwks_url: String,
+    /// Expected `iss` (`AUTH_ISSUER`, default `tramita-auth`).
+    pub issuer: String,
+    /// Expected `aud` (`AUTH_AUDIENCE`, default `tramita`).
+    pub audience: String,
+}
+
+impl IdentitySettings {
+    /// Reads the settings, failing on a missing `AUTH_JWKS_URL`.
+    pub fn from_env() -> Result<Self, tramita_settings::SettingsError> {
+        Ok(Self {
+            jwks_url: tramita_settings::required("AUTH_JWKS_URL")?,
+            issuer: tramita_settings::or_default("AUTH_ISSUER", "tramita-auth"),
+            audience: tramita_settings::or_default("AUTH_AUDIENCE", "tramita"),
+        })
+    }
+
+    /// A validator fetching keys from the JWKS URL.
+    pub fn validator(&self) -> TokenValidator {
+        TokenValidator::new(
+            ValidationSettings::new(&self.issuer, &self.audience),
+            KeySource::remote(&self.jwks_url),
+        )
+    }
+}

@@ -162,15 +162,16 @@ impl TokenValidator {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.settings.leeway_seconds;
-        let data = decode::<AccessClaims>(token, &key, &validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-            ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-            ErrorKind::InvalidAudience => TokenError::WrongAudience,
-            ErrorKind::InvalidSignature => TokenError::BadSignature,
-            ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed,
-            _ => TokenError::Malformed,
-        })?;
+        let data =
+            decode::<AccessClaims>(token, &key, &validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed,
+                _ => TokenError::Malformed,
+            })?;
         Ok(Principal::from(data.claims))
     }
 
@@ -210,7 +211,9 @@ impl TokenValidator {
         *last = Some(Instant::now());
         let mut keys = HashMap::new();
         for jwk in &set.keys {
-            let Some(kid) = jwk.common.key_id.clone() else { continue };
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
             match DecodingKey::from_jwk(jwk) {
                 Ok(key) => {
                     keys.insert(kid, key);

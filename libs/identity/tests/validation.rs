@@ -32,7 +32,10 @@ async fn every_bad_token_is_refused_for_its_reason() {
     let issuer = TestIssuer::start().await;
     let validator = validator(&issuer);
     // Load the keys once so "unknown kid" is judged against a fresh cache.
-    validator.validate(&issuer.token("u", &["reader"])).await.unwrap();
+    validator
+        .validate(&issuer.token("u", &["reader"]))
+        .await
+        .unwrap();
     let expected = [
         ("alg none", TokenError::Malformed),
         ("HS256 with the public key", TokenError::AlgorithmNotAllowed),
@@ -64,15 +67,28 @@ async fn unknown_kids_refetch_the_key_set_at_most_once_per_interval() {
         },
         KeySource::remote(&issuer.jwks_url),
     );
-    validator.validate(&issuer.token("u", &["reader"])).await.unwrap();
+    validator
+        .validate(&issuer.token("u", &["reader"]))
+        .await
+        .unwrap();
     assert_eq!(issuer.jwks_fetches(), 1);
     let forged = tramita_testkit::SigningKey::generate("forged");
     for n in 0..20 {
         let token = forged.sign(&format!("forged-{n}"), &issuer.claims("u", &["admin"]));
-        assert_eq!(validator.validate(&token).await, Err(TokenError::UnknownKey));
+        assert_eq!(
+            validator.validate(&token).await,
+            Err(TokenError::UnknownKey)
+        );
     }
-    assert_eq!(issuer.jwks_fetches(), 1, "forged kids do not hammer the JWKS");
-    validator.validate(&issuer.token("u", &["reader"])).await.unwrap();
+    assert_eq!(
+        issuer.jwks_fetches(),
+        1,
+        "forged kids do not hammer the JWKS"
+    );
+    validator
+        .validate(&issuer.token("u", &["reader"]))
+        .await
+        .unwrap();
     assert_eq!(issuer.jwks_fetches(), 1, "known keys are cached");
 }
 

@@ -25,14 +25,17 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish()
     }
 }
 
 impl SigningKey {
     /// A fresh key called `kid`.
     pub fn generate(kid: &str) -> Self {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("generate an Ed25519 key");
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("generate an Ed25519 key");
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("read the Ed25519 key back");
         Self {
             kid: kid.to_owned(),
@@ -67,7 +70,9 @@ pub struct TestIssuer {
 
 impl std::fmt::Debug for TestIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestIssuer").field("jwks_url", &self.jwks_url).finish()
+        f.debug_struct("TestIssuer")
+            .field("jwks_url", &self.jwks_url)
+            .finish()
     }
 }
 
@@ -153,12 +158,20 @@ impl TestIssuer {
         let public_x = self.key.jwk["x"].as_str().unwrap().to_owned();
         let mut hs_header = Header::new(Algorithm::HS256);
         hs_header.kid = Some(self.key.kid.clone());
-        let hs256 = encode(&hs_header, &good, &EncodingKey::from_secret(public_x.as_bytes())).unwrap();
+        let hs256 = encode(
+            &hs_header,
+            &good,
+            &EncodingKey::from_secret(public_x.as_bytes()),
+        )
+        .unwrap();
         let intruder = SigningKey::generate("intruder");
         let good_token = self.sign(&good);
         let (head, rest) = good_token.split_once('.').unwrap();
         let (_, signature) = rest.split_once('.').unwrap();
-        let tampered = format!("{head}.{}.{signature}", b64(&self.claims("mallory", &["admin", "validator"])));
+        let tampered = format!(
+            "{head}.{}.{signature}",
+            b64(&self.claims("mallory", &["admin", "validator"]))
+        );
         vec![
             ("alg none", alg_none),
             ("HS256 with the public key", hs256),
@@ -170,7 +183,10 @@ impl TestIssuer {
             ("bad signature", intruder.sign(&self.key.kid, &good)),
             ("tampered claims", tampered),
             ("garbage", "not.a.jwt".to_owned()),
-            ("oversized", format!("{}.{}.x", "a".repeat(9000), "b".repeat(100))),
+            (
+                "oversized",
+                format!("{}.{}.x", "a".repeat(9000), "b".repeat(100)),
+            ),
         ]
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tramita_identity::IdentitySettings;
 use tramita_messaging::kafka::{broker_reachable, postgres_reachable};
 use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
 use tramita_settings::SettingsError;
@@ -41,6 +42,8 @@ pub struct Settings {
     pub json_limit: usize,
     /// HTTP worker threads (`FILES_WORKERS`, default 2).
     pub workers: usize,
+    /// How access tokens are checked.
+    pub identity: IdentitySettings,
     /// Whether this process runs an outbox relay (`FILES_OUTBOX_RELAY`,
     /// default true; any replica may run one).
     pub outbox_relay: bool,
@@ -64,6 +67,7 @@ impl Settings {
             json_limit: parsed_or("FILES_JSON_LIMIT", 64 * 1024)?,
             workers: parsed_or("FILES_WORKERS", 2)?,
             outbox_relay: parsed_or("FILES_OUTBOX_RELAY", true)?,
+            identity: IdentitySettings::from_env()?,
         })
     }
 }
@@ -125,6 +129,7 @@ impl Application {
             events_topic,
         )));
         let options = web::Data::new(InitialOptions::new(settings.initial_options.clone()));
+        let validator = web::Data::new(settings.identity.validator());
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
@@ -137,7 +142,9 @@ impl Application {
             readiness,
             ApiDoc::openapi(),
             move |cfg| {
-                cfg.app_data(files.clone()).app_data(options.clone());
+                cfg.app_data(files.clone())
+                    .app_data(options.clone())
+                    .app_data(validator.clone());
                 http::routes(cfg);
             },
         )?;

@@ -6,8 +6,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tramita_files::{Application, Settings};
+use tramita_identity::IdentitySettings;
 use tramita_messaging::{Envelope, KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
-use tramita_testkit::{count, header, TestInfra};
+use tramita_testkit::{count, header, TestInfra, TestIssuer};
 use tramita_web::ServiceHandle;
 
 struct TestFiles {
@@ -16,12 +17,27 @@ struct TestFiles {
     handle: ServiceHandle,
     infra: TestInfra,
     kafka: KafkaSettings,
+    issuer: TestIssuer,
+    /// Sends a clerk's token on every request.
     client: reqwest::Client,
+}
+
+fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl TestFiles {
     async fn spawn(outbox_relay: bool) -> Self {
         let infra = TestInfra::from_env();
+        let issuer = TestIssuer::start().await;
         let kafka = KafkaSettings {
             brokers: infra.kafka_brokers.clone(),
             topic_prefix: infra.topic_prefix(),
@@ -37,6 +53,11 @@ impl TestFiles {
             json_limit: 16 * 1024,
             workers: 1,
             outbox_relay,
+            identity: IdentitySettings {
+                jwks_url: issuer.jwks_url.clone(),
+                issuer: issuer.issuer.clone(),
+                audience: issuer.audience.clone(),
+            },
         };
         let app = Application::build(settings)
             .await
@@ -51,7 +72,8 @@ impl TestFiles {
             handle,
             infra,
             kafka,
-            client: reqwest::Client::new(),
+            client: client_with(&issuer.token("clerk-1", &["clerk"])),
+            issuer,
         }
     }
 
@@ -130,6 +152,7 @@ async fn a_created_file_is_stored_published_and_readable() {
     );
     use rdkafka::Message;
     assert_eq!(message.key(), created["id"].as_str().map(str::as_bytes));
+    assert_eq!(header(message, "actor").as_deref(), Some("clerk-1"));
     let payload: Value =
         serde_json::from_slice(rdkafka::Message::payload(message).unwrap()).unwrap();
     assert_eq!(payload["code"], "EXP-2026-1");
@@ -504,4 +527,120 @@ fn the_openapi_document_is_under_review() {
         .unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
     tramita_testkit::assert_snapshot(&path, &document);
+}
+
+#[tokio::test]
+async fn every_bad_token_is_refused_and_changes_nothing() {
+    let files = TestFiles::spawn(false).await;
+    let url = format!("{}/files", files.base);
+    let anonymous = reqwest::Client::new();
+    let missing = anonymous
+        .post(&url)
+        .json(&valid_body("NO-TOKEN"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+    assert_problem(missing, StatusCode::UNAUTHORIZED).await;
+    for (name, token) in files.issuer.bad_tokens() {
+        let response = anonymous
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&valid_body("BAD-TOKEN"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token"),
+            "{name}"
+        );
+        let get = anonymous
+            .get(format!("{}/files/initial-options", files.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), StatusCode::UNAUTHORIZED, "{name}");
+    }
+    assert_eq!(count(&files.pool, "files").await, 0);
+    assert_eq!(count(&files.pool, "messaging_outbox").await, 0);
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn each_role_may_call_only_what_it_is_allowed_to() {
+    let files = TestFiles::spawn(false).await;
+    let created: Value = files
+        .create(valid_body("EXP-ROLES"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let file_url = format!("{}/files/{}", files.base, created["id"].as_str().unwrap());
+    // (role, may read, may write)
+    let table = [
+        ("admin", true, false),
+        ("clerk", true, true),
+        ("validator", true, true),
+        ("reader", true, false),
+    ];
+    for (n, (role, may_read, may_write)) in table.into_iter().enumerate() {
+        let client = client_with(&files.issuer.token(&format!("{role}-user"), &[role]));
+        let read = client.get(&file_url).send().await.unwrap().status();
+        assert_eq!(
+            read == StatusCode::OK,
+            may_read,
+            "{role} GET /files/{{id}}: {read}"
+        );
+        let options = client
+            .get(format!("{}/files/initial-options", files.base))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(
+            options == StatusCode::OK,
+            may_read,
+            "{role} GET /files/initial-options: {options}"
+        );
+        let create = client
+            .post(format!("{}/files", files.base))
+            .json(&valid_body(&format!("EXP-ROLE-{n}")))
+            .send()
+            .await
+            .unwrap();
+        let expected = if may_write {
+            StatusCode::CREATED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(create.status(), expected, "{role} POST /files");
+        if !may_write {
+            assert_problem(create, StatusCode::FORBIDDEN).await;
+        }
+        let patch = client
+            .patch(&file_url)
+            .json(&json!({"description": format!("por {role}")}))
+            .send()
+            .await
+            .unwrap();
+        let expected = if may_write {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(patch.status(), expected, "{role} PATCH /files/{{id}}");
+    }
+    let no_roles = client_with(&files.issuer.token("nobody", &[]));
+    assert_eq!(
+        no_roles.get(&file_url).send().await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    // Only the writers' creations were stored.
+    assert_eq!(count(&files.pool, "files").await, 3);
+    files.handle.stop().await;
 }

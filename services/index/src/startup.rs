@@ -9,6 +9,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tramita_identity::IdentitySettings;
 use tramita_messaging::kafka::{broker_reachable, postgres_reachable};
 use tramita_messaging::{ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics};
 use tramita_settings::SettingsError;
@@ -42,6 +43,8 @@ pub struct Settings {
     pub events_partitions: i32,
     /// HTTP worker threads (`INDEX_WORKERS`, default 2).
     pub workers: usize,
+    /// How access tokens are checked.
+    pub identity: IdentitySettings,
 }
 
 impl Settings {
@@ -58,6 +61,7 @@ impl Settings {
             max_attempts: parsed_or("INDEX_MAX_ATTEMPTS", 5)?,
             events_partitions: parsed_or("FILES_EVENTS_PARTITIONS", 3)?,
             workers: parsed_or("INDEX_WORKERS", 2)?,
+            identity: IdentitySettings::from_env()?,
         })
     }
 
@@ -126,6 +130,7 @@ impl Application {
             }),
         ]);
 
+        let validator = actix_web::web::Data::new(settings.identity.validator());
         let queries =
             actix_web::web::Data::new(IndexQueries::new(PgFileViewStore::new(pool.clone())));
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
@@ -139,7 +144,7 @@ impl Application {
             readiness,
             ApiDoc::openapi(),
             move |cfg| {
-                cfg.app_data(queries.clone());
+                cfg.app_data(queries.clone()).app_data(validator.clone());
                 http::routes(cfg);
             },
         )?;

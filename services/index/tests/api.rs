@@ -7,9 +7,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tramita_identity::IdentitySettings;
 use tramita_index::{prepare_rebuild, Application, Settings};
 use tramita_messaging::{Envelope, KafkaSettings};
-use tramita_testkit::{count, eventually, header, TestInfra};
+use tramita_testkit::{count, eventually, header, TestInfra, TestIssuer};
 use tramita_web::ServiceHandle;
 use uuid::Uuid;
 
@@ -19,10 +20,13 @@ struct TestIndex {
     handle: ServiceHandle,
     infra: TestInfra,
     settings: Settings,
+    /// Kept alive: it serves the JWKS.
+    issuer: std::sync::Arc<TestIssuer>,
+    /// Sends a reader's token on every request.
     client: reqwest::Client,
 }
 
-async fn settings(infra: &TestInfra) -> Settings {
+async fn settings(infra: &TestInfra, issuer: &TestIssuer) -> Settings {
     Settings {
         host: "127.0.0.1".into(),
         port: 0,
@@ -36,17 +40,33 @@ async fn settings(infra: &TestInfra) -> Settings {
         max_attempts: 3,
         events_partitions: 3,
         workers: 1,
+        identity: IdentitySettings {
+            jwks_url: issuer.jwks_url.clone(),
+            issuer: issuer.issuer.clone(),
+            audience: issuer.audience.clone(),
+        },
     }
 }
 
 impl TestIndex {
     async fn spawn() -> Self {
         let infra = TestInfra::from_env();
-        let settings = settings(&infra).await;
-        Self::spawn_with(infra, settings).await
+        let issuer = std::sync::Arc::new(TestIssuer::start().await);
+        let settings = settings(&infra, &issuer).await;
+        Self::spawn_with(infra, settings, issuer).await
     }
 
-    async fn spawn_with(infra: TestInfra, settings: Settings) -> Self {
+    async fn spawn_with(
+        infra: TestInfra,
+        settings: Settings,
+        issuer: std::sync::Arc<TestIssuer>,
+    ) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let token = issuer.token("reader-1", &["reader"]);
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
         let app = Application::build(settings.clone())
             .await
             .expect("build the index service");
@@ -60,7 +80,11 @@ impl TestIndex {
             handle,
             infra,
             settings,
-            client: reqwest::Client::new(),
+            issuer,
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
         }
     }
 
@@ -295,6 +319,33 @@ async fn bad_query_parameters_are_problems() {
             "{query}"
         );
     }
+    let anonymous = reqwest::Client::new();
+    let list = format!("{}/index/files", index.base);
+    assert_eq!(
+        anonymous.get(&list).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for (name, token) in index.issuer.bad_tokens() {
+        let response = anonymous
+            .get(&list)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{name}"
+        );
+    }
+    let no_roles = anonymous
+        .get(&list)
+        .bearer_auth(index.issuer.token("nobody", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_roles.status(), StatusCode::FORBIDDEN);
     let unknown = index.get(&format!("/index/files/{}", Uuid::now_v7())).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert_eq!(
@@ -407,7 +458,12 @@ async fn the_projection_is_rebuilt_from_the_topic() {
         .expect("prepare the rebuild");
     assert_eq!(count(&index.pool, "index_files").await, 0, "emptied");
 
-    let rebuilt = TestIndex::spawn_with(index.infra.clone(), index.settings.clone()).await;
+    let rebuilt = TestIndex::spawn_with(
+        index.infra.clone(),
+        index.settings.clone(),
+        index.issuer.clone(),
+    )
+    .await;
     rebuilt.wait_for_rows(5).await;
     let after: Value = rebuilt.get("/index/files").await.json().await.unwrap();
     assert_eq!(after, before);

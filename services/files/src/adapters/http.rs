@@ -4,7 +4,8 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tramita_web::{FieldError, Problem};
+use tramita_identity::{Authenticated, Principal, READ_FILES, WRITE_FILES};
+use tramita_web::{BearerAuth, FieldError, Problem};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -80,6 +81,14 @@ pub struct FileResponse {
 pub struct InitialOptionsResponse {
     /// Options in display order.
     pub options: Vec<String>,
+}
+
+/// The domain actor of an authenticated caller.
+fn actor(principal: &Principal) -> Option<Actor> {
+    Some(Actor {
+        id: principal.subject.clone(),
+        name: principal.name.clone(),
+    })
 }
 
 fn actor_dto(actor: &Option<Actor>) -> Option<ActorDto> {
@@ -195,6 +204,8 @@ impl From<UpdateFileError> for Problem {
     responses(
         (status = 201, description = "Created", body = FileResponse, headers(("location" = String, description = "URL of the new file"))),
         (status = 400, description = "Malformed JSON or unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs the clerk or validator role", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The code is taken", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -202,10 +213,12 @@ impl From<UpdateFileError> for Problem {
     )
 )]
 pub async fn create_file(
+    Authenticated(principal): Authenticated,
     files: web::Data<Files>,
     options: web::Data<InitialOptions>,
     body: web::Json<CreateFileRequest>,
 ) -> Result<HttpResponse, Problem> {
+    principal.require(WRITE_FILES)?;
     let body = body.into_inner();
     let mut fields = Fields::default();
     let code = fields.optional("code", body.code.as_deref(), FileCode::parse);
@@ -227,7 +240,7 @@ pub async fn create_file(
             code,
             initial_option,
             description,
-            actor: None,
+            actor: actor(&principal),
         })
         .await?;
     Ok(HttpResponse::Created()
@@ -241,13 +254,16 @@ pub async fn create_file(
     params(("id" = Uuid, Path, description = "File id")),
     responses(
         (status = 200, description = "The file", body = FileResponse),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such file", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_file(
+    Authenticated(principal): Authenticated,
     files: web::Data<Files>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
+    principal.require(READ_FILES)?;
     let file = files.get(FileId(id.into_inner())).await?;
     Ok(HttpResponse::Ok().json(FileResponse::from(file)))
 }
@@ -259,6 +275,8 @@ pub async fn get_file(
     request_body = UpdateFileRequest,
     responses(
         (status = 200, description = "The changed file", body = FileResponse),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs the clerk or validator role", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON or unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such file", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The file is closed", body = Problem, content_type = "application/problem+json"),
@@ -266,10 +284,12 @@ pub async fn get_file(
     )
 )]
 pub async fn update_file(
+    Authenticated(principal): Authenticated,
     files: web::Data<Files>,
     id: web::Path<Uuid>,
     body: web::Json<UpdateFileRequest>,
 ) -> Result<HttpResponse, Problem> {
+    principal.require(WRITE_FILES)?;
     let mut fields = Fields::default();
     let description = fields.required(
         "description",
@@ -284,7 +304,7 @@ pub async fn update_file(
         .update(UpdateFileCommand {
             id: FileId(id.into_inner()),
             description,
-            actor: None,
+            actor: actor(&principal),
         })
         .await?;
     Ok(HttpResponse::Ok().json(FileResponse::from(file)))
@@ -295,10 +315,14 @@ pub async fn update_file(
     get, path = "/files/initial-options", tag = "files",
     responses((status = 200, description = "The options", body = InitialOptionsResponse))
 )]
-pub async fn initial_options(options: web::Data<InitialOptions>) -> HttpResponse {
-    HttpResponse::Ok().json(InitialOptionsResponse {
+pub async fn initial_options(
+    Authenticated(principal): Authenticated,
+    options: web::Data<InitialOptions>,
+) -> Result<HttpResponse, Problem> {
+    principal.require(READ_FILES)?;
+    Ok(HttpResponse::Ok().json(InitialOptionsResponse {
         options: options.all().to_vec(),
-    })
+    }))
 }
 
 /// The OpenAPI description of this service.
@@ -307,7 +331,9 @@ pub async fn initial_options(options: web::Data<InitialOptions>) -> HttpResponse
     info(title = "Tramita files", description = "Case files (expedientes)."),
     paths(create_file, get_file, update_file, initial_options),
     components(schemas(CreateFileRequest, UpdateFileRequest, FileResponse, ActorDto, InitialOptionsResponse, Problem, FieldError)),
-    tags((name = "files", description = "Case files"))
+    tags((name = "files", description = "Case files")),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
 

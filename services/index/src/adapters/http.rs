@@ -3,7 +3,8 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tramita_web::{FieldError, Problem};
+use tramita_identity::{Authenticated, READ_FILES};
+use tramita_web::{BearerAuth, FieldError, Problem};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -113,12 +114,15 @@ impl From<FileView> for IndexedFile {
     responses(
         (status = 200, description = "A page", body = FilePage),
         (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_files(
+    Authenticated(principal): Authenticated,
     queries: web::Data<Queries>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, Problem> {
+    principal.require(READ_FILES)?;
     let p = params.into_inner();
     let query = FileListQuery::new(
         p.initial_option,
@@ -151,13 +155,16 @@ pub async fn list_files(
     params(("id" = Uuid, Path, description = "File id")),
     responses(
         (status = 200, description = "The file", body = IndexedFile),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not indexed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_file(
+    Authenticated(principal): Authenticated,
     queries: web::Data<Queries>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
+    principal.require(READ_FILES)?;
     match queries.get(id.into_inner()).await {
         Ok(view) => Ok(HttpResponse::Ok().json(IndexedFile::from(view))),
         Err(GetViewError::NotFound) => Err(Problem::not_found("no indexed file with this id")),
@@ -171,7 +178,9 @@ pub async fn get_file(
     info(title = "Tramita index", description = "The read side: lists, filters and search over case files."),
     paths(list_files, get_file),
     components(schemas(FilePage, IndexedFile, ActorDto, Problem, FieldError)),
-    tags((name = "index", description = "Read model"))
+    tags((name = "index", description = "Read model")),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
