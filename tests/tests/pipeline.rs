@@ -35,12 +35,6 @@ impl Suite {
     async fn new() -> Self {
         let infra = TestInfra::from_env();
         let issuer = TestIssuer::start().await;
-        let mut headers = reqwest::header::HeaderMap::new();
-        let token = issuer.token("clerk-7", &["clerk"]);
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
         Self {
             kafka: KafkaSettings {
                 brokers: infra.kafka_brokers.clone(),
@@ -50,11 +44,8 @@ impl Suite {
             index_db: infra.fresh_database().await,
             group: format!("index-{}", Uuid::new_v4().simple()),
             infra,
+            client: tramita_testkit::bearer_client(&issuer.token("clerk-7", &["clerk"])),
             issuer,
-            client: reqwest::Client::builder()
-                .default_headers(headers)
-                .build()
-                .unwrap(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod relay;
 pub mod schema;
+pub mod store;
 
 pub use consumer::{ConsumerConfig, ConsumerRunner, HandlerError, MessageHandler};
 pub use envelope::Envelope;

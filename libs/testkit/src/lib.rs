@@ -213,6 +213,21 @@ pub fn assert_snapshot(path: &std::path::Path, actual: &str) {
     );
 }
 
+/// An HTTP client that sends `Authorization: Bearer <token>` on every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a valid header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("build an HTTP client")
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

@@ -1,18 +1,15 @@
 //! Settings and wiring of the files service.
 
 use std::net::TcpListener;
-use std::time::Duration;
 
 use actix_web::web;
 use anyhow::Context;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tramita_identity::IdentitySettings;
-use tramita_messaging::kafka::{broker_reachable, postgres_reachable};
 use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
 use tramita_settings::SettingsError;
-use tramita_web::{Readiness, ReadinessCheck, ServiceHandle, ServiceRuntime};
+use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
 
 use crate::adapters::events::FILES_EVENTS;
@@ -84,17 +81,13 @@ impl Application {
     /// Connects to the stores, migrates, creates topics, binds the listener
     /// and starts the outbox relay.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.pool_size)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&settings.database_url)
-            .await
-            .context("connect to the files database")?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("migrate the files database")?;
-        tramita_messaging::schema::ensure_schema(&pool).await?;
+        let pool = tramita_messaging::store::connect(
+            &settings.database_url,
+            settings.pool_size,
+            &MIGRATOR,
+        )
+        .await
+        .context("files database")?;
 
         let events_topic = settings.kafka.topic(FILES_EVENTS);
         settings
@@ -110,19 +103,10 @@ impl Application {
         let messaging_metrics = MessagingMetrics::register(&registry)?;
         let metrics = tramita_web::metrics("files", registry)?;
 
-        let readiness = Readiness::new(vec![
-            ReadinessCheck::new("postgres", {
-                let pool = pool.clone();
-                move || postgres_reachable(pool.clone())
-            }),
-            ReadinessCheck::new("kafka", {
-                let producer = producer.clone();
-                move || {
-                    let producer = producer.clone();
-                    async move { broker_reachable(&producer, Duration::from_secs(2)).await }
-                }
-            }),
-        ]);
+        let readiness = Readiness::new(tramita_messaging::store::readiness(
+            pool.clone(),
+            producer.clone(),
+        ));
 
         let files = web::Data::new(FileService::new(PgFileRepository::new(
             pool.clone(),

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tramita_files::{Application, Settings};
 use tramita_identity::IdentitySettings;
 use tramita_messaging::{Envelope, KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
-use tramita_testkit::{count, header, TestInfra, TestIssuer};
+use tramita_testkit::{bearer_client, count, header, TestInfra, TestIssuer};
 use tramita_web::ServiceHandle;
 
 struct TestFiles {
@@ -20,18 +20,6 @@ struct TestFiles {
     issuer: TestIssuer,
     /// Sends a clerk's token on every request.
     client: reqwest::Client,
-}
-
-fn client_with(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
 }
 
 impl TestFiles {
@@ -72,7 +60,7 @@ impl TestFiles {
             handle,
             infra,
             kafka,
-            client: client_with(&issuer.token("clerk-1", &["clerk"])),
+            client: bearer_client(&issuer.token("clerk-1", &["clerk"])),
             issuer,
         }
     }
@@ -589,7 +577,7 @@ async fn each_role_may_call_only_what_it_is_allowed_to() {
         ("reader", true, false),
     ];
     for (n, (role, may_read, may_write)) in table.into_iter().enumerate() {
-        let client = client_with(&files.issuer.token(&format!("{role}-user"), &[role]));
+        let client = bearer_client(&files.issuer.token(&format!("{role}-user"), &[role]));
         let read = client.get(&file_url).send().await.unwrap().status();
         assert_eq!(
             read == StatusCode::OK,
@@ -635,7 +623,7 @@ async fn each_role_may_call_only_what_it_is_allowed_to() {
         };
         assert_eq!(patch.status(), expected, "{role} PATCH /files/{{id}}");
     }
-    let no_roles = client_with(&files.issuer.token("nobody", &[]));
+    let no_roles = bearer_client(&files.issuer.token("nobody", &[]));
     assert_eq!(
         no_roles.get(&file_url).send().await.unwrap().status(),
         StatusCode::FORBIDDEN

@@ -6,14 +6,12 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tramita_identity::IdentitySettings;
-use tramita_messaging::kafka::{broker_reachable, postgres_reachable};
 use tramita_messaging::{ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics};
 use tramita_settings::SettingsError;
-use tramita_web::{Readiness, ReadinessCheck, ServiceHandle, ServiceRuntime};
+use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
 
 use crate::adapters::http::{self, ApiDoc};
@@ -71,18 +69,9 @@ impl Settings {
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.pool_size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&settings.database_url)
+    tramita_messaging::store::connect(&settings.database_url, settings.pool_size, &MIGRATOR)
         .await
-        .context("connect to the index database")?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("migrate the index database")?;
-    tramita_messaging::schema::ensure_schema(&pool).await?;
-    Ok(pool)
+        .context("index database")
 }
 
 /// The built service, listening and consuming.
@@ -116,19 +105,10 @@ impl Application {
         let registry = prometheus::Registry::new();
         let messaging_metrics = MessagingMetrics::register(&registry)?;
         let metrics = tramita_web::metrics("index", registry)?;
-        let readiness = Readiness::new(vec![
-            ReadinessCheck::new("postgres", {
-                let pool = pool.clone();
-                move || postgres_reachable(pool.clone())
-            }),
-            ReadinessCheck::new("kafka", {
-                let producer = producer.clone();
-                move || {
-                    let producer = producer.clone();
-                    async move { broker_reachable(&producer, Duration::from_secs(2)).await }
-                }
-            }),
-        ]);
+        let readiness = Readiness::new(tramita_messaging::store::readiness(
+            pool.clone(),
+            producer.clone(),
+        ));
 
         let validator = actix_web::web::Data::new(settings.identity.validator());
         let queries =

@@ -61,12 +61,6 @@ impl TestIndex {
         settings: Settings,
         issuer: std::sync::Arc<TestIssuer>,
     ) -> Self {
-        let mut headers = reqwest::header::HeaderMap::new();
-        let token = issuer.token("reader-1", &["reader"]);
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().unwrap(),
-        );
         let app = Application::build(settings.clone())
             .await
             .expect("build the index service");
@@ -80,11 +74,8 @@ impl TestIndex {
             handle,
             infra,
             settings,
+            client: tramita_testkit::bearer_client(&issuer.token("reader-1", &["reader"])),
             issuer,
-            client: reqwest::Client::builder()
-                .default_headers(headers)
-                .build()
-                .unwrap(),
         }
     }
 
