@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;
+pub mod replay;
 pub mod schema;
 pub mod store;
 

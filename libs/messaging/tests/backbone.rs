@@ -265,3 +265,55 @@ async fn a_message_failing_every_attempt_is_dead_lettered_and_the_next_one_appli
         .contains("flaky call 3"));
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_replayed_dead_letter_applies_once_its_cause_is_gone() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("replay.events");
+    let calls = Arc::new(AtomicU32::new(0));
+    // Fails its first 2 calls with 2 attempts allowed: dead-lettered, then fine.
+    let shutdown = run_consumer(
+        &kafka,
+        &pool,
+        &topic,
+        Flaky {
+            failures: 2,
+            calls: calls.clone(),
+        },
+        2,
+    )
+    .await;
+    let envelope = Envelope::new("test.Thing.v1", "agg", json!({}));
+    publish(&infra, &topic, &envelope).await;
+    let dlq = infra
+        .read_topic(&format!("{topic}.dlq"), 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(count(&pool, "effects").await, 0);
+
+    let moved =
+        tramita_messaging::replay::replay_dead_letters(&kafka, &topic, 10, Duration::from_secs(3))
+            .await
+            .unwrap();
+    assert_eq!(moved, 1);
+    eventually(
+        Duration::from_secs(20),
+        "replayed message applied",
+        || async { (count(&pool, "effects").await == 1).then_some(()) },
+    )
+    .await;
+    let applied: Uuid = sqlx::query_scalar("SELECT message_id FROM effects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied, envelope.message_id,
+        "the same message, not a copy with a new id"
+    );
+    let again =
+        tramita_messaging::replay::replay_dead_letters(&kafka, &topic, 10, Duration::from_secs(2))
+            .await
+            .unwrap();
+    assert_eq!(again, 0, "a replayed letter is not replayed twice");
+    shutdown.cancel();
+}

@@ -2,7 +2,7 @@
 //!
 //! `tramita-index` serves and consumes; `tramita-index rebuild` empties the
 //! read model and rewinds the consumer group so the next start replays the
-//! topic.
+//! topic; `tramita-index replay-dlq` moves dead letters back to the topic.
 
 use anyhow::Context;
 use tramita_index::{prepare_rebuild, Application, Settings};
@@ -19,8 +19,20 @@ async fn main() -> anyhow::Result<()> {
                 .await
         }
         Some("rebuild") => prepare_rebuild(&settings).await,
+        Some("replay-dlq") => {
+            let topic = settings.kafka.topic(tramita_index::adapters::kafka::FILES_EVENTS);
+            let moved = tramita_messaging::replay::replay_dead_letters(
+                &settings.kafka,
+                &topic,
+                usize::MAX,
+                std::time::Duration::from_secs(5),
+            )
+            .await?;
+            println!("{moved} dead letters moved back to {topic}");
+            Ok(())
+        }
         Some(other) => {
-            anyhow::bail!("unknown command {other:?}; use `serve` (default) or `rebuild`")
+            anyhow::bail!("unknown command {other:?}; use `serve` (default), `rebuild` or `replay-dlq`")
         }
     }
 }
