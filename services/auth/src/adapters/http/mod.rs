@@ -1,0 +1,70 @@
+//! HTTP adapter: DTOs, handlers and their OpenAPI description.
+
+mod admin;
+mod oauth;
+
+pub use admin::*;
+pub use oauth::*;
+
+use actix_web::web;
+use tramita_web::BearerAuth;
+use tramita_web::{FieldError, Problem};
+use utoipa::OpenApi;
+
+use crate::adapters::postgres::PgAuthStore;
+use crate::app::{AccountService, TokenService};
+
+/// The grants as the handlers see them.
+pub type Tokens = TokenService<PgAuthStore, PgAuthStore>;
+/// The account administration as the handlers see it.
+pub type Accounts = AccountService<PgAuthStore>;
+
+/// The OpenAPI description of this service.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tramita auth", description = "Users, roles, API clients and signing keys; the OAuth2 token endpoint and the JWKS."),
+    paths(
+        token, logout, jwks, rotate_keys, me,
+        create_user, list_users, get_user, update_user, disable_user,
+        create_client, list_clients, update_client, disable_client,
+    ),
+    components(schemas(
+        TokenRequest, TokenResponse, OAuthErrorBody, LogoutRequest, JwksDoc, RotatedKeyResponse,
+        MeResponse, CreateUserRequest, UpdateUserRequest, UserResponse, UserPage,
+        CreateClientRequest, UpdateClientRequest, ClientResponse, CreatedClientResponse, ClientPage,
+        Problem, FieldError,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tokens", description = "OAuth2 tokens and signing keys"),
+        (name = "users", description = "User accounts (admin)"),
+        (name = "clients", description = "API clients (admin)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Registers the routes of this service.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/auth/token")
+            .app_data(token_form_config())
+            .route(web::post().to(token)),
+    )
+    .service(
+        web::resource("/auth/logout")
+            .app_data(logout_form_config())
+            .route(web::post().to(logout)),
+    )
+    .route("/.well-known/jwks.json", web::get().to(jwks))
+    .route("/auth/keys/rotate", web::post().to(rotate_keys))
+    .route("/auth/me", web::get().to(me))
+    .route("/auth/users", web::post().to(create_user))
+    .route("/auth/users", web::get().to(list_users))
+    .route("/auth/users/{id}", web::get().to(get_user))
+    .route("/auth/users/{id}", web::patch().to(update_user))
+    .route("/auth/users/{id}/disable", web::post().to(disable_user))
+    .route("/auth/clients", web::post().to(create_client))
+    .route("/auth/clients", web::get().to(list_clients))
+    .route("/auth/clients/{id}", web::patch().to(update_client))
+    .route("/auth/clients/{id}/disable", web::post().to(disable_client));
+}

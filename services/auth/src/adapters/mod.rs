@@ -1,0 +1,5 @@
+//! Adapters: HTTP in, PostgreSQL and Kafka out.
+
+pub mod events;
+pub mod http;
+pub mod postgres;

@@ -1,0 +1,565 @@
+//! The PostgreSQL store of the auth service: accounts (with the outbox in
+//! the same transaction), refresh-token families, login failure counters and
+//! signing keys.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::adapters::events;
+use crate::app::{
+    Actor, ClientRepository, LoginThrottle, RotateError, SaveError, SessionStore, SigningKeyStore,
+    StoredKey, TokenHash, UserRepository,
+};
+use crate::domain::{
+    ApiClient, ClientId, ClientName, DisplayName, Email, LoginBackoff, Roles, SecretHash, User,
+    UserEvent, UserId, Username,
+};
+
+/// The migrations of the auth database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+const UNIQUE_VIOLATION: &str = "23505";
+/// Serialises changes of the signing keys across replicas.
+const SIGNING_KEYS_LOCK: i64 = 0x7472_616d_6175_7468;
+
+/// Everything the auth service stores, in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgAuthStore {
+    pool: PgPool,
+    events_topic: String,
+}
+
+impl PgAuthStore {
+    /// A store over `pool`, announcing user events on `events_topic` (full name).
+    pub fn new(pool: PgPool, events_topic: String) -> Self {
+        Self { pool, events_topic }
+    }
+}
+
+fn unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    error.as_database_error().is_some_and(|db| {
+        db.code().as_deref() == Some(UNIQUE_VIOLATION) && db.constraint() == Some(constraint)
+    })
+}
+
+fn stored<T, E: std::fmt::Display>(what: &str, parsed: Result<T, E>) -> anyhow::Result<T> {
+    parsed.map_err(|e| anyhow::anyhow!("stored {what} is invalid: {e}"))
+}
+
+fn user_from_row(row: &PgRow) -> anyhow::Result<User> {
+    let roles: Vec<String> = row.try_get("roles")?;
+    Ok(User {
+        id: UserId(row.try_get::<Uuid, _>("id")?),
+        username: stored("username", Username::parse(row.try_get("username")?))?,
+        display_name: stored(
+            "display name",
+            DisplayName::parse(row.try_get("display_name")?),
+        )?,
+        email: stored("e-mail", Email::parse(row.try_get("email")?))?,
+        roles: stored("roles", Roles::parse(&roles))?,
+        enabled: row.try_get("enabled")?,
+        password_hash: SecretHash::new(row.try_get("password_hash")?),
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn client_from_row(row: &PgRow) -> anyhow::Result<ApiClient> {
+    let roles: Vec<String> = row.try_get("roles")?;
+    Ok(ApiClient {
+        id: stored("client id", ClientId::parse(row.try_get("client_id")?))?,
+        name: stored("client name", ClientName::parse(row.try_get("name")?))?,
+        secret_hash: SecretHash::new(row.try_get("secret_hash")?),
+        roles: stored("roles", Roles::parse(&roles))?,
+        enabled: row.try_get("enabled")?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, username, display_name, email, roles, enabled, password_hash, \
+                            version, created_at, updated_at";
+const CLIENT_COLUMNS: &str =
+    "client_id, name, secret_hash, roles, enabled, version, created_at, updated_at";
+
+impl UserRepository for PgAuthStore {
+    #[tracing::instrument(skip_all, fields(user_id = %user.id.0))]
+    async fn insert_user(
+        &self,
+        user: &User,
+        event: &UserEvent,
+        actor: Actor<'_>,
+    ) -> Result<(), SaveError> {
+        let mut tx = self.pool.begin().await.context("begin insert user")?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, username, display_name, email, roles, enabled, password_hash, \
+             version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(user.id.0)
+        .bind(user.username.as_str())
+        .bind(user.display_name.as_str())
+        .bind(user.email.as_str())
+        .bind(user.roles.names())
+        .bind(user.enabled)
+        .bind(user.password_hash.as_str())
+        .bind(user.version)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .execute(&mut *tx)
+        .await;
+        if let Err(error) = inserted {
+            if unique_violation(&error, "users_username_key") {
+                return Err(SaveError::Duplicate(format!(
+                    "username {}",
+                    user.username.as_str()
+                )));
+            }
+            return Err(anyhow::Error::new(error).context("insert user").into());
+        }
+        tramita_messaging::outbox::enqueue(
+            &mut tx,
+            &self.events_topic,
+            &events::envelope(event, actor),
+        )
+        .await?;
+        tx.commit().await.context("commit insert user")?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %user.id.0, expected_version))]
+    async fn update_user(
+        &self,
+        user: &User,
+        expected_version: i64,
+        event: &UserEvent,
+        end_sessions: bool,
+        actor: Actor<'_>,
+    ) -> Result<(), SaveError> {
+        let mut tx = self.pool.begin().await.context("begin update user")?;
+        let changed = sqlx::query(
+            "UPDATE users SET display_name = $2, email = $3, roles = $4, enabled = $5, \
+             password_hash = $6, version = $7, updated_at = $8 WHERE id = $1 AND version = $9",
+        )
+        .bind(user.id.0)
+        .bind(user.display_name.as_str())
+        .bind(user.email.as_str())
+        .bind(user.roles.names())
+        .bind(user.enabled)
+        .bind(user.password_hash.as_str())
+        .bind(user.version)
+        .bind(user.updated_at)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .context("update user")?
+        .rows_affected();
+        if changed == 0 {
+            return Err(SaveError::VersionConflict);
+        }
+        if end_sessions {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(user.id.0)
+            .bind(user.updated_at)
+            .execute(&mut *tx)
+            .await
+            .context("revoke the user's refresh families")?;
+        }
+        tramita_messaging::outbox::enqueue(
+            &mut tx,
+            &self.events_topic,
+            &events::envelope(event, actor),
+        )
+        .await?;
+        tx.commit().await.context("commit update user")?;
+        Ok(())
+    }
+
+    async fn user(&self, id: UserId) -> anyhow::Result<Option<User>> {
+        sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .context("select user")?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_username(&self, username: &str) -> anyhow::Result<Option<User>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .context("select user by username")?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn users(&self, after: Option<&str>, limit: u32) -> anyhow::Result<Vec<User>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE ($1::text IS NULL OR lower(username) > $1) \
+             ORDER BY lower(username) LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("list users")?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
+    async fn enabled_admin_exists(&self) -> anyhow::Result<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE enabled AND 'admin' = ANY (roles))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("look for an enabled admin")
+    }
+}
+
+impl ClientRepository for PgAuthStore {
+    #[tracing::instrument(skip_all, fields(client_id = client.id.as_str()))]
+    async fn insert_client(&self, client: &ApiClient) -> Result<(), SaveError> {
+        let inserted = sqlx::query(
+            "INSERT INTO api_clients (client_id, name, secret_hash, roles, enabled, version, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(client.id.as_str())
+        .bind(client.name.as_str())
+        .bind(client.secret_hash.as_str())
+        .bind(client.roles.names())
+        .bind(client.enabled)
+        .bind(client.version)
+        .bind(client.created_at)
+        .bind(client.updated_at)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(error) if unique_violation(&error, "api_clients_pkey") => Err(
+                SaveError::Duplicate(format!("client id {}", client.id.as_str())),
+            ),
+            Err(error) => Err(anyhow::Error::new(error).context("insert client").into()),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(client_id = client.id.as_str(), expected_version))]
+    async fn update_client(
+        &self,
+        client: &ApiClient,
+        expected_version: i64,
+    ) -> Result<(), SaveError> {
+        let changed = sqlx::query(
+            "UPDATE api_clients SET name = $2, roles = $3, enabled = $4, version = $5, \
+             updated_at = $6 WHERE client_id = $1 AND version = $7",
+        )
+        .bind(client.id.as_str())
+        .bind(client.name.as_str())
+        .bind(client.roles.names())
+        .bind(client.enabled)
+        .bind(client.version)
+        .bind(client.updated_at)
+        .bind(expected_version)
+        .execute(&self.pool)
+        .await
+        .context("update client")?
+        .rows_affected();
+        if changed == 0 {
+            return Err(SaveError::VersionConflict);
+        }
+        Ok(())
+    }
+
+    async fn client(&self, id: &ClientId) -> anyhow::Result<Option<ApiClient>> {
+        sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM api_clients WHERE client_id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .context("select client")?
+        .as_ref()
+        .map(client_from_row)
+        .transpose()
+    }
+
+    async fn clients(&self, after: Option<&str>, limit: u32) -> anyhow::Result<Vec<ApiClient>> {
+        sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM api_clients WHERE ($1::text IS NULL OR client_id > $1) \
+             ORDER BY client_id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("list clients")?
+        .iter()
+        .map(client_from_row)
+        .collect()
+    }
+}
+
+impl SessionStore for PgAuthStore {
+    #[tracing::instrument(skip_all, fields(user_id = %user.0))]
+    async fn start_family(
+        &self,
+        user: UserId,
+        token: &TokenHash,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("begin start family")?;
+        let family = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO refresh_families (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(family)
+        .bind(user.0)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .context("insert refresh family")?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, issued_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&token.0[..])
+        .bind(family)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .context("insert refresh token")?;
+        tx.commit().await.context("commit start family")?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rotate(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> Result<UserId, RotateError> {
+        let mut tx = self.pool.begin().await.context("begin rotate")?;
+        // Locking the family serialises concurrent uses of its tokens, so a
+        // replayed token is always seen as used.
+        let row = sqlx::query(
+            "SELECT t.family_id, t.used_at, f.user_id, f.expires_at, f.revoked_at, u.enabled \
+             FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id \
+             JOIN users u ON u.id = f.user_id WHERE t.token_hash = $1 FOR UPDATE OF t, f",
+        )
+        .bind(&presented.0[..])
+        .fetch_optional(&mut *tx)
+        .await
+        .context("select refresh token")?;
+        let Some(row) = row else {
+            return Err(RotateError::Invalid);
+        };
+        let family: Uuid = row.try_get("family_id").context("family_id")?;
+        let used_at: Option<DateTime<Utc>> = row.try_get("used_at").context("used_at")?;
+        if used_at.is_some() {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(family)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .context("revoke a replayed family")?;
+            tx.commit().await.context("commit family revocation")?;
+            return Err(RotateError::Reused);
+        }
+        let expires_at: DateTime<Utc> = row.try_get("expires_at").context("expires_at")?;
+        let revoked_at: Option<DateTime<Utc>> = row.try_get("revoked_at").context("revoked_at")?;
+        let enabled: bool = row.try_get("enabled").context("enabled")?;
+        if revoked_at.is_some() || expires_at <= now || !enabled {
+            return Err(RotateError::Invalid);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1")
+            .bind(&presented.0[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .context("mark the refresh token used")?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, issued_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&next.0[..])
+        .bind(family)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .context("insert the next refresh token")?;
+        tx.commit().await.context("commit rotate")?;
+        Ok(UserId(row.try_get("user_id").context("user_id")?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_family_of(&self, token: &TokenHash, now: DateTime<Utc>) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE refresh_families SET revoked_at = $2 WHERE revoked_at IS NULL AND id = \
+             (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+        )
+        .bind(&token.0[..])
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .context("revoke refresh family")?;
+        Ok(())
+    }
+}
+
+impl LoginThrottle for PgAuthStore {
+    async fn locked_until(
+        &self,
+        keys: &[String],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar(
+            "SELECT max(locked_until) FROM login_failures WHERE key = ANY ($1) AND locked_until > $2",
+        )
+        .bind(keys)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .context("read login locks")
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_failure(
+        &self,
+        keys: &[String],
+        backoff: LoginBackoff,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let forget_before = now - chrono::Duration::from_std(LoginBackoff::FORGET_AFTER)?;
+        let mut tx = self.pool.begin().await.context("begin record failure")?;
+        for key in keys {
+            let failures: i32 = sqlx::query_scalar(
+                "INSERT INTO login_failures AS lf (key, failures, last_failure) VALUES ($1, 1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET last_failure = $2, failures = CASE \
+                 WHEN lf.last_failure < $3 THEN 1 ELSE lf.failures + 1 END \
+                 RETURNING failures",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(forget_before)
+            .fetch_one(&mut *tx)
+            .await
+            .context("count a failed login")?;
+            let lock = backoff
+                .lock_after(u32::try_from(failures).unwrap_or(u32::MAX))
+                .map(chrono::Duration::from_std)
+                .transpose()?
+                .map(|d| now + d);
+            sqlx::query("UPDATE login_failures SET locked_until = $2 WHERE key = $1")
+                .bind(key)
+                .bind(lock)
+                .execute(&mut *tx)
+                .await
+                .context("lock a login key")?;
+        }
+        tx.commit().await.context("commit record failure")?;
+        Ok(())
+    }
+
+    async fn reset(&self, key: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .context("reset login failures")?;
+        Ok(())
+    }
+}
+
+fn key_from_row(row: &PgRow) -> anyhow::Result<StoredKey> {
+    Ok(StoredKey {
+        kid: row.try_get("kid")?,
+        private_pkcs8: row.try_get("private_pkcs8")?,
+        public_x: row.try_get("public_x")?,
+        created_at: row.try_get("created_at")?,
+        retired_at: row.try_get("retired_at")?,
+    })
+}
+
+async fn insert_key(conn: &mut sqlx::PgConnection, key: &StoredKey) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, private_pkcs8, public_x, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&key.kid)
+    .bind(&key.private_pkcs8)
+    .bind(&key.public_x)
+    .bind(key.created_at)
+    .execute(conn)
+    .await
+    .context("insert signing key")?;
+    Ok(())
+}
+
+impl SigningKeyStore for PgAuthStore {
+    async fn published_keys(&self, retired_after: DateTime<Utc>) -> anyhow::Result<Vec<StoredKey>> {
+        sqlx::query(
+            "SELECT kid, private_pkcs8, public_x, created_at, retired_at FROM signing_keys \
+             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at, kid",
+        )
+        .bind(retired_after)
+        .fetch_all(&self.pool)
+        .await
+        .context("select signing keys")?
+        .iter()
+        .map(key_from_row)
+        .collect()
+    }
+
+    async fn insert_if_none_current(&self, key: &StoredKey) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("begin first key")?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SIGNING_KEYS_LOCK)
+            .execute(&mut *tx)
+            .await
+            .context("lock signing keys")?;
+        let current: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .context("look for a current key")?;
+        if !current {
+            insert_key(&mut tx, key).await?;
+            tracing::info!(kid = %key.kid, "first signing key created");
+        }
+        tx.commit().await.context("commit first key")?;
+        Ok(())
+    }
+
+    async fn rotate_to(&self, key: &StoredKey, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("begin rotate keys")?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SIGNING_KEYS_LOCK)
+            .execute(&mut *tx)
+            .await
+            .context("lock signing keys")?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .context("retire the current keys")?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await.context("commit rotate keys")?;
+        Ok(())
+    }
+}

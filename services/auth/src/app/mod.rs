@@ -1,0 +1,22 @@
+//! Use cases of the auth service and the ports they need.
+
+mod accounts;
+mod keys;
+mod ports;
+mod secrets;
+mod tokens;
+
+pub use accounts::{
+    AccountError, AccountService, AdminSeed, ChangeUserCommand, RegisterClientCommand,
+    RegisterError, RegisterUserCommand, RegisteredClient,
+};
+pub use keys::{KeyRing, StoredKey};
+pub use ports::{
+    Actor, ClientRepository, LoginThrottle, RotateError, SaveError, SessionStore, SigningKeyStore,
+    UserRepository,
+};
+pub use secrets::{random_token, HashCost, SecretHasher, TokenHash};
+pub use tokens::{
+    ClientGrantError, IssuedTokens, PasswordGrantError, PasswordLogin, RefreshGrantError,
+    TokenPolicy, TokenService,
+};

@@ -1,0 +1,214 @@
+//! Ports: what the use cases need from the outside world.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use super::keys::StoredKey;
+use super::secrets::TokenHash;
+use crate::domain::{ApiClient, ClientId, User, UserEvent, UserId};
+
+/// Why an account could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// Another account already has this username or client id.
+    #[error("{0} is already taken")]
+    Duplicate(String),
+    /// The stored version is not the expected one (a concurrent change), or
+    /// the account is gone.
+    #[error("the account changed concurrently")]
+    VersionConflict,
+    /// Anything else (store unreachable, ...).
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Who asked for a change, as recorded in events: the admin's token subject,
+/// or `None` for the service itself (seeding).
+pub type Actor<'a> = Option<&'a str>;
+
+/// Stores users and, in the same transaction, the events they emit.
+pub trait UserRepository: Send + Sync + 'static {
+    /// Inserts a new user and writes `event` to the outbox atomically.
+    ///
+    /// Errors: [`SaveError::Duplicate`] when the username is taken (in any
+    /// case); [`SaveError::Unexpected`] otherwise.
+    fn insert_user(
+        &self,
+        user: &User,
+        event: &UserEvent,
+        actor: Actor<'_>,
+    ) -> impl Future<Output = Result<(), SaveError>> + Send;
+
+    /// Saves `user` if the stored version is `expected_version`, writes
+    /// `event` to the outbox and, when `end_sessions`, revokes every
+    /// refresh-token family of the user — all atomically.
+    ///
+    /// Errors: [`SaveError::VersionConflict`] when the stored version differs
+    /// or the user is gone; [`SaveError::Unexpected`] otherwise.
+    fn update_user(
+        &self,
+        user: &User,
+        expected_version: i64,
+        event: &UserEvent,
+        end_sessions: bool,
+        actor: Actor<'_>,
+    ) -> impl Future<Output = Result<(), SaveError>> + Send;
+
+    /// The user with `id`, if any. Errors are unexpected.
+    fn user(&self, id: UserId) -> impl Future<Output = anyhow::Result<Option<User>>> + Send;
+
+    /// The user whose username is `username` (already lowercased), if any.
+    /// Errors are unexpected.
+    fn user_by_username(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = anyhow::Result<Option<User>>> + Send;
+
+    /// Up to `limit` users ordered by username, after `after` when given.
+    /// Errors are unexpected.
+    fn users(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = anyhow::Result<Vec<User>>> + Send;
+
+    /// Whether at least one enabled user has the admin role. Errors are
+    /// unexpected.
+    fn enabled_admin_exists(&self) -> impl Future<Output = anyhow::Result<bool>> + Send;
+}
+
+/// Stores API clients.
+pub trait ClientRepository: Send + Sync + 'static {
+    /// Inserts a new client.
+    ///
+    /// Errors: [`SaveError::Duplicate`] when the id is taken;
+    /// [`SaveError::Unexpected`] otherwise.
+    fn insert_client(
+        &self,
+        client: &ApiClient,
+    ) -> impl Future<Output = Result<(), SaveError>> + Send;
+
+    /// Saves `client` if the stored version is `expected_version`.
+    ///
+    /// Errors: [`SaveError::VersionConflict`] when the stored version differs
+    /// or the client is gone; [`SaveError::Unexpected`] otherwise.
+    fn update_client(
+        &self,
+        client: &ApiClient,
+        expected_version: i64,
+    ) -> impl Future<Output = Result<(), SaveError>> + Send;
+
+    /// The client with `id`, if any. Errors are unexpected.
+    fn client(
+        &self,
+        id: &ClientId,
+    ) -> impl Future<Output = anyhow::Result<Option<ApiClient>>> + Send;
+
+    /// Up to `limit` clients ordered by id, after `after` when given.
+    /// Errors are unexpected.
+    fn clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = anyhow::Result<Vec<ApiClient>>> + Send;
+}
+
+/// Why a refresh token could not be exchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// No such token, or its family is revoked or past its lifetime, or its
+    /// user is disabled.
+    #[error("the refresh token is not valid")]
+    Invalid,
+    /// The token was already used: its whole family has now been revoked.
+    #[error("the refresh token was already used; its family is revoked")]
+    Reused,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Refresh-token families (one per login), holding only token hashes.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Starts a family for `user` expiring at `expires_at`, holding `token`.
+    /// Errors are unexpected.
+    fn start_family(
+        &self,
+        user: UserId,
+        token: &TokenHash,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Atomically marks `presented` used and adds `next` to its family,
+    /// returning the family's user. A `presented` token that was already used
+    /// revokes its whole family.
+    ///
+    /// Errors: [`RotateError::Reused`] for a used token (family revoked, the
+    /// revocation committed); [`RotateError::Invalid`] for an unknown token,
+    /// a revoked or expired family, or a disabled user;
+    /// [`RotateError::Unexpected`] otherwise.
+    fn rotate(
+        &self,
+        presented: &TokenHash,
+        next: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<UserId, RotateError>> + Send;
+
+    /// Revokes the family of `token`; nothing happens for an unknown token.
+    /// Errors are unexpected.
+    fn revoke_family_of(
+        &self,
+        token: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Counters of consecutive failed logins per key, shared by replicas.
+pub trait LoginThrottle: Send + Sync + 'static {
+    /// The latest lock among `keys` that ends after `now`, if any. Errors are
+    /// unexpected.
+    fn locked_until(
+        &self,
+        keys: &[String],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<Option<DateTime<Utc>>>> + Send;
+
+    /// Counts one more failure for each of `keys` and stores the lock the
+    /// rule gives for the new count. Errors are unexpected.
+    fn record_failure(
+        &self,
+        keys: &[String],
+        backoff: crate::domain::LoginBackoff,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Forgets the failures of `key`. Errors are unexpected.
+    fn reset(&self, key: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Stores the Ed25519 signing keys.
+pub trait SigningKeyStore: Send + Sync + 'static {
+    /// Keys not retired, or retired after `retired_after`, oldest first.
+    /// Errors are unexpected.
+    fn published_keys(
+        &self,
+        retired_after: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<Vec<StoredKey>>> + Send;
+
+    /// Stores `key` unless a non-retired key exists (safe when several
+    /// replicas start at once). Errors are unexpected.
+    fn insert_if_none_current(
+        &self,
+        key: &StoredKey,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Retires every current key at `now` and stores `key` as the current
+    /// one, atomically. Errors are unexpected.
+    fn rotate_to(
+        &self,
+        key: &StoredKey,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}

@@ -1,0 +1,284 @@
+//! The OAuth2 grants: password, refresh token (with rotation and reuse
+//! detection), client credentials; and logout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tramita_identity::AccessClaims;
+use uuid::Uuid;
+
+use super::keys::KeyRing;
+use super::ports::{
+    ClientRepository, LoginThrottle, RotateError, SessionStore, SigningKeyStore, UserRepository,
+};
+use super::secrets::{random_token, SecretHasher, TokenHash};
+use crate::domain::{ClientId, LoginBackoff, Roles, User, Username};
+
+/// How tokens are issued.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// `aud` of access tokens.
+    pub audience: String,
+    /// Lifetime of access tokens.
+    pub access_ttl: Duration,
+    /// Absolute lifetime of a refresh-token family (one login).
+    pub refresh_ttl: Duration,
+    /// Throttling of failed logins.
+    pub backoff: LoginBackoff,
+}
+
+/// Tokens handed out by a grant.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    /// The signed access token.
+    pub access_token: String,
+    /// Its lifetime in seconds.
+    pub expires_in: u64,
+    /// A new refresh token, for user grants.
+    pub refresh_token: Option<String>,
+}
+
+/// A login attempt, as submitted.
+#[derive(Debug, Clone)]
+pub struct PasswordLogin {
+    /// The username as typed (any case, maybe unknown).
+    pub username: String,
+    /// The password as typed.
+    pub password: String,
+    /// The caller's address, the second throttling key.
+    pub source: String,
+}
+
+/// Why a password login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordGrantError {
+    /// Unknown user, wrong password or disabled user: one answer for all.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// Too many failures for this username or address.
+    #[error("too many failed logins; retry later")]
+    Throttled {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Why a refresh token was not exchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshGrantError {
+    /// Unknown, used (family now revoked), revoked, expired, or its user is
+    /// disabled.
+    #[error("the refresh token is invalid, expired or revoked")]
+    InvalidGrant,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Why client credentials were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientGrantError {
+    /// Unknown client, wrong secret or disabled client: one answer for all.
+    #[error("client authentication failed")]
+    InvalidClient,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// The grants over their ports.
+#[derive(Debug)]
+pub struct TokenService<S, K> {
+    store: S,
+    keys: Arc<KeyRing<K>>,
+    hasher: SecretHasher,
+    policy: TokenPolicy,
+}
+
+fn throttle_keys(login: &PasswordLogin) -> (String, String) {
+    (
+        format!("user:{}", Username::throttle_key(&login.username)),
+        format!("addr:{}", login.source),
+    )
+}
+
+impl<S, K> TokenService<S, K>
+where
+    S: UserRepository + ClientRepository + SessionStore + LoginThrottle + Clone,
+    K: SigningKeyStore,
+{
+    /// Grants over `store`, signing with `keys`.
+    pub fn new(store: S, keys: Arc<KeyRing<K>>, hasher: SecretHasher, policy: TokenPolicy) -> Self {
+        Self {
+            store,
+            keys,
+            hasher,
+            policy,
+        }
+    }
+
+    /// The key ring (for the JWKS and rotation).
+    pub fn keys(&self) -> &Arc<KeyRing<K>> {
+        &self.keys
+    }
+
+    /// The `password` grant: access and refresh token for a valid, enabled
+    /// user; throttled per username and per source address.
+    #[tracing::instrument(skip_all, fields(source = %login.source))]
+    pub async fn password(&self, login: PasswordLogin) -> Result<IssuedTokens, PasswordGrantError> {
+        let now = Utc::now();
+        let (user_key, address_key) = throttle_keys(&login);
+        let keys = [user_key.clone(), address_key];
+        if let Some(until) = self.store.locked_until(&keys, now).await? {
+            let retry_after = (until - now).to_std().unwrap_or(Duration::from_secs(1));
+            tracing::warn!(
+                retry_after = retry_after.as_secs_f64(),
+                "login refused while throttled"
+            );
+            return Err(PasswordGrantError::Throttled { retry_after });
+        }
+        let user = match Username::parse(&login.username) {
+            Ok(username) => self.store.user_by_username(username.as_str()).await?,
+            Err(_) => None,
+        };
+        let verified = self
+            .hasher
+            .verify(login.password, user.as_ref().map(|u| &u.password_hash))
+            .await?;
+        let user = match user {
+            Some(user) if verified && user.enabled => user,
+            _ => {
+                self.store
+                    .record_failure(&keys, self.policy.backoff, now)
+                    .await?;
+                tracing::info!("failed login");
+                return Err(PasswordGrantError::InvalidCredentials);
+            }
+        };
+        self.store.reset(&user_key).await?;
+        let refresh_token = random_token()?;
+        let expires_at = now
+            + chrono::Duration::from_std(self.policy.refresh_ttl).map_err(anyhow::Error::from)?;
+        self.store
+            .start_family(user.id, &TokenHash::of(&refresh_token), now, expires_at)
+            .await?;
+        tracing::info!(user_id = %user.id.0, "user logged in");
+        Ok(IssuedTokens {
+            access_token: self.access_token(
+                &user.id.0.to_string(),
+                user.display_name.as_str(),
+                &user.roles,
+                now,
+            )?,
+            expires_in: self.policy.access_ttl.as_secs(),
+            refresh_token: Some(refresh_token),
+        })
+    }
+
+    /// The `refresh_token` grant: a new access token and a new refresh token
+    /// of the same family; the presented one is used up.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &str) -> Result<IssuedTokens, RefreshGrantError> {
+        let now = Utc::now();
+        let next = random_token()?;
+        let user_id = match self
+            .store
+            .rotate(&TokenHash::of(presented), &TokenHash::of(&next), now)
+            .await
+        {
+            Ok(user_id) => user_id,
+            Err(RotateError::Reused) => {
+                tracing::warn!("a used refresh token was presented again; its family is revoked");
+                return Err(RefreshGrantError::InvalidGrant);
+            }
+            Err(RotateError::Invalid) => return Err(RefreshGrantError::InvalidGrant),
+            Err(RotateError::Unexpected(error)) => return Err(error.into()),
+        };
+        let user: User = match self.store.user(user_id).await? {
+            Some(user) if user.enabled => user,
+            _ => return Err(RefreshGrantError::InvalidGrant),
+        };
+        Ok(IssuedTokens {
+            access_token: self.access_token(
+                &user.id.0.to_string(),
+                user.display_name.as_str(),
+                &user.roles,
+                now,
+            )?,
+            expires_in: self.policy.access_ttl.as_secs(),
+            refresh_token: Some(next),
+        })
+    }
+
+    /// The `client_credentials` grant: an access token whose subject and
+    /// name are the client id.
+    #[tracing::instrument(skip_all, fields(client_id = %client_id))]
+    pub async fn client_credentials(
+        &self,
+        client_id: &str,
+        secret: String,
+    ) -> Result<IssuedTokens, ClientGrantError> {
+        let now = Utc::now();
+        let client = match ClientId::parse(client_id) {
+            Ok(id) => self.store.client(&id).await?,
+            Err(_) => None,
+        };
+        let verified = self
+            .hasher
+            .verify(secret, client.as_ref().map(|c| &c.secret_hash))
+            .await?;
+        let client = match client {
+            Some(client) if verified && client.enabled => client,
+            _ => {
+                tracing::info!("client authentication failed");
+                return Err(ClientGrantError::InvalidClient);
+            }
+        };
+        Ok(IssuedTokens {
+            access_token: self.access_token(
+                client.id.as_str(),
+                client.id.as_str(),
+                &client.roles,
+                now,
+            )?,
+            expires_in: self.policy.access_ttl.as_secs(),
+            refresh_token: None,
+        })
+    }
+
+    /// Ends the session (refresh-token family) of `refresh_token`, if any.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(&self, refresh_token: &str) -> anyhow::Result<()> {
+        self.store
+            .revoke_family_of(&TokenHash::of(refresh_token), Utc::now())
+            .await
+    }
+
+    fn access_token(
+        &self,
+        subject: &str,
+        name: &str,
+        roles: &Roles,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<String> {
+        let issued = now.timestamp();
+        let ttl = i64::try_from(self.policy.access_ttl.as_secs()).unwrap_or(i64::MAX);
+        self.keys.sign(&AccessClaims {
+            iss: self.policy.issuer.clone(),
+            aud: self.policy.audience.clone(),
+            sub: subject.to_owned(),
+            exp: issued.saturating_add(ttl),
+            nbf: issued,
+            iat: issued,
+            jti: Uuid::new_v4().to_string(),
+            roles: roles.names(),
+            name: name.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,298 @@
+//! Settings and wiring of the auth service.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tramita_identity::{KeySource, TokenValidator, ValidationSettings};
+use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
+use tramita_settings::SettingsError;
+use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
+use utoipa::OpenApi;
+
+use crate::adapters::events::AUTH_EVENTS;
+use crate::adapters::http::{self, ApiDoc, ClientAddress};
+use crate::adapters::postgres::{PgAuthStore, MIGRATOR};
+use crate::app::{
+    AccountService, AdminSeed, HashCost, KeyRing, SecretHasher, TokenPolicy, TokenService,
+};
+use crate::domain::{DisplayName, LoginBackoff, NewPassword, Username};
+
+/// The admin password used outside production when none is configured.
+pub const DEV_ADMIN_PASSWORD: &str = "admin-dev-only";
+
+/// Everything the auth service reads from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address (`AUTH_HOST`, default 127.0.0.1).
+    pub host: String,
+    /// Listen port (`AUTH_PORT`, default 8083; 0 picks a free one).
+    pub port: u16,
+    /// PostgreSQL URL of the auth database (`AUTH_DATABASE_URL`, required).
+    pub database_url: String,
+    /// Pool size (`AUTH_DB_POOL_SIZE`, default 10).
+    pub pool_size: u32,
+    /// Kafka location and topic prefix (`KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`).
+    pub kafka: KafkaSettings,
+    /// Partitions of `auth.events` when created (`AUTH_EVENTS_PARTITIONS`, default 3).
+    pub events_partitions: i32,
+    /// Largest accepted JSON body in bytes (`AUTH_JSON_LIMIT`, default 64 KiB).
+    pub json_limit: usize,
+    /// HTTP worker threads (`AUTH_WORKERS`, default 2).
+    pub workers: usize,
+    /// Whether this process runs an outbox relay (`AUTH_OUTBOX_RELAY`, default true).
+    pub outbox_relay: bool,
+    /// `iss` of access tokens (`AUTH_ISSUER`, default `tramita-auth`).
+    pub issuer: String,
+    /// `aud` of access tokens (`AUTH_AUDIENCE`, default `tramita`).
+    pub audience: String,
+    /// Access-token lifetime (`AUTH_ACCESS_TOKEN_TTL_SECONDS`, default 300).
+    pub access_token_ttl: Duration,
+    /// Absolute lifetime of a login's refresh tokens
+    /// (`AUTH_REFRESH_TOKEN_TTL_SECONDS`, default 28800).
+    pub refresh_token_ttl: Duration,
+    /// Failed logins allowed per key before the backoff starts
+    /// (`AUTH_LOGIN_FREE_FAILURES`, default 3).
+    pub login_free_failures: u32,
+    /// Take the caller's address from `X-Forwarded-For`
+    /// (`AUTH_TRUST_FORWARDED`, default false; true only behind the gateway).
+    pub trust_forwarded: bool,
+    /// How often the signing keys are reread (`AUTH_KEY_RELOAD_SECONDS`, default 15).
+    pub key_reload_interval: Duration,
+    /// Argon2id cost (`AUTH_ARGON2_MEMORY_KIB` default 19456,
+    /// `AUTH_ARGON2_ITERATIONS` default 2, `AUTH_ARGON2_PARALLELISM` default 1).
+    pub hash_cost: HashCost,
+    /// First admin's username (`AUTH_ADMIN_USERNAME`, default `admin`).
+    pub admin_username: String,
+    /// First admin's password (`AUTH_ADMIN_PASSWORD`; required in production).
+    pub admin_password: Option<String>,
+    /// First admin's display name (`AUTH_ADMIN_NAME`, default "Administrador, Tramita").
+    pub admin_name: String,
+    /// Create the demo users (`AUTH_DEMO_USERS`, default false; refused in production).
+    pub demo_users: bool,
+    /// `TRAMITA_ENV=production`.
+    pub production: bool,
+}
+
+impl Settings {
+    /// Reads the settings, failing on the first missing or malformed one.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        use tramita_settings::{or_default, parsed_or, required};
+        let password = or_default("AUTH_ADMIN_PASSWORD", "");
+        Ok(Self {
+            host: or_default("AUTH_HOST", "127.0.0.1"),
+            port: parsed_or("AUTH_PORT", 8083)?,
+            database_url: required("AUTH_DATABASE_URL")?,
+            pool_size: parsed_or("AUTH_DB_POOL_SIZE", 10)?,
+            kafka: KafkaSettings::from_env()?,
+            events_partitions: parsed_or("AUTH_EVENTS_PARTITIONS", 3)?,
+            json_limit: parsed_or("AUTH_JSON_LIMIT", 64 * 1024)?,
+            workers: parsed_or("AUTH_WORKERS", 2)?,
+            outbox_relay: parsed_or("AUTH_OUTBOX_RELAY", true)?,
+            issuer: or_default("AUTH_ISSUER", "tramita-auth"),
+            audience: or_default("AUTH_AUDIENCE", "tramita"),
+            access_token_ttl: Duration::from_secs(parsed_or("AUTH_ACCESS_TOKEN_TTL_SECONDS", 300)?),
+            refresh_token_ttl: Duration::from_secs(parsed_or(
+                "AUTH_REFRESH_TOKEN_TTL_SECONDS",
+                28_800,
+            )?),
+            login_free_failures: parsed_or("AUTH_LOGIN_FREE_FAILURES", 3)?,
+            trust_forwarded: parsed_or("AUTH_TRUST_FORWARDED", false)?,
+            key_reload_interval: Duration::from_secs(parsed_or("AUTH_KEY_RELOAD_SECONDS", 15)?),
+            hash_cost: HashCost {
+                memory_kib: parsed_or("AUTH_ARGON2_MEMORY_KIB", HashCost::OWASP.memory_kib)?,
+                iterations: parsed_or("AUTH_ARGON2_ITERATIONS", HashCost::OWASP.iterations)?,
+                parallelism: parsed_or("AUTH_ARGON2_PARALLELISM", HashCost::OWASP.parallelism)?,
+            },
+            admin_username: or_default("AUTH_ADMIN_USERNAME", "admin"),
+            admin_password: Some(password).filter(|p| !p.is_empty()),
+            admin_name: or_default("AUTH_ADMIN_NAME", "Administrador, Tramita"),
+            demo_users: parsed_or("AUTH_DEMO_USERS", false)?,
+            production: or_default("TRAMITA_ENV", "development") == "production",
+        })
+    }
+
+    /// Checks the settings that must hold before anything is started, and
+    /// returns the first admin. Errors name the variable.
+    fn admin_seed(&self) -> anyhow::Result<AdminSeed> {
+        let password = match (&self.admin_password, self.production) {
+            (None, true) => anyhow::bail!(
+                "AUTH_ADMIN_PASSWORD is required when TRAMITA_ENV=production (the first admin's password)"
+            ),
+            (Some(p), true) if p == DEV_ADMIN_PASSWORD => anyhow::bail!(
+                "AUTH_ADMIN_PASSWORD must not be the development default when TRAMITA_ENV=production"
+            ),
+            (Some(p), _) => p.clone(),
+            (None, false) => {
+                tracing::warn!(
+                    username = %self.admin_username,
+                    "AUTH_ADMIN_PASSWORD is not set: the first admin gets the development-only default password; never use this outside development"
+                );
+                DEV_ADMIN_PASSWORD.to_owned()
+            }
+        };
+        if self.production && self.demo_users {
+            anyhow::bail!("AUTH_DEMO_USERS=true is refused when TRAMITA_ENV=production");
+        }
+        if self.production && self.hash_cost.is_below_recommended() {
+            anyhow::bail!(
+                "AUTH_ARGON2_MEMORY_KIB/AUTH_ARGON2_ITERATIONS are below the recommended Argon2id cost (19456 KiB, 2 passes) with TRAMITA_ENV=production"
+            );
+        }
+        Ok(AdminSeed {
+            username: Username::parse(&self.admin_username)
+                .map_err(|e| anyhow::anyhow!("AUTH_ADMIN_USERNAME {e}"))?,
+            password: NewPassword::parse(&password)
+                .map_err(|e| anyhow::anyhow!("AUTH_ADMIN_PASSWORD {e}"))?,
+            display_name: DisplayName::parse(&self.admin_name)
+                .map_err(|e| anyhow::anyhow!("AUTH_ADMIN_NAME {e}"))?,
+        })
+    }
+}
+
+/// The built service, listening, not yet serving.
+#[derive(Debug)]
+pub struct Application {
+    port: u16,
+    runtime: ServiceRuntime,
+    pool: PgPool,
+}
+
+impl Application {
+    /// Checks the settings, connects to the stores, migrates, creates the
+    /// topic, loads (or creates) the signing keys, seeds the first admin,
+    /// binds the listener and starts the outbox relay and the key reloader.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let seed = settings.admin_seed()?;
+        let pool = tramita_messaging::store::connect(
+            &settings.database_url,
+            settings.pool_size,
+            &MIGRATOR,
+        )
+        .await
+        .context("auth database")?;
+
+        let events_topic = settings.kafka.topic(AUTH_EVENTS);
+        settings
+            .kafka
+            .ensure_topics(
+                std::slice::from_ref(&events_topic),
+                settings.events_partitions,
+            )
+            .await?;
+        let producer = settings.kafka.producer()?;
+
+        let store = PgAuthStore::new(pool.clone(), events_topic);
+        let hasher = SecretHasher::new(settings.hash_cost).await?;
+        let keys = Arc::new(
+            KeyRing::start(
+                store.clone(),
+                settings.access_token_ttl + Duration::from_secs(60),
+            )
+            .await?,
+        );
+        let accounts = AccountService::new(store.clone(), hasher.clone());
+        accounts.ensure_admin(seed).await?;
+        if settings.demo_users {
+            accounts.ensure_demo_users().await?;
+        }
+        let tokens = TokenService::new(
+            store,
+            keys.clone(),
+            hasher,
+            TokenPolicy {
+                issuer: settings.issuer.clone(),
+                audience: settings.audience.clone(),
+                access_ttl: settings.access_token_ttl,
+                refresh_ttl: settings.refresh_token_ttl,
+                backoff: LoginBackoff::new(settings.login_free_failures, LoginBackoff::DEFAULT_CAP),
+            },
+        );
+        let mut validation = ValidationSettings::new(&settings.issuer, &settings.audience);
+        // The key set is in memory here: rereading it on an unknown kid costs
+        // nothing, and a key rotated a moment ago must be found at once.
+        validation.refetch_interval = Duration::ZERO;
+        let validator = web::Data::new(TokenValidator::new(
+            validation,
+            KeySource::Local(keys.public_keys()),
+        ));
+
+        let registry = prometheus::Registry::new();
+        let messaging_metrics = MessagingMetrics::register(&registry)?;
+        let metrics = tramita_web::metrics("auth", registry)?;
+        let readiness = Readiness::new(tramita_messaging::store::readiness(
+            pool.clone(),
+            producer.clone(),
+        ));
+
+        let tokens = web::Data::new(tokens);
+        let accounts = web::Data::new(accounts);
+        let address = web::Data::new(ClientAddress {
+            trust_forwarded: settings.trust_forwarded,
+        });
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+        let server = tramita_web::serve(
+            listener,
+            settings.workers,
+            settings.json_limit,
+            metrics,
+            readiness,
+            ApiDoc::openapi(),
+            move |cfg| {
+                cfg.app_data(tokens.clone())
+                    .app_data(accounts.clone())
+                    .app_data(address.clone())
+                    .app_data(validator.clone());
+                http::routes(cfg);
+            },
+        )?;
+
+        let shutdown = CancellationToken::new();
+        let mut runtime = ServiceRuntime::new(server, shutdown.clone());
+        runtime.spawn(
+            "signing-key-reloader",
+            keys.reload_every(settings.key_reload_interval, shutdown.clone()),
+        );
+        if settings.outbox_relay {
+            let relay = OutboxRelay::new(
+                pool.clone(),
+                producer,
+                RelayConfig::default(),
+                messaging_metrics,
+            );
+            runtime.spawn("outbox-relay", relay.run(shutdown));
+        }
+        tracing::info!(port, "auth service listening");
+        Ok(Self {
+            port,
+            runtime,
+            pool,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The service's database pool (for tests and tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A handle to stop the service.
+    pub fn handle(&self) -> ServiceHandle {
+        self.runtime.handle()
+    }
+
+    /// Serves until stopped.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.runtime.run().await
+    }
+}

@@ -1,0 +1,1192 @@
+//! The auth service through HTTP on port 0, against real PostgreSQL and Kafka.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tramita_auth::app::HashCost;
+use tramita_auth::{Application, Settings};
+use tramita_identity::{KeySource, Role, TokenValidator, ValidationSettings};
+use tramita_messaging::KafkaSettings;
+use tramita_testkit::{count, eventually, header, TestInfra};
+use tramita_web::ServiceHandle;
+
+const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+struct TestAuth {
+    base: String,
+    database_url: String,
+    pool: PgPool,
+    handle: ServiceHandle,
+    infra: TestInfra,
+    kafka: KafkaSettings,
+    client: reqwest::Client,
+}
+
+fn settings(kafka: &KafkaSettings, database_url: String) -> Settings {
+    Settings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        database_url,
+        pool_size: 5,
+        kafka: kafka.clone(),
+        events_partitions: 1,
+        json_limit: 16 * 1024,
+        workers: 1,
+        outbox_relay: true,
+        issuer: "tramita-auth".into(),
+        audience: "tramita".into(),
+        access_token_ttl: Duration::from_secs(300),
+        refresh_token_ttl: Duration::from_secs(28_800),
+        login_free_failures: 3,
+        trust_forwarded: true,
+        key_reload_interval: Duration::from_secs(15),
+        // Cheap hashes keep debug-build tests fast; production refuses this.
+        hash_cost: HashCost {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        admin_username: "admin".into(),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        admin_name: "Administrador, Tramita".into(),
+        demo_users: true,
+        production: false,
+    }
+}
+
+impl TestAuth {
+    async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let infra = TestInfra::from_env();
+        let kafka = KafkaSettings {
+            brokers: infra.kafka_brokers.clone(),
+            topic_prefix: infra.topic_prefix(),
+        };
+        let database_url = infra.fresh_database().await;
+        let mut settings = settings(&kafka, database_url.clone());
+        adjust(&mut settings);
+        let app = Application::build(settings)
+            .await
+            .expect("build the auth service");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let pool = app.pool().clone();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            base,
+            database_url,
+            pool,
+            handle,
+            infra,
+            kafka,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn validator(&self) -> TokenValidator {
+        TokenValidator::new(
+            ValidationSettings::new("tramita-auth", "tramita"),
+            KeySource::remote(self.url("/.well-known/jwks.json")),
+        )
+    }
+
+    async fn token_request(&self, form: &[(&str, &str)], from: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.post(self.url("/auth/token")).form(form);
+        if let Some(ip) = from {
+            request = request.header("x-forwarded-for", format!("{ip}, 10.0.0.1"));
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn login_from(
+        &self,
+        username: &str,
+        password: &str,
+        from: Option<&str>,
+    ) -> reqwest::Response {
+        self.token_request(
+            &[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password),
+            ],
+            from,
+        )
+        .await
+    }
+
+    async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.login_from(username, password, None).await
+    }
+
+    /// Access and refresh token of a good login.
+    async fn tokens(&self, username: &str, password: &str) -> (String, String) {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+        let body: Value = response.json().await.unwrap();
+        (
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn admin_token(&self) -> String {
+        self.tokens("admin", ADMIN_PASSWORD).await.0
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.token_request(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+            None,
+        )
+        .await
+    }
+
+    async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn patch_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn user_id(&self, username: &str) -> String {
+        let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        id.to_string()
+    }
+}
+
+async fn oauth_error(response: reqwest::Response, status: StatusCode, error: &str) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].is_string(), "{body}");
+    body
+}
+
+async fn assert_problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    body
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+#[tokio::test]
+async fn a_password_login_gives_a_token_every_service_accepts_and_a_refresh_gives_a_new_pair() {
+    let auth = TestAuth::spawn().await;
+    let response = auth.login("Clerk", "clerk-dev-only").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    let access = body["access_token"].as_str().unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap();
+    assert!(refresh.len() >= 43, "32 random bytes in base64url");
+
+    let header = jsonwebtoken::decode_header(access).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    let validator = auth.validator();
+    let principal = validator.validate(access).await.expect("a valid token");
+    assert_eq!(principal.subject, auth.user_id("clerk").await);
+    assert_eq!(principal.name, "Demo, Tramitador");
+    assert_eq!(principal.roles, vec![Role::Clerk]);
+
+    let refreshed = auth.refresh(refresh).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(refreshed.headers()["cache-control"], "no-store");
+    let refreshed: Value = refreshed.json().await.unwrap();
+    let new_refresh = refreshed["refresh_token"].as_str().unwrap();
+    assert_ne!(new_refresh, refresh, "the refresh token rotates");
+    let again = validator
+        .validate(refreshed["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(again, principal);
+
+    let me: Value = auth
+        .get("/auth/me", Some(access))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me,
+        json!({"subject": principal.subject, "name": "Demo, Tramitador", "roles": ["clerk"]})
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM refresh_tokens WHERE token_hash = sha256($1::bytea)",
+    )
+    .bind(refresh.as_bytes())
+    .fetch_one(&auth.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 1, "only the SHA-256 of a refresh token is stored");
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_revokes_its_whole_family_but_not_other_logins() {
+    let auth = TestAuth::spawn().await;
+    let (_, first) = auth.tokens("validator", "validator-dev-only").await;
+    let (_, other_login) = auth.tokens("validator", "validator-dev-only").await;
+    let second: Value = auth.refresh(&first).await.json().await.unwrap();
+    let second = second["refresh_token"].as_str().unwrap().to_owned();
+
+    oauth_error(
+        auth.refresh(&first).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    oauth_error(
+        auth.refresh(&second).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        auth.refresh(&other_login).await.status(),
+        StatusCode::OK,
+        "another login is another family"
+    );
+    oauth_error(
+        auth.refresh("made-up").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_answers_the_same_for_unknown_tokens() {
+    let auth = TestAuth::spawn().await;
+    let (_, by_form) = auth.tokens("reader", "reader-dev-only").await;
+    let (_, by_json) = auth.tokens("reader", "reader-dev-only").await;
+    let response = auth
+        .client
+        .post(auth.url("/auth/logout"))
+        .form(&[("refresh_token", by_form.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = auth
+        .post_json("/auth/logout", None, &json!({"refresh_token": by_json}))
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    oauth_error(
+        auth.refresh(&by_form).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    oauth_error(
+        auth.refresh(&by_json).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    let unknown = auth
+        .post_json(
+            "/auth/logout",
+            None,
+            &json!({"refresh_token": "never-issued"}),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NO_CONTENT, "no oracle");
+    assert_problem(
+        auth.post_json("/auth/logout", None, &json!({})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn client_credentials_give_a_client_token_and_a_wrong_secret_is_invalid_client() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let created = auth
+        .post_json(
+            "/auth/clients",
+            Some(&admin),
+            &json!({"client_id": "index-rebuild", "name": "Index rebuilds", "roles": ["reader"]}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 43, "at least 32 random bytes");
+    let stored: String = sqlx::query_scalar("SELECT secret_hash FROM api_clients")
+        .fetch_one(&auth.pool)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains(&secret));
+
+    let by_form = auth
+        .token_request(
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "index-rebuild"),
+                ("client_secret", &secret),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(by_form.status(), StatusCode::OK);
+    let body: Value = by_form.json().await.unwrap();
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for clients"
+    );
+    let principal = auth
+        .validator()
+        .validate(body["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(principal.subject, "index-rebuild");
+    assert_eq!(principal.name, "index-rebuild");
+    assert_eq!(principal.roles, vec![Role::Reader]);
+
+    let by_basic = auth
+        .client
+        .post(auth.url("/auth/token"))
+        .basic_auth("index-rebuild", Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_basic.status(), StatusCode::OK);
+
+    let wrong = auth
+        .client
+        .post(auth.url("/auth/token"))
+        .basic_auth("index-rebuild", Some("wrong-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert!(wrong.headers().contains_key("www-authenticate"));
+    oauth_error(wrong, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let unknown = auth
+        .token_request(
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+                ("client_secret", &secret),
+            ],
+            None,
+        )
+        .await;
+    oauth_error(unknown, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    let disabled = auth
+        .post_json(
+            "/auth/clients/index-rebuild/disable",
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+    let after = auth
+        .token_request(
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "index-rebuild"),
+                ("client_secret", &secret),
+            ],
+            None,
+        )
+        .await;
+    oauth_error(after, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_earlier_tokens_valid_and_signs_new_ones_with_the_new_key() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let (before, _) = auth.tokens("clerk", "clerk-dev-only").await;
+    let old_kid = kid_of(&before);
+    let clerk = auth.user_id("clerk").await;
+
+    let forbidden = auth
+        .post_json("/auth/keys/rotate", Some(&before), &json!({}))
+        .await;
+    assert_problem(forbidden, StatusCode::FORBIDDEN).await;
+    let rotated = auth
+        .post_json("/auth/keys/rotate", Some(&admin), &json!({}))
+        .await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let new_kid = rotated.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    let jwks: Value = auth
+        .get("/.well-known/jwks.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [old_kid.as_str(), new_kid.as_str()]);
+    for key in jwks["keys"].as_array().unwrap() {
+        assert_eq!(key["kty"], "OKP");
+        assert_eq!(key["crv"], "Ed25519");
+        assert_eq!(key["alg"], "EdDSA");
+        assert!(key.get("d").is_none(), "no private part");
+    }
+
+    let (after, _) = auth.tokens("clerk", "clerk-dev-only").await;
+    assert_eq!(kid_of(&after), new_kid);
+    let validator = auth.validator();
+    assert_eq!(validator.validate(&before).await.unwrap().subject, clerk);
+    assert_eq!(validator.validate(&after).await.unwrap().subject, clerk);
+    assert_eq!(
+        auth.get("/auth/me", Some(&after)).await.status(),
+        StatusCode::OK,
+        "the service knows its new key at once"
+    );
+    assert_eq!(
+        auth.get("/auth/me", Some(&before)).await.status(),
+        StatusCode::OK
+    );
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_user_and_a_wrong_password_get_byte_identical_answers() {
+    let auth = TestAuth::spawn().await;
+    let unknown = auth
+        .login_from("nobody", "whatever-password", Some("10.1.0.1"))
+        .await;
+    let wrong = auth
+        .login_from("clerk", "wrong-password", Some("10.1.0.2"))
+        .await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    let (unknown, wrong) = (unknown.bytes().await.unwrap(), wrong.bytes().await.unwrap());
+    assert_eq!(unknown, wrong);
+    let body: Value = serde_json::from_slice(&unknown).unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "invalid_grant", "error_description": "invalid username or password"})
+    );
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn three_failures_lock_a_username_even_for_the_right_password_known_or_not() {
+    let auth = TestAuth::spawn().await;
+    let mut locked = Vec::new();
+    for username in ["clerk", "ghost"] {
+        for attempt in 0..3 {
+            // A new address each time, so only the username's counter counts.
+            let ip = format!("10.2.{}.{attempt}", username.len());
+            let response = auth.login_from(username, "wrong-password", Some(&ip)).await;
+            oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+        }
+        let response = auth
+            .login_from(&username.to_uppercase(), "clerk-dev-only", Some("10.2.9.9"))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{username}"
+        );
+        assert_eq!(response.headers()["retry-after"], "1");
+        locked.push(response.bytes().await.unwrap());
+    }
+    assert_eq!(
+        locked[0], locked[1],
+        "the same answer for known and unknown users"
+    );
+    let body: Value = serde_json::from_slice(&locked[0]).unwrap();
+    assert_eq!(body["error"], "slow_down");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let response = auth
+        .login_from("clerk", "clerk-dev-only", Some("10.2.9.9"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "the lock is over");
+    let response = auth
+        .login_from("clerk", "wrong-password", Some("10.2.9.8"))
+        .await;
+    oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let response = auth
+        .login_from("clerk", "clerk-dev-only", Some("10.2.9.7"))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a success reset the count"
+    );
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn failures_from_one_address_lock_that_address_whatever_the_username() {
+    let auth = TestAuth::spawn().await;
+    for username in ["a-user", "b-user", "c-user"] {
+        let response = auth
+            .login_from(username, "wrong-password", Some("10.3.0.1"))
+            .await;
+        oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    }
+    let response = auth
+        .login_from("reader", "reader-dev-only", Some("10.3.0.1"))
+        .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let response = auth
+        .login_from("reader", "reader-dev-only", Some("10.3.0.2"))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "another address is not locked"
+    );
+    let counters = count(&auth.pool, "login_failures").await;
+    assert_eq!(counters, 4, "three usernames and one address");
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_login_cannot_be_refreshed() {
+    let auth = TestAuth::spawn_with(|s| s.refresh_token_ttl = Duration::from_secs(1)).await;
+    let (_, refresh) = auth.tokens("reader", "reader-dev-only").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    oauth_error(
+        auth.refresh(&refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_token_requests_get_rfc_6749_errors() {
+    let auth = TestAuth::spawn().await;
+    let missing = auth.token_request(&[("username", "clerk")], None).await;
+    oauth_error(missing, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let unsupported = auth
+        .token_request(&[("grant_type", "implicit")], None)
+        .await;
+    oauth_error(
+        unsupported,
+        StatusCode::BAD_REQUEST,
+        "unsupported_grant_type",
+    )
+    .await;
+    let no_password = auth
+        .token_request(&[("grant_type", "password"), ("username", "clerk")], None)
+        .await;
+    oauth_error(no_password, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let scoped = auth
+        .token_request(
+            &[
+                ("grant_type", "password"),
+                ("username", "clerk"),
+                ("password", "clerk-dev-only"),
+                ("scope", "files:write"),
+            ],
+            None,
+        )
+        .await;
+    oauth_error(scoped, StatusCode::BAD_REQUEST, "invalid_scope").await;
+    let json_body = auth
+        .post_json("/auth/token", None, &json!({"grant_type": "password"}))
+        .await;
+    oauth_error(json_body, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let repeated = auth
+        .client
+        .post(auth.url("/auth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=password&grant_type=refresh_token")
+        .send()
+        .await
+        .unwrap();
+    oauth_error(repeated, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let no_client = auth
+        .token_request(&[("grant_type", "client_credentials")], None)
+        .await;
+    oauth_error(no_client, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_manages_users_and_nobody_else_may() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let new_user = json!({
+        "username": "Ana.Garcia", "display_name": "García López, Ana", "email": "ana@example.org",
+        "roles": ["clerk", "reader"], "password": "a-long-password"
+    });
+    let created = auth.post_json("/auth/users", Some(&admin), &new_user).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["username"], "ana.garcia");
+    assert_eq!(created["roles"], json!(["clerk", "reader"]));
+    assert!(created.get("password_hash").is_none());
+    assert_eq!(
+        location,
+        format!("/auth/users/{}", created["id"].as_str().unwrap())
+    );
+
+    let mut duplicate = new_user.clone();
+    duplicate["username"] = json!("ANA.GARCIA");
+    assert_problem(
+        auth.post_json("/auth/users", Some(&admin), &duplicate)
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+
+    let invalid = json!({"username": "x", "display_name": "Ana", "email": "nope", "roles": [], "password": "short"});
+    let problem = assert_problem(
+        auth.post_json("/auth/users", Some(&admin), &invalid).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["username", "display_name", "email", "roles", "password"]
+    );
+    let unknown_field = json!({"username": "ana2", "colour": "red"});
+    assert_problem(
+        auth.post_json("/auth/users", Some(&admin), &unknown_field)
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+
+    let first: Value = auth
+        .get("/auth/users?limit=2", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "ana.garcia"]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest: Value = auth
+        .get(
+            &format!("/auth/users?limit=2&cursor={cursor}"),
+            Some(&admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["clerk", "reader"]);
+    assert_problem(
+        auth.get("/auth/users?limit=0", Some(&admin)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_problem(
+        auth.get("/auth/users?limit=101", Some(&admin)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    let fetched: Value = auth
+        .get(&location, Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched, created);
+    let patched = auth
+        .patch_json(
+            &location,
+            &admin,
+            &json!({"display_name": "García López, Ana María", "roles": ["validator"]}),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["version"], 2);
+    assert_eq!(patched["roles"], json!(["validator"]));
+    assert_problem(
+        auth.patch_json(&location, &admin, &json!({"roles": ["root"]}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let missing = "/auth/users/0190f7a0-0000-7000-8000-000000000000";
+    assert_problem(auth.get(missing, Some(&admin)).await, StatusCode::NOT_FOUND).await;
+
+    let (ana, ana_refresh) = auth.tokens("ana.garcia", "a-long-password").await;
+    let me: Value = auth.get("/auth/me", Some(&ana)).await.json().await.unwrap();
+    assert_eq!(me["roles"], json!(["validator"]));
+
+    for (username, password) in [("clerk", "clerk-dev-only"), ("reader", "reader-dev-only")] {
+        let (token, _) = auth.tokens(username, password).await;
+        assert_problem(
+            auth.get("/auth/users", Some(&token)).await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+        assert_problem(
+            auth.post_json("/auth/users", Some(&token), &new_user).await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+        assert_problem(
+            auth.post_json(&format!("{location}/disable"), Some(&token), &json!({}))
+                .await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    let anonymous = auth.get("/auth/users", None).await;
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    assert_problem(
+        auth.get("/auth/users", Some("not.a.jwt")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+
+    let disabled = auth
+        .post_json(&format!("{location}/disable"), Some(&admin), &json!({}))
+        .await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+    assert_eq!(disabled.json::<Value>().await.unwrap()["enabled"], false);
+    let login = auth
+        .login_from("ana.garcia", "a-long-password", Some("10.4.0.1"))
+        .await;
+    oauth_error(login, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    oauth_error(
+        auth.refresh(&ana_refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+
+    let enabled = auth
+        .patch_json(&location, &admin, &json!({"enabled": true}))
+        .await;
+    assert_eq!(enabled.status(), StatusCode::OK);
+    oauth_error(
+        auth.refresh(&ana_refresh).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    assert_eq!(
+        auth.login("ana.garcia", "a-long-password").await.status(),
+        StatusCode::OK
+    );
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_manages_api_clients_and_nobody_else_may() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    for id in ["svc-b", "svc-a"] {
+        let created = auth
+            .post_json(
+                "/auth/clients",
+                Some(&admin),
+                &json!({"client_id": id, "name": "A service", "roles": ["reader"]}),
+            )
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+    let duplicate = auth
+        .post_json(
+            "/auth/clients",
+            Some(&admin),
+            &json!({"client_id": "svc-a", "name": "Again", "roles": ["reader"]}),
+        )
+        .await;
+    assert_problem(duplicate, StatusCode::CONFLICT).await;
+    let invalid = auth
+        .post_json(
+            "/auth/clients",
+            Some(&admin),
+            &json!({"client_id": "Bad Id", "roles": ["nope"]}),
+        )
+        .await;
+    let problem = assert_problem(invalid, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 3);
+
+    let page: Value = auth
+        .get("/auth/clients?limit=1", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][0]["client_id"], "svc-a");
+    assert!(page["items"][0].get("client_secret").is_none());
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next: Value = auth
+        .get(
+            &format!("/auth/clients?limit=1&cursor={cursor}"),
+            Some(&admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["items"][0]["client_id"], "svc-b");
+
+    let patched = auth
+        .patch_json(
+            "/auth/clients/svc-a",
+            &admin,
+            &json!({"name": "Index", "roles": ["reader", "clerk"]}),
+        )
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["roles"], json!(["clerk", "reader"]));
+    assert_eq!(patched["version"], 2);
+    assert_problem(
+        auth.patch_json("/auth/clients/nope", &admin, &json!({"name": "x"}))
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    let (clerk, _) = auth.tokens("clerk", "clerk-dev-only").await;
+    assert_problem(
+        auth.get("/auth/clients", Some(&clerk)).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_problem(
+        auth.post_json("/auth/clients/svc-a/disable", Some(&clerk), &json!({}))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_problem(
+        auth.get("/auth/clients", None).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let disabled = auth
+        .post_json("/auth/clients/svc-a/disable", Some(&admin), &json!({}))
+        .await;
+    assert_eq!(disabled.json::<Value>().await.unwrap()["enabled"], false);
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn user_changes_are_published_on_auth_events_without_secrets() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let admin_id = auth.user_id("admin").await;
+    let created: Value = auth
+        .post_json(
+            "/auth/users",
+            Some(&admin),
+            &json!({"username": "luis", "display_name": "Pérez, Luis", "email": "luis@example.org", "roles": ["reader"], "password": "luis-password-1"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/auth/users/{}", created["id"].as_str().unwrap());
+    let updated = auth
+        .patch_json(
+            &path,
+            &admin,
+            &json!({"email": "luis.perez@example.org", "password": "another-password"}),
+        )
+        .await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    let disabled = auth
+        .post_json(&format!("{path}/disable"), Some(&admin), &json!({}))
+        .await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+
+    // The seeded admin and three demo users come first.
+    let messages = auth
+        .infra
+        .read_topic(&auth.kafka.topic("auth.events"), 7, Duration::from_secs(20))
+        .await;
+    assert_eq!(messages.len(), 7);
+    let luis: Vec<_> = messages
+        .iter()
+        .filter(|m| header(m, "aggregate-id").as_deref() == created["id"].as_str())
+        .collect();
+    let types: Vec<String> = luis
+        .iter()
+        .map(|m| header(m, "message-type").unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "auth.UserRegistered.v1",
+            "auth.UserUpdated.v1",
+            "auth.UserDisabled.v1"
+        ]
+    );
+    for message in &luis {
+        assert_eq!(header(message, "actor").as_deref(), Some(admin_id.as_str()));
+        let raw = rdkafka::Message::payload(*message).unwrap();
+        let text = String::from_utf8_lossy(raw);
+        assert!(
+            !text.contains("argon2") && !text.contains("password"),
+            "{text}"
+        );
+        let payload: Value = serde_json::from_slice(raw).unwrap();
+        assert_eq!(payload["user_id"], created["id"]);
+        assert_eq!(payload["username"], "luis");
+    }
+    let last: Value = serde_json::from_slice(rdkafka::Message::payload(luis[2]).unwrap()).unwrap();
+    assert_eq!(last["enabled"], false);
+    assert_eq!(last["version"], 3);
+    assert_eq!(last["email"], "luis.perez@example.org");
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_admin_is_created_once_and_demo_users_only_when_asked() {
+    let infra = TestInfra::from_env();
+    let kafka = KafkaSettings {
+        brokers: infra.kafka_brokers.clone(),
+        topic_prefix: infra.topic_prefix(),
+    };
+    let database_url = infra.fresh_database().await;
+    let mut plain = settings(&kafka, database_url.clone());
+    plain.demo_users = false;
+    plain.admin_password = None;
+    let first = Application::build(plain.clone()).await.unwrap();
+    let pool = first.pool().clone();
+    let names: Vec<String> = sqlx::query_scalar("SELECT username FROM users")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(names, ["admin"]);
+    let first_handle = first.handle();
+    tokio::spawn(first.run_until_stopped());
+
+    // A second replica on the same database neither adds an admin nor a key.
+    plain.admin_password = Some("another-admin-password".into());
+    let second = Application::build(plain).await.unwrap();
+    assert_eq!(count(&pool, "users").await, 1);
+    assert_eq!(count(&pool, "signing_keys").await, 1);
+    let base = format!("http://127.0.0.1:{}", second.port());
+    let handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+    let login = reqwest::Client::new()
+        .post(format!("{base}/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "admin"),
+            ("password", "admin-dev-only"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        login.status(),
+        StatusCode::OK,
+        "the development default applied"
+    );
+    handle.stop().await;
+    first_handle.stop().await;
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_without_an_admin_password() {
+    let infra = TestInfra::from_env();
+    let kafka = KafkaSettings {
+        brokers: infra.kafka_brokers.clone(),
+        topic_prefix: infra.topic_prefix(),
+    };
+    let mut production = settings(&kafka, infra.fresh_database().await);
+    production.production = true;
+    production.demo_users = false;
+    production.hash_cost = HashCost::OWASP;
+    production.admin_password = None;
+    let error = Application::build(production.clone()).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("AUTH_ADMIN_PASSWORD"),
+        "{error:#}"
+    );
+    production.admin_password = Some("admin-dev-only".into());
+    let error = Application::build(production.clone()).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("AUTH_ADMIN_PASSWORD"),
+        "{error:#}"
+    );
+    production.admin_password = Some("a-real-admin-password".into());
+    production.demo_users = true;
+    let error = Application::build(production).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("AUTH_DEMO_USERS"),
+        "{error:#}"
+    );
+}
+
+#[tokio::test]
+async fn health_metrics_and_docs_are_served() {
+    let auth = TestAuth::spawn().await;
+    let ready = auth.get("/health/ready", None).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    auth.admin_token().await;
+    let metrics = auth.get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains("tramita_auth_http_requests_total"));
+    let openapi: Value = auth.get("/openapi.json", None).await.json().await.unwrap();
+    assert!(openapi["paths"]["/auth/token"]["post"].is_object());
+    assert_eq!(auth.get("/docs/", None).await.status(), StatusCode::OK);
+    auth.handle.stop().await;
+}
+
+#[test]
+fn the_openapi_document_is_under_review() {
+    use utoipa::OpenApi;
+    let document = tramita_auth::adapters::http::ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    tramita_testkit::assert_snapshot(&path, &document);
+}
+
+#[tokio::test]
+async fn a_key_rotated_on_one_replica_is_published_and_used_by_the_others() {
+    let first = TestAuth::spawn().await;
+    let mut replica = settings(&first.kafka, first.database_url.clone());
+    replica.key_reload_interval = Duration::from_secs(1);
+    let second = Application::build(replica).await.unwrap();
+    let second_base = format!("http://127.0.0.1:{}", second.port());
+    let second_handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+
+    let admin = first.admin_token().await;
+    let rotated: Value = first
+        .post_json("/auth/keys/rotate", Some(&admin), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let jwks_url = format!("{second_base}/.well-known/jwks.json");
+    eventually(
+        Duration::from_secs(5),
+        "the other replica publishes the new key",
+        || {
+            let (client, url, kid) = (client.clone(), jwks_url.clone(), new_kid.clone());
+            async move {
+                let jwks: Value = client.get(&url).send().await.ok()?.json().await.ok()?;
+                jwks["keys"]
+                    .as_array()?
+                    .iter()
+                    .any(|k| k["kid"] == kid.as_str())
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let token = eventually(
+        Duration::from_secs(5),
+        "the other replica signs with the new key",
+        || {
+            let (client, base, kid) = (client.clone(), second_base.clone(), new_kid.clone());
+            async move {
+                let body: Value = client
+                    .post(format!("{base}/auth/token"))
+                    .form(&[
+                        ("grant_type", "password"),
+                        ("username", "reader"),
+                        ("password", "reader-dev-only"),
+                    ])
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let token = body["access_token"].as_str()?.to_owned();
+                (kid_of(&token) == kid).then_some(token)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        first.get("/auth/me", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    second_handle.stop().await;
+    first.handle.stop().await;
+}
