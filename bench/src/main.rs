@@ -21,6 +21,8 @@ use tramita_messaging::KafkaSettings;
 use tramita_testkit::TestInfra;
 use uuid::Uuid;
 
+mod gateway;
+
 /// Parameters of a pipeline run, from the environment.
 struct PipelineParams {
     rate: u32,
@@ -290,7 +292,8 @@ async fn main() -> anyhow::Result<()> {
     let which = std::env::args().nth(1).unwrap_or_default();
     let results = match which.as_str() {
         "pipeline" => pipeline().await?,
-        other => anyhow::bail!("unknown benchmark {other:?}; available: pipeline"),
+        "gateway" => gateway::run().await?,
+        other => anyhow::bail!("unknown benchmark {other:?}; available: pipeline, gateway"),
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&dir)?;

@@ -20,7 +20,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("rebuild") => prepare_rebuild(&settings).await,
         Some("replay-dlq") => {
-            let topic = settings.kafka.topic(tramita_index::adapters::kafka::FILES_EVENTS);
+            let topic = settings
+                .kafka
+                .topic(tramita_index::adapters::kafka::FILES_EVENTS);
             let moved = tramita_messaging::replay::replay_dead_letters(
                 &settings.kafka,
                 &topic,
@@ -32,7 +34,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(other) => {
-            anyhow::bail!("unknown command {other:?}; use `serve` (default), `rebuild` or `replay-dlq`")
+            anyhow::bail!(
+                "unknown command {other:?}; use `serve` (default), `rebuild` or `replay-dlq`"
+            )
         }
     }
 }

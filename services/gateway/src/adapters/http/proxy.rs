@@ -1,0 +1,416 @@
+//! The catch-all proxy: token check, rate limit, body limit, and the
+//! resilient call to the upstream, whose answer is streamed back.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use actix_web::body::{BodyStream, MessageBody, SizedStream};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures::StreamExt;
+use tramita_identity::{AuthError, TokenError};
+use tramita_web::Problem;
+
+use crate::adapters::rate_limit::ClientLimiter;
+use crate::adapters::tokens::TokenCheck;
+use crate::app::{Answer, CallError, Upstream};
+use crate::domain::{destination, is_idempotent, retry_after_seconds, ClientKey, PublicRoutes};
+
+/// Headers that belong to one connection and are never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Everything the proxy needs, shared by all workers.
+pub struct Proxy {
+    upstreams: HashMap<String, Arc<Upstream>>,
+    tokens: Arc<TokenCheck>,
+    limiter: Arc<ClientLimiter>,
+    public_routes: PublicRoutes,
+    body_limit: usize,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("upstreams", &self.upstreams.keys().collect::<Vec<_>>())
+            .field("body_limit", &self.body_limit)
+            .finish()
+    }
+}
+
+impl Answer for reqwest::Response {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+impl Proxy {
+    /// A proxy to `upstreams`.
+    pub fn new(
+        upstreams: &[Arc<Upstream>],
+        tokens: Arc<TokenCheck>,
+        limiter: Arc<ClientLimiter>,
+        public_routes: PublicRoutes,
+        body_limit: usize,
+    ) -> Self {
+        Self {
+            upstreams: upstreams
+                .iter()
+                .map(|u| (u.name().to_owned(), u.clone()))
+                .collect(),
+            tokens,
+            limiter,
+            public_routes,
+            body_limit,
+        }
+    }
+
+    async fn forward(
+        &self,
+        client: &reqwest::Client,
+        req: HttpRequest,
+        payload: web::Payload,
+    ) -> HttpResponse {
+        let path = req.path();
+        let token = bearer_token(&req);
+        let verdict = match token {
+            Some(token) => Some(self.tokens.validate(token).await),
+            None => None,
+        };
+        let address = req
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let subject = match &verdict {
+            Some(Ok(principal)) => Some(principal.subject.clone()),
+            _ => None,
+        };
+        if let Err(seconds) = self.limiter.check(&ClientKey::of(subject, address)) {
+            return with_retry_after(
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Too many requests",
+                )
+                .with_detail(format!("slow down; retry after {seconds} s")),
+                seconds,
+            );
+        }
+        if !self.public_routes.is_public(req.method().as_str(), path) {
+            match verdict {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return AuthError(error).error_response(),
+                None => return AuthError(TokenError::Missing).error_response(),
+            }
+        }
+        let Ok(to) = destination(path) else {
+            return Problem::not_found("no route matches this path").error_response();
+        };
+        let Some(upstream) = self.upstreams.get(to.upstream) else {
+            return Problem::not_found(format!("no service called {:?}", to.upstream))
+                .error_response();
+        };
+        let body = match read_body(&req, payload, self.body_limit).await {
+            Ok(body) => body,
+            Err(problem) => return problem.error_response(),
+        };
+
+        let method = match reqwest::Method::from_bytes(req.method().as_str().as_bytes()) {
+            Ok(method) => method,
+            Err(_) => return Problem::bad_request("unsupported method").error_response(),
+        };
+        let url = match req.query_string() {
+            "" => format!("{}{}", upstream.base_url(), to.path),
+            query => format!("{}{}?{}", upstream.base_url(), to.path, query),
+        };
+        let headers = upstream_headers(&req, address);
+        let idempotent = is_idempotent(
+            req.method().as_str(),
+            req.headers().contains_key(IDEMPOTENCY_KEY),
+        );
+        let result = upstream
+            .call(idempotent, || {
+                let mut request = client
+                    .request(method.clone(), &url)
+                    .headers(headers.clone());
+                if !body.is_empty() {
+                    request = request.body(body.clone());
+                }
+                request.send()
+            })
+            .await;
+        match result {
+            Ok(admitted) => respond(admitted.answer, admitted.permit).await,
+            Err(error) => refusal(upstream.name(), error),
+        }
+    }
+}
+
+/// The HTTP client to the upstreams. Each worker thread has its own, so
+/// its pooled keep-alive connections are driven on the thread that uses
+/// them (a client shared by the workers hands every request to another
+/// thread's connection task, which costs a context switch each way).
+#[derive(Debug, Clone)]
+pub struct UpstreamClient(pub reqwest::Client);
+
+impl UpstreamClient {
+    /// A pooling client: keep-alive, `TCP_NODELAY`, no redirects, no proxy.
+    pub fn build(pool_max_idle_per_host: usize) -> reqwest::Result<Self> {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(pool_max_idle_per_host)
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map(Self)
+    }
+}
+
+/// Proxies any request under `/api/v1/` (and the key set).
+pub async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    proxy: web::Data<Proxy>,
+    client: web::Data<UpstreamClient>,
+) -> HttpResponse {
+    proxy.forward(&client.0, req, payload).await
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+        )
+        .with_detail(format!("the body exceeds the limit of {limit} bytes"))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| Problem::bad_request(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || listed.iter().any(|l| l == name)
+}
+
+/// Header names listed in `Connection`, which are hop-by-hop too.
+fn connection_listed(headers: &header::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The request's headers minus hop-by-hop ones and `Host`, plus
+/// `X-Forwarded-*` and the current `traceparent`. `Authorization` and
+/// `X-Request-Id` pass unchanged.
+fn upstream_headers(req: &HttpRequest, address: IpAddr) -> reqwest::header::HeaderMap {
+    use reqwest::header::{HeaderName as OutName, HeaderValue as OutValue};
+    let incoming = req.headers();
+    let listed = connection_listed(incoming);
+    let mut headers = reqwest::header::HeaderMap::with_capacity(incoming.len() + 4);
+    let mut forwarded_for = None;
+    for (name, value) in incoming {
+        let lower = name.as_str();
+        if is_hop_by_hop(lower, &listed) || *name == header::HOST || *name == header::CONTENT_LENGTH
+        {
+            continue;
+        }
+        if lower == "x-forwarded-for" {
+            forwarded_for = value.to_str().ok();
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            OutName::from_bytes(lower.as_bytes()),
+            OutValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let chain = match forwarded_for {
+        Some(earlier) => format!("{earlier}, {address}"),
+        None => address.to_string(),
+    };
+    if let Ok(value) = OutValue::from_str(&chain) {
+        headers.insert("x-forwarded-for", value);
+    }
+    let info = req.connection_info();
+    if let Ok(value) = OutValue::from_str(info.scheme()) {
+        headers.insert("x-forwarded-proto", value);
+    }
+    if let Ok(value) = OutValue::from_str(info.host()) {
+        headers.insert("x-forwarded-host", value);
+    }
+    // Our span is a child of the caller's; without a tracing context the
+    // caller's traceparent (copied above) goes on as it came.
+    if let Some(traceparent) = tramita_telemetry::current_traceparent() {
+        if let Ok(value) = OutValue::from_str(&traceparent) {
+            headers.insert("traceparent", value);
+        }
+    }
+    headers
+}
+
+/// Answers up to this size (with a known length) are read whole and sent
+/// in one piece; larger or unsized ones are streamed.
+const BUFFERED_ANSWER: u64 = 64 * 1024;
+
+/// The upstream's answer without hop-by-hop headers: small ones buffered,
+/// the rest streamed back as they arrive.
+async fn respond(
+    answer: reqwest::Response,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::new(status);
+    let listed: Vec<String> = answer
+        .headers()
+        .get_all(reqwest::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    {
+        let out = response.headers_mut();
+        for (name, value) in answer.headers() {
+            let lower = name.as_str();
+            if is_hop_by_hop(lower, &listed) || lower == "content-length" {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(lower.as_bytes()),
+                HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                out.append(name, value);
+            }
+        }
+    }
+    let length = answer.content_length();
+    if length.is_some_and(|l| l <= BUFFERED_ANSWER) {
+        return match answer.bytes().await {
+            Ok(body) => {
+                drop(permit);
+                response.set_body(body.boxed())
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "the upstream's answer broke off");
+                Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
+                    .with_detail("the upstream's answer broke off")
+                    .error_response()
+            }
+        };
+    }
+    // The bulkhead slot is held until the body has been sent.
+    let stream = answer.bytes_stream().map(move |chunk| {
+        let _slot = &permit;
+        chunk
+    });
+    match length {
+        Some(length) => response.set_body(SizedStream::new(length, stream).boxed()),
+        None => response.set_body(BodyStream::new(stream).boxed()),
+    }
+}
+
+fn with_retry_after(problem: Problem, seconds: u64) -> HttpResponse {
+    let mut response = problem.error_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// A refused or failed call as a problem.
+fn refusal(upstream: &str, error: CallError) -> HttpResponse {
+    let unavailable = |detail: String| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        )
+        .with_detail(detail)
+    };
+    match error {
+        CallError::Open { retry_after } => with_retry_after(
+            unavailable(format!(
+                "the {upstream} service is failing; calls are paused"
+            )),
+            retry_after_seconds(retry_after),
+        ),
+        CallError::Full => with_retry_after(
+            unavailable(format!("the {upstream} service is at capacity")),
+            1,
+        ),
+        CallError::Timeout => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway-timeout",
+            "Gateway timeout",
+        )
+        .with_detail(format!("the {upstream} service did not answer in time"))
+        .error_response(),
+        CallError::Unreachable(cause) => {
+            tracing::warn!(upstream, error = %cause, "upstream unreachable");
+            Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway")
+                .with_detail(format!("the {upstream} service cannot be reached"))
+                .error_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_listed_headers_are_hop_by_hop() {
+        let listed = vec!["x-private".to_owned()];
+        assert!(is_hop_by_hop("x-private", &listed));
+        assert!(is_hop_by_hop("transfer-encoding", &listed));
+        assert!(!is_hop_by_hop("authorization", &listed));
+    }
+}

@@ -1,0 +1,6 @@
+//! The gateway's edges: HTTP in and out, metrics and the rate limiter.
+
+pub mod http;
+pub mod metrics;
+pub mod rate_limit;
+pub mod tokens;

@@ -1,0 +1,237 @@
+//! Test upstreams and a gateway on port 0 in front of them.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+use tramita_gateway::app::UpstreamPolicy;
+use tramita_gateway::domain::{PublicRoutes, RateLimit, UpstreamName};
+use tramita_gateway::startup::DEFAULT_UPSTREAMS;
+use tramita_gateway::{Application, Settings, UpstreamSettings};
+use tramita_testkit::TestIssuer;
+
+/// What a test upstream does, changed by the test while it runs.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Requests received (the OpenAPI document is not counted).
+    pub received: AtomicUsize,
+    /// Status to answer (0 = echo with 200).
+    pub status: AtomicU16,
+    /// How many of the next requests get `fail_status` first.
+    pub fail_next: AtomicU32,
+    /// Status of those failures.
+    pub fail_status: AtomicU16,
+    /// Sleep before answering, in ms.
+    pub delay_ms: AtomicU64,
+}
+
+/// A small upstream on a loopback port that counts, fails, sleeps or echoes.
+pub struct TestUpstream {
+    pub url: String,
+    pub control: Arc<Control>,
+}
+
+impl TestUpstream {
+    pub fn received(&self) -> usize {
+        self.control.received.load(Ordering::SeqCst)
+    }
+    pub fn answer(&self, status: u16) {
+        self.control.status.store(status, Ordering::SeqCst);
+    }
+    pub fn fail_next(&self, times: u32, status: u16) {
+        self.control.fail_status.store(status, Ordering::SeqCst);
+        self.control.fail_next.store(times, Ordering::SeqCst);
+    }
+    pub fn delay(&self, millis: u64) {
+        self.control.delay_ms.store(millis, Ordering::SeqCst);
+    }
+
+    /// Starts an upstream called `name` (its OpenAPI document has `/<name>/things`).
+    pub async fn start(name: &str) -> Self {
+        let control = Arc::new(Control::default());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let doc = json!({
+            "openapi": "3.1.0",
+            "info": {"title": name, "version": "1"},
+            "paths": {format!("/{name}/things"): {"get": {"responses": {"200": {"description": "ok"}}}}},
+            "components": {"schemas": {format!("{name}Thing"): {"type": "object"}}}
+        });
+        let state = control.clone();
+        let server = HttpServer::new(move || {
+            let doc = doc.clone();
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .route(
+                    "/openapi.json",
+                    web::get().to(move || {
+                        let doc = doc.clone();
+                        async move { HttpResponse::Ok().json(doc) }
+                    }),
+                )
+                .default_service(web::to(echo))
+        })
+        .workers(2)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            control,
+        }
+    }
+}
+
+async fn echo(
+    req: HttpRequest,
+    body: web::Bytes,
+    control: web::Data<Arc<Control>>,
+) -> HttpResponse {
+    control.received.fetch_add(1, Ordering::SeqCst);
+    let failing = control
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        let status = control.fail_status.load(Ordering::SeqCst);
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .json(json!({"failed": true}));
+    }
+    let delay = control.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = control.status.load(Ordering::SeqCst);
+    if status != 0 {
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .json(json!({"status": status}));
+    }
+    let headers: BTreeMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    HttpResponse::Ok()
+        .insert_header(("x-upstream", "yes"))
+        .json(json!({
+            "method": req.method().as_str(),
+            "path": req.path(),
+            "query": req.query_string(),
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        }))
+}
+
+/// A policy that fails fast, for tests.
+pub fn quick_policy() -> UpstreamPolicy {
+    let mut policy = UpstreamPolicy {
+        timeout: Duration::from_secs(5),
+        ..UpstreamPolicy::default()
+    };
+    policy.backoff.base = Duration::from_millis(10);
+    policy.backoff.cap = Duration::from_millis(20);
+    policy
+}
+
+/// Settings for a gateway in front of `upstreams`, checking tokens of `issuer`.
+pub fn settings(issuer: &TestIssuer, upstreams: &[(&str, &TestUpstream)]) -> Settings {
+    assert!(!DEFAULT_UPSTREAMS.is_empty());
+    Settings {
+        host: "127.0.0.1".into(),
+        port: 0,
+        workers: 2,
+        upstreams: upstreams
+            .iter()
+            .map(|(name, upstream)| UpstreamSettings {
+                name: UpstreamName::parse(name).unwrap(),
+                url: upstream.url.clone(),
+                policy: quick_policy(),
+            })
+            .collect(),
+        public_routes: PublicRoutes::parse(tramita_gateway::domain::routing::DEFAULT_PUBLIC_ROUTES)
+            .unwrap(),
+        jwks_url: issuer.jwks_url.clone(),
+        issuer: issuer.issuer.clone(),
+        audience: issuer.audience.clone(),
+        body_limit: 10 * 1024 * 1024,
+        rate: RateLimit {
+            per_second: 1000,
+            burst: 1000,
+        },
+        cors_origins: Vec::new(),
+        static_dir: "/nonexistent/tramita-web".into(),
+        pool_max_idle_per_host: 16,
+        token_cache: Duration::from_secs(30),
+        openapi_refresh: Duration::from_secs(60),
+    }
+}
+
+/// A running gateway.
+pub struct TestGateway {
+    pub url: String,
+    pub client: reqwest::Client,
+    handle: tramita_web::ServiceHandle,
+}
+
+impl TestGateway {
+    pub async fn start(settings: Settings) -> Self {
+        let app = Application::build(settings)
+            .await
+            .expect("build the gateway");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            url,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            handle,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.url))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.url))
+    }
+
+    /// The value of a metric series line starting with `prefix`.
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = self.get("/metrics").send().await.ok()?.text().await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop().await;
+    }
+}
+
+/// Asserts a problem+json answer of `status`; returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    body
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}

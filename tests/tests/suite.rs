@@ -1,0 +1,336 @@
+//! The whole suite through the gateway: real auth tokens, files, index, on
+//! real PostgreSQL and Kafka, every service in this process on port 0.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tramita_identity::IdentitySettings;
+use tramita_messaging::KafkaSettings;
+use tramita_testkit::{eventually, TestInfra};
+use tramita_web::ServiceHandle;
+use uuid::Uuid;
+
+const ADMIN_PASSWORD: &str = "suite-admin-password";
+
+struct Suite {
+    gateway: String,
+    handles: Vec<ServiceHandle>,
+    client: reqwest::Client,
+}
+
+impl Suite {
+    async fn start() -> Self {
+        let infra = TestInfra::from_env();
+        let kafka = KafkaSettings {
+            brokers: infra.kafka_brokers.clone(),
+            topic_prefix: infra.topic_prefix(),
+        };
+        let auth = tramita_auth::Application::build(tramita_auth::Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            database_url: infra.fresh_database().await,
+            pool_size: 5,
+            kafka: kafka.clone(),
+            events_partitions: 1,
+            json_limit: 16 * 1024,
+            workers: 1,
+            outbox_relay: true,
+            issuer: "tramita-auth".into(),
+            audience: "tramita".into(),
+            access_token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(3600),
+            login_free_failures: 3,
+            trust_forwarded: true,
+            key_reload_interval: Duration::from_secs(15),
+            // Cheap hashes keep debug-build tests fast; production refuses them.
+            hash_cost: tramita_auth::app::HashCost {
+                memory_kib: 1024,
+                iterations: 1,
+                parallelism: 1,
+            },
+            admin_username: "admin".into(),
+            admin_password: Some(ADMIN_PASSWORD.into()),
+            admin_name: "Administrador, Tramita".into(),
+            demo_users: true,
+            production: false,
+        })
+        .await
+        .expect("build auth");
+        let auth_url = format!("http://127.0.0.1:{}", auth.port());
+        let identity = IdentitySettings {
+            jwks_url: format!("{auth_url}/.well-known/jwks.json"),
+            issuer: "tramita-auth".into(),
+            audience: "tramita".into(),
+        };
+        let files = tramita_files::Application::build(tramita_files::Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            database_url: infra.fresh_database().await,
+            pool_size: 5,
+            kafka: kafka.clone(),
+            events_partitions: 3,
+            initial_options: vec!["Sede electrónica".into(), "A petición departamento".into()],
+            json_limit: 64 * 1024,
+            workers: 1,
+            outbox_relay: true,
+            identity: identity.clone(),
+        })
+        .await
+        .expect("build files");
+        let index = tramita_index::Application::build(tramita_index::Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            database_url: infra.fresh_database().await,
+            pool_size: 5,
+            kafka: kafka.clone(),
+            consumer_group: format!("index-{}", Uuid::new_v4().simple()),
+            max_attempts: 3,
+            events_partitions: 3,
+            workers: 1,
+            identity: identity.clone(),
+        })
+        .await
+        .expect("build index");
+        let upstream = |name: &str, port: u16| tramita_gateway::UpstreamSettings {
+            name: tramita_gateway::domain::UpstreamName::parse(name).unwrap(),
+            url: format!("http://127.0.0.1:{port}"),
+            policy: tramita_gateway::app::UpstreamPolicy::default(),
+        };
+        let gateway = tramita_gateway::Application::build(tramita_gateway::Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            workers: 1,
+            upstreams: vec![
+                upstream("auth", auth.port()),
+                upstream("files", files.port()),
+                upstream("index", index.port()),
+            ],
+            public_routes: tramita_gateway::domain::PublicRoutes::parse(
+                tramita_gateway::domain::routing::DEFAULT_PUBLIC_ROUTES,
+            )
+            .unwrap(),
+            jwks_url: identity.jwks_url.clone(),
+            issuer: identity.issuer.clone(),
+            audience: identity.audience.clone(),
+            body_limit: 1024 * 1024,
+            rate: tramita_gateway::domain::RateLimit {
+                per_second: 1000,
+                burst: 1000,
+            },
+            cors_origins: Vec::new(),
+            static_dir: "/nonexistent/tramita-web".into(),
+            pool_max_idle_per_host: 8,
+            token_cache: Duration::from_secs(30),
+            openapi_refresh: Duration::from_secs(60),
+        })
+        .await
+        .expect("build gateway");
+        let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
+        let handles = vec![
+            gateway.handle(),
+            files.handle(),
+            index.handle(),
+            auth.handle(),
+        ];
+        tokio::spawn(auth.run_until_stopped());
+        tokio::spawn(files.run_until_stopped());
+        tokio::spawn(index.run_until_stopped());
+        tokio::spawn(gateway.run_until_stopped());
+        Self {
+            gateway: gateway_url,
+            handles,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    async fn login(&self, username: &str, password: &str) -> Value {
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+        response.json().await.unwrap()
+    }
+
+    async fn stop(self) {
+        for handle in &self.handles {
+            handle.stop().await;
+        }
+    }
+}
+
+fn bearer(tokens: &Value) -> String {
+    format!("Bearer {}", tokens["access_token"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn a_clerk_signs_in_creates_a_file_and_finds_it_through_the_gateway() {
+    let suite = Suite::start().await;
+    let clerk = suite.login("clerk", "clerk-dev-only").await;
+    let me: Value = suite
+        .client
+        .get(suite.url("/api/v1/auth/me"))
+        .header("authorization", bearer(&clerk))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let created = suite
+        .client
+        .post(suite.url("/api/v1/files"))
+        .header("authorization", bearer(&clerk))
+        .json(&json!({"initial_option": "Sede electrónica", "description": "Licencia de apertura de local"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(
+        created["created_by"]["id"], me["subject"],
+        "the actor is the signed-in user"
+    );
+
+    let id = created["id"].as_str().unwrap().to_owned();
+    let view = eventually(Duration::from_secs(30), "file indexed", || async {
+        let response = suite
+            .client
+            .get(suite.url(&format!("/api/v1/index/files/{id}")))
+            .header("authorization", bearer(&clerk))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != StatusCode::OK {
+            return None;
+        }
+        Some(response.json::<Value>().await.unwrap())
+    })
+    .await;
+    assert_eq!(view["created_by"]["name"], created["created_by"]["name"]);
+
+    let reader = suite.login("reader", "reader-dev-only").await;
+    let refused = suite
+        .client
+        .post(suite.url("/api/v1/files"))
+        .header("authorization", bearer(&reader))
+        .json(&json!({"initial_option": "Sede electrónica", "description": "No debería existir"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "checked by the files service itself"
+    );
+    let listed: Value = suite
+        .client
+        .get(suite.url("/api/v1/index/files?q=apertura"))
+        .header("authorization", bearer(&reader))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_valid_token_nothing_but_the_public_routes_answers() {
+    let suite = Suite::start().await;
+    for path in [
+        "/api/v1/files/initial-options",
+        "/api/v1/index/files",
+        "/api/v1/auth/me",
+        "/api/v1/auth/users",
+    ] {
+        let response = suite.client.get(suite.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let forged = suite
+            .client
+            .get(suite.url(path))
+            .header("authorization", "Bearer eyJhbGciOiJub25lIn0.e30.")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let jwks: Value = suite
+        .client
+        .get(suite.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+
+    // Refresh and logout through the gateway.
+    let admin = suite.login("admin", ADMIN_PASSWORD).await;
+    let refreshed = suite
+        .client
+        .post(suite.url("/api/v1/auth/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", admin["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    let users = suite
+        .client
+        .get(suite.url("/api/v1/auth/users"))
+        .header("authorization", bearer(&refreshed))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users.status(), StatusCode::OK, "an admin lists users");
+    let logout = suite
+        .client
+        .post(suite.url("/api/v1/auth/logout"))
+        .form(&[(
+            "refresh_token",
+            refreshed["refresh_token"].as_str().unwrap(),
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let after_logout = suite
+        .client
+        .post(suite.url("/api/v1/auth/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                refreshed["refresh_token"].as_str().unwrap(),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        after_logout.status(),
+        StatusCode::BAD_REQUEST,
+        "a revoked refresh token is an invalid grant"
+    );
+    suite.stop().await;
+}
