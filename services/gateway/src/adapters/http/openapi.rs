@@ -48,12 +48,22 @@ pub fn merge(documents: impl IntoIterator<Item = OpenApi>) -> OpenApi {
         document.servers = None;
         document.paths.paths = std::mem::take(&mut document.paths.paths)
             .into_iter()
-            .map(|(path, item)| (format!("{API_PREFIX}{path}"), item))
+            .map(|(path, item)| {
+                // Well-known URIs (RFC 8615) are served at the root, not under the API prefix.
+                if path.starts_with("/.well-known/") {
+                    (path, item)
+                } else {
+                    (format!("{API_PREFIX}{path}"), item)
+                }
+            })
             .collect();
         merged.merge(document);
     }
     merged
 }
+
+/// How soon a merged document missing an upstream is refreshed again.
+const INCOMPLETE_RETRY: Duration = Duration::from_secs(2);
 
 struct Copies {
     documents: HashMap<String, OpenApi>,
@@ -141,9 +151,15 @@ impl ApiDocs {
 
     fn current(&self) -> (web::Bytes, bool) {
         let copies = self.copies.read().unwrap_or_else(|e| e.into_inner());
-        let stale = copies
-            .refreshed_at
-            .is_none_or(|at| at.elapsed() >= self.refresh_every);
+        // Until every upstream has answered once (they may start after the
+        // gateway), retry every few seconds instead of waiting a full period.
+        let complete = copies.documents.len() == self.sources.len();
+        let period = if complete {
+            self.refresh_every
+        } else {
+            self.refresh_every.min(INCOMPLETE_RETRY)
+        };
+        let stale = copies.refreshed_at.is_none_or(|at| at.elapsed() >= period);
         (copies.merged.clone(), stale)
     }
 }
@@ -187,5 +203,12 @@ mod tests {
         assert_eq!(merged.info.title, "Tramita API");
         let components = merged.components.unwrap();
         assert!(components.security_schemes.contains_key(BEARER_SCHEME));
+    }
+
+    #[test]
+    fn well_known_paths_stay_at_the_root() {
+        let merged = merge([document("/.well-known/jwks.json"), document("/auth/token")]);
+        let paths: Vec<&String> = merged.paths.paths.keys().collect();
+        assert_eq!(paths, ["/.well-known/jwks.json", "/api/v1/auth/token"]);
     }
 }
