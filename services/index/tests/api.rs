@@ -337,6 +337,36 @@ async fn bad_query_parameters_are_problems() {
         .await
         .unwrap();
     assert_eq!(no_roles.status(), StatusCode::FORBIDDEN);
+    let unknown_id = format!("{}/index/files/{}", index.base, Uuid::now_v7());
+    let no_roles = anonymous
+        .get(&unknown_id)
+        .bearer_auth(index.issuer.token("nobody", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_roles.status(), StatusCode::FORBIDDEN);
+    // Every role may read the index.
+    for role in ["admin", "clerk", "validator", "reader"] {
+        let token = index.issuer.token(&format!("{role}-user"), &[role]);
+        let listed = anonymous
+            .get(&list)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(listed.status(), StatusCode::OK, "{role} lists");
+        let one = anonymous
+            .get(&unknown_id)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            one.status(),
+            StatusCode::NOT_FOUND,
+            "{role} reads (nothing there)"
+        );
+    }
     let unknown = index.get(&format!("/index/files/{}", Uuid::now_v7())).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert_eq!(
