@@ -2,7 +2,9 @@
 //!
 //! For each message: open a transaction, record the message id in the inbox
 //! (a seen id is skipped), apply the handler's effect in the same transaction,
-//! commit, and only then commit the Kafka offset. A transient handler error is
+//! commit, and only then commit the Kafka offset. Messages already waiting
+//! are applied together in one transaction; if anything in such a batch
+//! fails, it is rolled back and its messages are handled one by one. A transient handler error is
 //! retried with backoff; after `max_attempts`, or at once for a permanent
 //! error, the message is copied to `<topic>.dlq` with the error and attempt
 //! count in headers and the partition moves on. When the database itself is
@@ -13,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -82,6 +85,8 @@ pub struct ConsumerConfig {
     pub initial_backoff: Duration,
     /// Longest retry pause.
     pub max_backoff: Duration,
+    /// Most messages applied in one transaction when several are waiting.
+    pub max_batch: usize,
 }
 
 impl ConsumerConfig {
@@ -93,6 +98,7 @@ impl ConsumerConfig {
             max_attempts: 5,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_batch: 100,
         }
     }
 
@@ -166,12 +172,12 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             .subscribe(&topics)
             .with_context(|| format!("subscribe to {topics:?}"))?;
         tracing::info!(consumer = %self.config.name, ?topics, "consumer started");
-        loop {
-            let message = tokio::select! {
+        'consume: loop {
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 received = self.consumer.recv() => received,
             };
-            let message = match message {
+            let first = match first {
                 Ok(message) => message,
                 Err(error) => {
                     tracing::warn!(error = %error, "kafka receive error");
@@ -179,22 +185,34 @@ impl<H: MessageHandler> ConsumerRunner<H> {
                     continue;
                 }
             };
-            let Some(outcome) = self.process(&message, &shutdown).await else {
-                // Shut down mid-retry: leave the offset uncommitted so the
-                // message is delivered again after restart.
-                break;
-            };
-            let label = match outcome {
-                Outcome::Applied => "applied",
-                Outcome::Duplicate => "duplicate",
-                Outcome::DeadLettered => "dead_lettered",
-            };
-            self.metrics
-                .consumed
-                .with_label_values(&[self.config.name.as_str(), label])
-                .inc();
-            if let Err(error) = self.consumer.commit_message(&message, CommitMode::Async) {
-                tracing::warn!(error = %error, "offset commit failed; the message may be redelivered");
+            // Whatever else is already waiting joins the batch; nothing waits for more.
+            let mut batch = vec![first];
+            while batch.len() < self.config.max_batch {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(message),
+                    Some(Err(error)) => {
+                        tracing::warn!(error = %error, "kafka receive error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if batch.len() > 1 {
+                if let Some(outcomes) = self.apply_batch(&batch).await {
+                    for (message, outcome) in batch.iter().zip(outcomes) {
+                        self.finish(message, outcome);
+                    }
+                    continue;
+                }
+            }
+            // One at a time, with retries and dead letters.
+            for message in &batch {
+                let Some(outcome) = self.process(message, &shutdown).await else {
+                    // Shut down mid-retry: leave the offset uncommitted so the
+                    // message is delivered again after restart.
+                    break 'consume;
+                };
+                self.finish(message, outcome);
             }
         }
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -203,6 +221,65 @@ impl<H: MessageHandler> ConsumerRunner<H> {
         self.consumer.unsubscribe();
         tracing::info!(consumer = %self.config.name, "consumer stopped");
         Ok(())
+    }
+
+    /// Counts the outcome and commits the message's offset.
+    fn finish(&self, message: &BorrowedMessage<'_>, outcome: Outcome) {
+        let label = match outcome {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered => "dead_lettered",
+        };
+        self.metrics
+            .consumed
+            .with_label_values(&[self.config.name.as_str(), label])
+            .inc();
+        if let Err(error) = self.consumer.commit_message(message, CommitMode::Async) {
+            tracing::warn!(error = %error, "offset commit failed; the message may be redelivered");
+        }
+    }
+
+    /// Applies several messages in one transaction (one commit instead of
+    /// one per message). `None` when anything goes wrong: the transaction is
+    /// rolled back and the caller handles the messages one by one, with
+    /// retries and dead letters.
+    async fn apply_batch(&self, batch: &[BorrowedMessage<'_>]) -> Option<Vec<Outcome>> {
+        let envelopes = batch
+            .iter()
+            .map(|m| Envelope::from_kafka(m).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let span =
+            tracing::info_span!("consume_batch", consumer = %self.config.name, size = batch.len());
+        async {
+            let mut tx = self.pool.begin().await.ok()?;
+            let mut outcomes = Vec::with_capacity(envelopes.len());
+            for envelope in &envelopes {
+                let recorded = sqlx::query(
+                    "INSERT INTO messaging_inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&self.config.name)
+                .bind(envelope.message_id)
+                .bind(&envelope.message_type)
+                .execute(&mut *tx)
+                .await
+                .ok()?
+                .rows_affected();
+                if recorded == 0 {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
+                if let Err(error) = self.handler.handle(&mut tx, envelope).await {
+                    tracing::debug!(error = %error, "batch failed; handling its messages one by one");
+                    return None;
+                }
+                outcomes.push(Outcome::Applied);
+            }
+            tx.commit().await.ok()?;
+            Some(outcomes)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Handles one message to an outcome; `None` when shut down before one.

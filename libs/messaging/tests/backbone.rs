@@ -142,11 +142,11 @@ impl MessageHandler for Flaky {
     }
 }
 
-async fn run_consumer(
+async fn run_consumer<H: MessageHandler>(
     kafka: &KafkaSettings,
     pool: &PgPool,
     topic: &str,
-    handler: Flaky,
+    handler: H,
     max_attempts: u32,
 ) -> CancellationToken {
     let config = ConsumerConfig {
@@ -227,12 +227,16 @@ async fn a_message_failing_every_attempt_is_dead_lettered_and_the_next_one_appli
     let (infra, kafka, pool) = setup().await;
     let topic = kafka.topic("doomed.events");
     let calls = Arc::new(AtomicU32::new(0));
+    // Four failing calls: if both messages arrive as one batch, the batch
+    // takes the first and the doomed message's three attempts the rest; if
+    // they arrive apart, the doomed message takes three and the next one
+    // succeeds on its retry. Either way the doomed one is dead-lettered.
     let shutdown = run_consumer(
         &kafka,
         &pool,
         &topic,
         Flaky {
-            failures: 3,
+            failures: 4,
             calls: calls.clone(),
         },
         3,
@@ -262,7 +266,7 @@ async fn a_message_failing_every_attempt_is_dead_lettered_and_the_next_one_appli
     assert_eq!(header(&dlq[0], "dlq-attempts").as_deref(), Some("3"));
     assert!(header(&dlq[0], "dlq-error")
         .unwrap()
-        .contains("flaky call 3"));
+        .contains("flaky call"));
     shutdown.cancel();
 }
 
@@ -315,5 +319,66 @@ async fn a_replayed_dead_letter_applies_once_its_cause_is_gone() {
             .await
             .unwrap();
     assert_eq!(again, 0, "a replayed letter is not replayed twice");
+    shutdown.cancel();
+}
+
+/// Records an effect; refuses one message id for good.
+struct RefusesOne {
+    refused: Uuid,
+}
+
+impl MessageHandler for RefusesOne {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        if envelope.message_id == self.refused {
+            return Err(HandlerError::Permanent(anyhow::anyhow!(
+                "refused on purpose"
+            )));
+        }
+        sqlx::query("INSERT INTO effects (message_id) VALUES ($1)")
+            .bind(envelope.message_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| HandlerError::Transient(e.into()))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_message_in_a_batch_is_dead_lettered_alone() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("batch.events");
+    kafka
+        .ensure_topics(std::slice::from_ref(&topic), 1)
+        .await
+        .unwrap();
+    let envelopes: Vec<Envelope> = (0..40)
+        .map(|n| Envelope::new("test.Thing.v1", "agg", json!({"n": n})))
+        .collect();
+    // All waiting before the consumer starts, so they arrive as batches.
+    for envelope in &envelopes {
+        publish(&infra, &topic, envelope).await;
+    }
+    publish(&infra, &topic, &envelopes[5]).await; // a redelivery inside the stream
+    let refused = envelopes[17].message_id;
+    let shutdown = run_consumer(&kafka, &pool, &topic, RefusesOne { refused }, 3).await;
+    eventually(Duration::from_secs(20), "all but one applied", || async {
+        (count(&pool, "effects").await == 39).then_some(())
+    })
+    .await;
+    let dlq = infra
+        .read_topic(&format!("{topic}.dlq"), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(header(&dlq[0], "message-id"), Some(refused.to_string()));
+    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT message_id) FROM effects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(distinct, 39, "no effect applied twice");
+    assert_eq!(count(&pool, "messaging_inbox").await, 39);
     shutdown.cancel();
 }
