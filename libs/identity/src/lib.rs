@@ -7,7 +7,7 @@
 mod extract;
 mod validator;
 
-pub use extract::{AuthError, Authenticated};
+pub use extract::{bearer_token, AuthError, Authenticated};
 pub use validator::{KeySource, TokenError, TokenValidator, ValidationSettings};
 
 use serde::{Deserialize, Serialize};

@@ -85,7 +85,7 @@ impl Proxy {
         payload: web::Payload,
     ) -> HttpResponse {
         let path = req.path();
-        let token = bearer_token(&req);
+        let token = tramita_identity::bearer_token(&req);
         let verdict = match token {
             Some(token) => Some(self.tokens.validate(token).await),
             None => None,
@@ -189,13 +189,6 @@ pub async fn forward(
     client: web::Data<UpstreamClient>,
 ) -> HttpResponse {
     proxy.forward(&client.0, req, payload).await
-}
-
-/// The bearer token of a request, if it has one.
-fn bearer_token(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 async fn read_body(
