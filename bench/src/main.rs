@@ -125,7 +125,11 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
             .json(&json!({"code": format!("WARMUP-{n}"), "initial_option": "Sede electrónica", "description": "Calentamiento"}))
             .send()
             .await?;
-        anyhow::ensure!(response.status().as_u16() == 201, "warm-up create answered {}", response.status());
+        anyhow::ensure!(
+            response.status().as_u16() == 201,
+            "warm-up create answered {}",
+            response.status()
+        );
     }
     let warm_deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -135,7 +139,10 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         if indexed >= WARMUP_FILES {
             break;
         }
-        anyhow::ensure!(Instant::now() < warm_deadline, "the index did not catch up with the warm-up");
+        anyhow::ensure!(
+            Instant::now() < warm_deadline,
+            "the index did not catch up with the warm-up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

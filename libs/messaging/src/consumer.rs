@@ -254,18 +254,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             let mut tx = self.pool.begin().await.ok()?;
             let mut outcomes = Vec::with_capacity(envelopes.len());
             for envelope in &envelopes {
-                let recorded = sqlx::query(
-                    "INSERT INTO messaging_inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&self.config.name)
-                .bind(envelope.message_id)
-                .bind(&envelope.message_type)
-                .execute(&mut *tx)
-                .await
-                .ok()?
-                .rows_affected();
-                if recorded == 0 {
+                if !record_in_inbox(&mut tx, &self.config.name, envelope).await.ok()? {
                     outcomes.push(Outcome::Duplicate);
                     continue;
                 }
@@ -369,19 +358,10 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             .await
             .context("begin inbox transaction")
             .map_err(AttemptError::Store)?;
-        let recorded = sqlx::query(
-            "INSERT INTO messaging_inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.config.name)
-        .bind(envelope.message_id)
-        .bind(&envelope.message_type)
-        .execute(&mut *tx)
-        .await
-        .context("record message in inbox")
-        .map_err(AttemptError::Store)?
-        .rows_affected();
-        if recorded == 0 {
+        let recorded = record_in_inbox(&mut tx, &self.config.name, envelope)
+            .await
+            .map_err(AttemptError::Store)?;
+        if !recorded {
             tracing::debug!("already processed; skipping");
             return Ok(Outcome::Duplicate);
         }
@@ -460,6 +440,26 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             }
         }
     }
+}
+
+/// Records `envelope` as seen by `consumer`; `false` if it already was.
+async fn record_in_inbox(
+    conn: &mut PgConnection,
+    consumer: &str,
+    envelope: &Envelope,
+) -> anyhow::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO messaging_inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(envelope.message_id)
+    .bind(&envelope.message_type)
+    .execute(conn)
+    .await
+    .context("record message in inbox")?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Sleeps `pause`; `false` if shutdown came first.

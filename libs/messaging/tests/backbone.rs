@@ -264,9 +264,7 @@ async fn a_message_failing_every_attempt_is_dead_lettered_and_the_next_one_appli
         Some(doomed.message_id.to_string())
     );
     assert_eq!(header(&dlq[0], "dlq-attempts").as_deref(), Some("3"));
-    assert!(header(&dlq[0], "dlq-error")
-        .unwrap()
-        .contains("flaky call"));
+    assert!(header(&dlq[0], "dlq-error").unwrap().contains("flaky call"));
     shutdown.cancel();
 }
 

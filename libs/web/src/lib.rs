@@ -3,11 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod extract;
+mod fields;
 pub mod health;
 pub mod problem;
 pub mod request_id;
 pub mod runtime;
 
+pub use fields::Fields;
 pub use health::{Readiness, ReadinessCheck};
 pub use problem::{FieldError, Problem};
 pub use runtime::{ServiceHandle, ServiceRuntime};

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tramita_identity::{Authenticated, Principal, READ_FILES, WRITE_FILES};
-use tramita_web::{BearerAuth, FieldError, Problem};
+use tramita_web::{BearerAuth, FieldError, Fields, Problem};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -111,58 +111,6 @@ impl From<CaseFile> for FileResponse {
             updated_at: file.updated_at,
             updated_by: actor_dto(&file.updated_by),
             version: file.version,
-        }
-    }
-}
-
-/// Collects field errors while parsing a request body.
-#[derive(Default)]
-struct Fields(Vec<FieldError>);
-
-impl Fields {
-    fn required<T, E: std::fmt::Display>(
-        &mut self,
-        name: &str,
-        raw: Option<&str>,
-        parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Option<T> {
-        match raw {
-            None => {
-                self.push(name, "is required");
-                None
-            }
-            Some(raw) => self.optional(name, Some(raw), parse).flatten(),
-        }
-    }
-
-    fn optional<T, E: std::fmt::Display>(
-        &mut self,
-        name: &str,
-        raw: Option<&str>,
-        parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Option<Option<T>> {
-        match raw.map(parse) {
-            None => Some(None),
-            Some(Ok(value)) => Some(Some(value)),
-            Some(Err(error)) => {
-                self.push(name, &error.to_string());
-                None
-            }
-        }
-    }
-
-    fn push(&mut self, field: &str, message: &str) {
-        self.0.push(FieldError {
-            field: field.to_owned(),
-            message: message.to_owned(),
-        });
-    }
-
-    fn finish(self) -> Result<(), Problem> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Problem::validation(self.0))
         }
     }
 }

@@ -7,7 +7,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tramita_identity::{Authenticated, Principal, Role};
-use tramita_web::{FieldError, Problem};
+use tramita_web::{Fields, Problem};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -19,58 +19,6 @@ use crate::domain::{
     ApiClient, ClientChange, ClientId, ClientName, DisplayName, Email, NewPassword, Roles, User,
     UserId, Username,
 };
-
-/// Collects field errors while parsing a request body.
-#[derive(Default)]
-struct Fields(Vec<FieldError>);
-
-impl Fields {
-    fn required<T, E: std::fmt::Display>(
-        &mut self,
-        name: &str,
-        raw: Option<&str>,
-        parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Option<T> {
-        match raw {
-            None => {
-                self.push(name, "is required");
-                None
-            }
-            Some(raw) => self.optional(name, Some(raw), parse).flatten(),
-        }
-    }
-
-    fn optional<R: ?Sized, T, E: std::fmt::Display>(
-        &mut self,
-        name: &str,
-        raw: Option<&R>,
-        parse: impl FnOnce(&R) -> Result<T, E>,
-    ) -> Option<Option<T>> {
-        match raw.map(parse) {
-            None => Some(None),
-            Some(Ok(value)) => Some(Some(value)),
-            Some(Err(error)) => {
-                self.push(name, &error.to_string());
-                None
-            }
-        }
-    }
-
-    fn push(&mut self, field: &str, message: &str) {
-        self.0.push(FieldError {
-            field: field.to_owned(),
-            message: message.to_owned(),
-        });
-    }
-
-    fn finish(self) -> Result<(), Problem> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Problem::validation(self.0))
-        }
-    }
-}
 
 fn admin(principal: &Principal) -> Result<(), Problem> {
     principal.require(&[Role::Admin])
