@@ -200,6 +200,28 @@ impl TokenValidator {
                 return Err(TokenError::UnknownKey);
             }
         }
+        self.load().await?;
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
+    /// `Ok` once the key set has been loaded: fetches it if nothing is cached
+    /// yet (readiness probes call this).
+    pub async fn ensure_keys(&self) -> Result<(), TokenError> {
+        if !self.keys.read().await.is_empty() {
+            return Ok(());
+        }
+        let mut last = self.last_fetch.lock().await;
+        if !self.keys.read().await.is_empty() {
+            return Ok(());
+        }
+        self.load().await?;
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Fetches the key set and replaces the cache with its usable keys.
+    async fn load(&self) -> Result<(), TokenError> {
         let set = match self.source.fetch().await {
             Ok(set) => set,
             Err(error) => {
@@ -208,7 +230,6 @@ impl TokenValidator {
                 return Err(TokenError::KeysUnavailable);
             }
         };
-        *last = Some(Instant::now());
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {

@@ -102,3 +102,25 @@ async fn an_unreachable_key_set_is_unavailable_not_invalid() {
     let result = validator.validate(&issuer.token("u", &["reader"])).await;
     assert_eq!(result, Err(TokenError::KeysUnavailable));
 }
+
+#[tokio::test]
+async fn ensure_keys_loads_the_key_set_once() {
+    let issuer = TestIssuer::start().await;
+    let validator = validator(&issuer);
+    validator.ensure_keys().await.unwrap();
+    validator.ensure_keys().await.unwrap();
+    assert_eq!(issuer.jwks_fetches(), 1);
+    validator
+        .validate(&issuer.token("u", &["reader"]))
+        .await
+        .unwrap();
+    assert_eq!(issuer.jwks_fetches(), 1, "validation uses the loaded keys");
+    let unreachable = TokenValidator::new(
+        ValidationSettings::new(&issuer.issuer, &issuer.audience),
+        KeySource::remote("http://127.0.0.1:9/.well-known/jwks.json"),
+    );
+    assert_eq!(
+        unreachable.ensure_keys().await,
+        Err(TokenError::KeysUnavailable)
+    );
+}

@@ -39,16 +39,41 @@ impl ReadinessCheck {
     }
 }
 
+/// Extra information a service adds to its readiness report.
+pub type Details = Arc<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
+
 /// All checks of a service, run on every `/health/ready`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<ReadinessCheck>,
+    details: Option<Details>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("checks", &self.checks)
+            .finish()
+    }
 }
 
 impl Readiness {
     /// Readiness over `checks`.
     pub fn new(checks: Vec<ReadinessCheck>) -> Self {
-        Self { checks }
+        Self {
+            checks,
+            details: None,
+        }
+    }
+
+    /// Adds the fields `details` returns to every readiness report (they
+    /// inform; they do not decide readiness).
+    pub fn with_details<F>(mut self, details: F) -> Self
+    where
+        F: Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync + 'static,
+    {
+        self.details = Some(Arc::new(details));
+        self
     }
 }
 
@@ -65,6 +90,8 @@ struct HealthReport {
     status: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     checks: Vec<CheckReport>,
+    #[serde(flatten)]
+    details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Registers `/health/live` and `/health/ready`.
@@ -78,6 +105,7 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().json(HealthReport {
         status: "up",
         checks: Vec::new(),
+        details: serde_json::Map::new(),
     })
 }
 
@@ -102,6 +130,7 @@ async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
     let report = HealthReport {
         status: if all_up { "up" } else { "down" },
         checks: results,
+        details: readiness.details.as_ref().map(|d| d()).unwrap_or_default(),
     };
     if all_up {
         HttpResponse::Ok().json(report)

@@ -13,10 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tramita_identity::{KeySource, TokenValidator, ValidationSettings};
 use tramita_settings::SettingsError;
 use tramita_web::request_id::{request_id, RequestSpan};
-use tramita_web::{ServiceHandle, ServiceRuntime};
+use tramita_web::{Readiness, ReadinessCheck, ServiceHandle, ServiceRuntime};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::adapters::http::health::{self, Health, KeysProbe};
 use crate::adapters::http::openapi::{self, ApiDocs};
 use crate::adapters::http::proxy::{self, Proxy, UpstreamClient};
 use crate::adapters::http::site;
@@ -316,7 +315,7 @@ impl Application {
             ValidationSettings::new(settings.issuer.clone(), settings.audience.clone()),
             KeySource::remote(settings.jwks_url.clone()),
         ));
-        let tokens = Arc::new(TokenCheck::new(validator, settings.token_cache));
+        let tokens = Arc::new(TokenCheck::new(validator.clone(), settings.token_cache));
         let limiter =
             Arc::new(ClientLimiter::new(settings.rate).context("configure the rate limit")?);
         let proxy = web::Data::new(Proxy::new(
@@ -327,13 +326,25 @@ impl Application {
             settings.body_limit,
         ));
 
-        let keys = Arc::new(KeysProbe::new(settings.jwks_url.clone())?);
-        if let Err(error) = keys.check().await {
-            tracing::warn!(error, "the signing keys are not available yet");
+        if let Err(error) = validator.ensure_keys().await {
+            tracing::warn!(error = %error, "the signing keys are not available yet");
         }
-        let health = web::Data::new(Health {
-            keys,
-            upstreams: upstreams.clone(),
+        // Ready once the signing keys were fetched; the report lists each
+        // upstream's breaker (an open one does not make the gateway unready:
+        // the other upstreams still work).
+        let readiness = Readiness::new(vec![ReadinessCheck::new("jwks", move || {
+            let validator = validator.clone();
+            async move { validator.ensure_keys().await.map_err(|e| e.to_string()) }
+        })])
+        .with_details({
+            let upstreams = upstreams.clone();
+            move || {
+                let breakers: Vec<serde_json::Value> = upstreams
+                    .iter()
+                    .map(|u| serde_json::json!({"name": u.name(), "breaker": u.breaker_state().as_str()}))
+                    .collect();
+                serde_json::Map::from_iter([("upstreams".to_owned(), breakers.into())])
+            }
         });
         let docs = Arc::new(ApiDocs::new(
             settings
@@ -369,10 +380,8 @@ impl Application {
                     UpstreamClient::build(pool_max_idle_per_host)
                         .expect("the client settings were checked at start"),
                 ))
-                .app_data(health.clone())
                 .app_data(docs.clone())
-                .route("/health/live", web::get().to(health::live))
-                .route("/health/ready", web::get().to(health::ready))
+                .configure(|cfg| tramita_web::health::configure(cfg, readiness.clone()))
                 .route("/openapi.json", web::get().to(openapi::openapi))
                 .service(SwaggerUi::new("/docs/{_:.*}").config(Config::from("/openapi.json")))
                 .service(web::resource(JWKS_PATH).to(proxy::forward))

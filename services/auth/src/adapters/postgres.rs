@@ -333,15 +333,7 @@ impl SessionStore for PgAuthStore {
         .execute(&mut *tx)
         .await
         .context("insert refresh family")?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family_id, issued_at) VALUES ($1, $2, $3)",
-        )
-        .bind(&token.0[..])
-        .bind(family)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .context("insert refresh token")?;
+        insert_refresh_token(&mut tx, token, family, now).await?;
         tx.commit().await.context("commit start family")?;
         Ok(())
     }
@@ -394,15 +386,7 @@ impl SessionStore for PgAuthStore {
             .execute(&mut *tx)
             .await
             .context("mark the refresh token used")?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family_id, issued_at) VALUES ($1, $2, $3)",
-        )
-        .bind(&next.0[..])
-        .bind(family)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .context("insert the next refresh token")?;
+        insert_refresh_token(&mut tx, next, family, now).await?;
         tx.commit().await.context("commit rotate")?;
         Ok(UserId(row.try_get("user_id").context("user_id")?))
     }
@@ -562,4 +546,23 @@ impl SigningKeyStore for PgAuthStore {
         tx.commit().await.context("commit rotate keys")?;
         Ok(())
     }
+}
+
+/// Stores a refresh token (its hash) as the newest of `family`.
+async fn insert_refresh_token(
+    conn: &mut sqlx::PgConnection,
+    token: &TokenHash,
+    family: Uuid,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, issued_at) VALUES ($1, $2, $3)",
+    )
+    .bind(&token.0[..])
+    .bind(family)
+    .bind(now)
+    .execute(conn)
+    .await
+    .context("insert refresh token")?;
+    Ok(())
 }
