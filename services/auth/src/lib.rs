@@ -7,4 +7,5 @@ pub mod app;
 pub mod domain;
 pub mod startup;
 
+pub use adapters::http::TrustedProxies;
 pub use startup::{Application, Settings};

@@ -15,7 +15,7 @@ use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
 
 use crate::adapters::events::AUTH_EVENTS;
-use crate::adapters::http::{self, ApiDoc, ClientAddress};
+use crate::adapters::http::{self, ApiDoc, ClientAddress, TrustedProxies};
 use crate::adapters::postgres::{PgAuthStore, MIGRATOR};
 use crate::app::{
     AccountService, AdminSeed, HashCost, KeyRing, SecretHasher, TokenPolicy, TokenService,
@@ -58,9 +58,10 @@ pub struct Settings {
     /// Failed logins allowed per key before the backoff starts
     /// (`AUTH_LOGIN_FREE_FAILURES`, default 3).
     pub login_free_failures: u32,
-    /// Take the caller's address from `X-Forwarded-For`
-    /// (`AUTH_TRUST_FORWARDED`, default false; true only behind the gateway).
-    pub trust_forwarded: bool,
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` names the caller
+    /// (`AUTH_TRUSTED_PROXIES`, comma-separated, default none: the TCP peer
+    /// is the caller). Behind the gateway: the gateway's address.
+    pub trusted_proxies: TrustedProxies,
     /// How often the signing keys are reread (`AUTH_KEY_RELOAD_SECONDS`, default 15).
     pub key_reload_interval: Duration,
     /// Argon2id cost (`AUTH_ARGON2_MEMORY_KIB` default 19456,
@@ -81,7 +82,7 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings, failing on the first missing or malformed one.
     pub fn from_env() -> Result<Self, SettingsError> {
-        use tramita_settings::{or_default, parsed_or, required};
+        use tramita_settings::{list_or, or_default, parsed_or, required};
         let password = or_default("AUTH_ADMIN_PASSWORD", "");
         Ok(Self {
             host: or_default("AUTH_HOST", "127.0.0.1"),
@@ -101,7 +102,13 @@ impl Settings {
                 28_800,
             )?),
             login_free_failures: parsed_or("AUTH_LOGIN_FREE_FAILURES", 3)?,
-            trust_forwarded: parsed_or("AUTH_TRUST_FORWARDED", false)?,
+            trusted_proxies: TrustedProxies::parse(&list_or("AUTH_TRUSTED_PROXIES", &[])).map_err(
+                |reason| SettingsError::Invalid {
+                    name: "AUTH_TRUSTED_PROXIES".into(),
+                    value: or_default("AUTH_TRUSTED_PROXIES", ""),
+                    reason,
+                },
+            )?,
             key_reload_interval: Duration::from_secs(parsed_or("AUTH_KEY_RELOAD_SECONDS", 15)?),
             hash_cost: HashCost {
                 memory_kib: parsed_or("AUTH_ARGON2_MEMORY_KIB", HashCost::OWASP.memory_kib)?,
@@ -179,7 +186,7 @@ impl Application {
         let events_topic = settings.kafka.topic(AUTH_EVENTS);
         settings
             .kafka
-            .ensure_topics(
+            .ensure_event_topics(
                 std::slice::from_ref(&events_topic),
                 settings.events_partitions,
             )
@@ -232,7 +239,7 @@ impl Application {
         let tokens = web::Data::new(tokens);
         let accounts = web::Data::new(accounts);
         let address = web::Data::new(ClientAddress {
-            trust_forwarded: settings.trust_forwarded,
+            trusted_proxies: settings.trusted_proxies.clone(),
         });
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;

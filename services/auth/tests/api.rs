@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tramita_auth::app::HashCost;
-use tramita_auth::{Application, Settings};
+use tramita_auth::{Application, Settings, TrustedProxies};
 use tramita_identity::{KeySource, Role, TokenValidator, ValidationSettings};
 use tramita_messaging::KafkaSettings;
 use tramita_testkit::{count, eventually, header, TestInfra};
@@ -40,7 +40,8 @@ fn settings(kafka: &KafkaSettings, database_url: String) -> Settings {
         access_token_ttl: Duration::from_secs(300),
         refresh_token_ttl: Duration::from_secs(28_800),
         login_free_failures: 3,
-        trust_forwarded: true,
+        // The tests play the gateway: loopback is the trusted proxy.
+        trusted_proxies: TrustedProxies::parse(&["127.0.0.1"]).unwrap(),
         key_reload_interval: Duration::from_secs(15),
         // Cheap hashes keep debug-build tests fast; production refuses this.
         hash_cost: HashCost {
@@ -102,7 +103,7 @@ impl TestAuth {
     async fn token_request(&self, form: &[(&str, &str)], from: Option<&str>) -> reqwest::Response {
         let mut request = self.client.post(self.url("/auth/token")).form(form);
         if let Some(ip) = from {
-            request = request.header("x-forwarded-for", format!("{ip}, 10.0.0.1"));
+            request = request.header("x-forwarded-for", ip);
         }
         request.send().await.unwrap()
     }
@@ -601,6 +602,67 @@ async fn failures_from_one_address_lock_that_address_whatever_the_username() {
     );
     let counters = count(&auth.pool, "login_failures").await;
     assert_eq!(counters, 4, "three usernames and one address");
+    auth.handle.stop().await;
+}
+
+/// Failed logins for three different usernames from `forwarded` (one
+/// `X-Forwarded-For` value per attempt), all answered 400.
+async fn fail_three_usernames(auth: &TestAuth, forwarded: &[&str]) {
+    for (n, from) in forwarded.iter().enumerate() {
+        let response = auth
+            .login_from(&format!("nobody-{n}"), "wrong-password", Some(from))
+            .await;
+        oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    }
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let auth = TestAuth::spawn_with(|s| s.trusted_proxies = TrustedProxies::default()).await;
+    // A new made-up X-Forwarded-For each time: were it believed, no address
+    // would collect three failures.
+    fail_three_usernames(&auth, &["203.0.113.1", "203.0.113.2", "203.0.113.3"]).await;
+    let response = auth
+        .login_from("reader", "reader-dev-only", Some("203.0.113.4"))
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the peer address (loopback) is what was throttled"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM login_failures WHERE key LIKE 'addr:%'")
+            .fetch_all(&auth.pool)
+            .await
+            .unwrap();
+    assert_eq!(keys, ["addr:127.0.0.1"]);
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_rightmost_forwarded_entry_is_the_client() {
+    let auth = TestAuth::spawn().await;
+    // The client chooses what goes left of the proxy's entry: varying it
+    // does not escape the throttle.
+    fail_three_usernames(
+        &auth,
+        &[
+            "1.1.1.1, 198.51.100.1",
+            "2.2.2.2, 198.51.100.1",
+            "3.3.3.3, 198.51.100.1",
+        ],
+    )
+    .await;
+    let response = auth
+        .login_from("reader", "reader-dev-only", Some("4.4.4.4, 198.51.100.1"))
+        .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is not locked out.
+    let response = auth
+        .login_from("reader", "reader-dev-only", Some("198.51.100.2"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "another client");
     auth.handle.stop().await;
 }
 

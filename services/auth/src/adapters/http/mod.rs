@@ -1,9 +1,11 @@
 //! HTTP adapter: DTOs, handlers and their OpenAPI description.
 
 mod admin;
+mod client_address;
 mod oauth;
 
 pub use admin::*;
+pub use client_address::{client_address, ClientAddress, TrustedProxies};
 pub use oauth::*;
 
 use actix_web::web;

@@ -1,7 +1,5 @@
 //! The OAuth2 side: token endpoint (RFC 6749), logout, JWKS.
 
-use std::net::IpAddr;
-
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -11,38 +9,11 @@ use serde::{Deserialize, Serialize};
 use tramita_web::Problem;
 use utoipa::ToSchema;
 
-use super::Tokens;
+use super::{ClientAddress, Tokens};
 use crate::app::{
     ClientGrantError, IssuedTokens, PasswordGrantError, PasswordLogin, RefreshGrantError,
 };
 use crate::domain::retry_after_seconds;
-
-/// Where a caller's address is taken from (the second throttling key).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddress {
-    /// Take the first `X-Forwarded-For` entry (behind the gateway).
-    pub trust_forwarded: bool,
-}
-
-impl ClientAddress {
-    /// The caller's address as text.
-    pub fn of(&self, req: &HttpRequest) -> String {
-        if self.trust_forwarded {
-            let forwarded = req
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|first| first.trim().parse::<IpAddr>().ok());
-            if let Some(ip) = forwarded {
-                return ip.to_string();
-            }
-        }
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|| "unknown".to_owned())
-    }
-}
 
 /// Form of `POST /auth/token` (`application/x-www-form-urlencoded`).
 #[derive(Debug, Default, Deserialize, ToSchema)]
