@@ -352,6 +352,8 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
     let gateway = tramita_gateway::Application::build(tramita_gateway::Settings {
         host: "127.0.0.1".into(),
         port: 0,
+        internal_host: "127.0.0.1".into(),
+        internal_port: 0,
         workers: cpus,
         upstreams: vec![tramita_gateway::UpstreamSettings {
             name: UpstreamName::parse("bench")?,
@@ -363,6 +365,9 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
         issuer: issuer.issuer.clone(),
         audience: issuer.audience.clone(),
         body_limit: 10 * 1024 * 1024,
+        public_body_limit: 8 * 1024,
+        body_read_timeout: Duration::from_secs(15),
+        trusted_proxies: Default::default(),
         rate: RateLimit {
             per_second: 1_000_000,
             burst: 1_000_000,

@@ -100,6 +100,8 @@ impl Suite {
         let gateway = tramita_gateway::Application::build(tramita_gateway::Settings {
             host: "127.0.0.1".into(),
             port: 0,
+            internal_host: "127.0.0.1".into(),
+            internal_port: 0,
             workers: 1,
             upstreams: vec![
                 upstream("auth", auth.port()),
@@ -114,6 +116,9 @@ impl Suite {
             issuer: identity.issuer.clone(),
             audience: identity.audience.clone(),
             body_limit: 1024 * 1024,
+            public_body_limit: 8 * 1024,
+            body_read_timeout: Duration::from_secs(15),
+            trusted_proxies: Default::default(),
             rate: tramita_gateway::domain::RateLimit {
                 per_second: 1000,
                 burst: 1000,

@@ -94,11 +94,21 @@ struct HealthReport {
     details: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Registers `/health/live` and `/health/ready`.
+/// Registers `/health/live` and `/health/ready` (the detailed report:
+/// each check with its error, and the service's details).
 pub fn configure(cfg: &mut web::ServiceConfig, readiness: Readiness) {
     cfg.app_data(web::Data::new(readiness))
         .route("/health/live", web::get().to(live))
         .route("/health/ready", web::get().to(ready));
+}
+
+/// Registers `/health/live` and a bare `/health/ready` for a public port:
+/// the same status code as the detailed report, and only
+/// `{"status":"ready"}` or `{"status":"not ready"}`, naming no dependency.
+pub fn configure_probes(cfg: &mut web::ServiceConfig, readiness: Readiness) {
+    cfg.app_data(web::Data::new(readiness))
+        .route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready_bare));
 }
 
 async fn live() -> HttpResponse {
@@ -109,9 +119,9 @@ async fn live() -> HttpResponse {
     })
 }
 
-async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
+async fn run_checks(readiness: &Readiness) -> Vec<CheckReport> {
     let timeout = std::time::Duration::from_secs(3);
-    let results = futures::future::join_all(readiness.checks.iter().map(|c| {
+    futures::future::join_all(readiness.checks.iter().map(|c| {
         let run = (c.check)();
         async move {
             let outcome = match tokio_timeout(timeout, run).await {
@@ -125,7 +135,11 @@ async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
             }
         }
     }))
-    .await;
+    .await
+}
+
+async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
+    let results = run_checks(&readiness).await;
     let all_up = results.iter().all(|r| r.error.is_none());
     let report = HealthReport {
         status: if all_up { "up" } else { "down" },
@@ -136,6 +150,18 @@ async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
         HttpResponse::Ok().json(report)
     } else {
         HttpResponse::ServiceUnavailable().json(report)
+    }
+}
+
+async fn ready_bare(readiness: web::Data<Readiness>) -> HttpResponse {
+    let all_up = run_checks(&readiness)
+        .await
+        .iter()
+        .all(|r| r.error.is_none());
+    if all_up {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not ready"}))
     }
 }
 

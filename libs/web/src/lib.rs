@@ -21,14 +21,49 @@ use utoipa_swagger_ui::SwaggerUi;
 /// Request metrics on `/metrics` in Prometheus format, including every
 /// collector registered in `registry` (outbox, consumers, ...).
 pub fn metrics(service: &str, registry: prometheus::Registry) -> anyhow::Result<PrometheusMetrics> {
+    metrics_builder(service, registry)
+        .endpoint("/metrics")
+        .build()
+        .map_err(|e| anyhow::anyhow!("build metrics middleware: {e}"))
+}
+
+/// Request metrics recorded into `registry` like [`metrics`], but served
+/// by no route of the app it wraps: for an app on a public port, whose
+/// metrics another listener serves with [`configure_metrics`].
+pub fn request_metrics(
+    service: &str,
+    registry: prometheus::Registry,
+) -> anyhow::Result<PrometheusMetrics> {
+    metrics_builder(service, registry)
+        .build()
+        .map_err(|e| anyhow::anyhow!("build metrics middleware: {e}"))
+}
+
+fn metrics_builder(service: &str, registry: prometheus::Registry) -> PrometheusMetricsBuilder {
     PrometheusMetricsBuilder::new(&format!("tramita_{service}"))
         .registry(registry)
-        .endpoint("/metrics")
         .exclude("/health/live")
         .exclude("/health/ready")
         .mask_unmatched_patterns("UNMATCHED")
-        .build()
-        .map_err(|e| anyhow::anyhow!("build metrics middleware: {e}"))
+}
+
+/// Registers `GET /metrics`: everything in `registry`, in the Prometheus
+/// text format.
+pub fn configure_metrics(cfg: &mut web::ServiceConfig, registry: prometheus::Registry) {
+    cfg.app_data(web::Data::new(registry))
+        .route("/metrics", web::get().to(metrics_report));
+}
+
+async fn metrics_report(registry: web::Data<prometheus::Registry>) -> actix_web::HttpResponse {
+    match prometheus::TextEncoder::new().encode_to_string(&registry.gather()) {
+        Ok(text) => actix_web::HttpResponse::Ok()
+            .content_type(prometheus::TEXT_FORMAT)
+            .body(text),
+        Err(error) => {
+            tracing::error!(error = %error, "cannot encode the metrics");
+            actix_web::HttpResponse::InternalServerError().finish()
+        }
+    }
 }
 
 /// Registers the routes every service has besides its own: health,

@@ -17,14 +17,16 @@ use tramita_web::{Readiness, ReadinessCheck, ServiceHandle, ServiceRuntime};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::adapters::http::openapi::{self, ApiDocs};
-use crate::adapters::http::proxy::{self, Proxy, UpstreamClient};
+use crate::adapters::http::proxy::{self, Proxy, ProxyRules, UpstreamClient};
 use crate::adapters::http::site;
 use crate::adapters::metrics::GatewayMetrics;
 use crate::adapters::rate_limit::ClientLimiter;
 use crate::adapters::tokens::TokenCheck;
 use crate::app::{Upstream, UpstreamPolicy};
 use crate::domain::routing::{API_PREFIX, DEFAULT_PUBLIC_ROUTES, JWKS_PATH};
-use crate::domain::{Backoff, BreakerConfig, PublicRoutes, RateLimit, UpstreamName};
+use crate::domain::{
+    Backoff, BreakerConfig, PublicRoutes, RateLimit, TrustedProxies, UpstreamName,
+};
 
 /// The upstreams by default.
 pub const DEFAULT_UPSTREAMS: &str =
@@ -48,6 +50,12 @@ pub struct Settings {
     pub host: String,
     /// Listen port (`GATEWAY_PORT`, default 8080; 0 picks a free one).
     pub port: u16,
+    /// Listen address of the internal port, which serves `/metrics` and the
+    /// detailed `/health/ready` (`GATEWAY_INTERNAL_HOST`, default 127.0.0.1).
+    pub internal_host: String,
+    /// The internal port (`GATEWAY_INTERNAL_PORT`, default 9080; 0 picks a
+    /// free one).
+    pub internal_port: u16,
     /// HTTP worker threads (`GATEWAY_WORKERS`, default 2).
     pub workers: usize,
     /// Upstreams (`GATEWAY_UPSTREAMS`, `name=url,...`, default
@@ -62,8 +70,19 @@ pub struct Settings {
     pub issuer: String,
     /// Expected `aud` (`AUTH_AUDIENCE`, default `tramita`).
     pub audience: String,
-    /// Largest request body in bytes (`GATEWAY_BODY_LIMIT`, default 10 MiB).
+    /// Largest request body in bytes of an authenticated route
+    /// (`GATEWAY_BODY_LIMIT`, default 10 MiB).
     pub body_limit: usize,
+    /// Largest request body in bytes of a public route
+    /// (`GATEWAY_PUBLIC_BODY_LIMIT`, default 8 KiB).
+    pub public_body_limit: usize,
+    /// Longest time to receive a request body, whatever its size
+    /// (`GATEWAY_BODY_READ_TIMEOUT_MS`, default 15000).
+    pub body_read_timeout: Duration,
+    /// Peers (an ingress, a load balancer) whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` are believed
+    /// (`GATEWAY_TRUSTED_PROXIES`, addresses or CIDR networks, default none).
+    pub trusted_proxies: TrustedProxies,
     /// Per-client rate (`GATEWAY_RATE_PER_SECOND`, default 50;
     /// `GATEWAY_RATE_BURST`, default 100).
     pub rate: RateLimit,
@@ -213,6 +232,17 @@ impl Settings {
         if rate.burst == 0 {
             return Err(invalid("GATEWAY_RATE_BURST", 0, "must be above 0"));
         }
+        let proxies = list_or("GATEWAY_TRUSTED_PROXIES", &[]);
+        let trusted_proxies = TrustedProxies::parse(&proxies)
+            .map_err(|e| invalid("GATEWAY_TRUSTED_PROXIES", proxies.join(","), e))?;
+        let body_read_timeout: u64 = parsed_or("GATEWAY_BODY_READ_TIMEOUT_MS", 15_000)?;
+        if body_read_timeout == 0 {
+            return Err(invalid(
+                "GATEWAY_BODY_READ_TIMEOUT_MS",
+                0,
+                "must be above 0",
+            ));
+        }
         let workers: usize = parsed_or("GATEWAY_WORKERS", 2)?;
         if workers == 0 {
             return Err(invalid("GATEWAY_WORKERS", 0, "must be above 0"));
@@ -220,6 +250,8 @@ impl Settings {
         Ok(Self {
             host: or_default("GATEWAY_HOST", "127.0.0.1"),
             port: parsed_or("GATEWAY_PORT", 8080)?,
+            internal_host: or_default("GATEWAY_INTERNAL_HOST", "127.0.0.1"),
+            internal_port: parsed_or("GATEWAY_INTERNAL_PORT", 9080)?,
             workers,
             upstreams,
             public_routes,
@@ -227,6 +259,9 @@ impl Settings {
             issuer: or_default("AUTH_ISSUER", "tramita-auth"),
             audience: or_default("AUTH_AUDIENCE", "tramita"),
             body_limit: parsed_or("GATEWAY_BODY_LIMIT", 10 * 1024 * 1024)?,
+            public_body_limit: parsed_or("GATEWAY_PUBLIC_BODY_LIMIT", 8 * 1024)?,
+            body_read_timeout: Duration::from_millis(body_read_timeout),
+            trusted_proxies,
             rate,
             cors_origins: list_or("GATEWAY_CORS_ORIGINS", &[]),
             static_dir: PathBuf::from(or_default("GATEWAY_STATIC_DIR", "web/dist")),
@@ -283,17 +318,19 @@ fn cors(origins: &[String]) -> Cors {
 #[derive(Debug)]
 pub struct Application {
     port: u16,
+    internal_port: u16,
     runtime: ServiceRuntime,
 }
 
 impl Application {
     /// Builds the upstream client, the breakers and limiters, fetches the
     /// upstreams' API documents once (tolerating failures), and binds the
-    /// listener.
+    /// public listener and the internal one (metrics, detailed readiness).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let registry = prometheus::Registry::new();
         let gateway_metrics = GatewayMetrics::register(&registry)?;
-        let metrics = tramita_web::metrics("gateway", registry)?;
+        // Recorded on the public port, served on the internal one only.
+        let metrics = tramita_web::request_metrics("gateway", registry.clone())?;
 
         let upstreams: Vec<Arc<Upstream>> = settings
             .upstreams
@@ -322,8 +359,13 @@ impl Application {
             &upstreams,
             tokens,
             limiter.clone(),
-            settings.public_routes.clone(),
-            settings.body_limit,
+            ProxyRules {
+                public_routes: settings.public_routes.clone(),
+                body_limit: settings.body_limit,
+                public_body_limit: settings.public_body_limit,
+                body_read_timeout: settings.body_read_timeout,
+                trusted_proxies: settings.trusted_proxies.clone(),
+            },
         ));
 
         if let Err(error) = validator.ensure_keys().await {
@@ -369,6 +411,30 @@ impl Application {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
+        let internal_listener =
+            TcpListener::bind((settings.internal_host.as_str(), settings.internal_port))
+                .with_context(|| {
+                    format!(
+                        "bind the internal port {}:{}",
+                        settings.internal_host, settings.internal_port
+                    )
+                })?;
+        let internal_port = internal_listener.local_addr()?.port();
+        let internal = HttpServer::new({
+            let readiness = readiness.clone();
+            move || {
+                App::new()
+                    .wrap(tracing_actix_web::TracingLogger::<RequestSpan>::new())
+                    .wrap(actix_web::middleware::from_fn(request_id))
+                    .configure(|cfg| tramita_web::health::configure(cfg, readiness.clone()))
+                    .configure(|cfg| tramita_web::configure_metrics(cfg, registry.clone()))
+            }
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(internal_listener)?
+        .run();
         let server = HttpServer::new(move || {
             let app = App::new()
                 .wrap(cors(&cors_origins))
@@ -381,7 +447,7 @@ impl Application {
                         .expect("the client settings were checked at start"),
                 ))
                 .app_data(docs.clone())
-                .configure(|cfg| tramita_web::health::configure(cfg, readiness.clone()))
+                .configure(|cfg| tramita_web::health::configure_probes(cfg, readiness.clone()))
                 .route("/openapi.json", web::get().to(openapi::openapi))
                 .service(SwaggerUi::new("/docs/{_:.*}").config(Config::from("/openapi.json")))
                 .service(web::resource(JWKS_PATH).to(proxy::forward))
@@ -410,13 +476,35 @@ impl Application {
                 }
             }
         });
-        tracing::info!(port, "gateway listening");
-        Ok(Self { port, runtime })
+        runtime.spawn("internal-http", {
+            let shutdown = shutdown.clone();
+            async move {
+                let handle = internal.handle();
+                let mut served = internal;
+                tokio::select! {
+                    result = &mut served => return result.context("the internal port stopped"),
+                    _ = shutdown.cancelled() => {}
+                }
+                handle.stop(true).await;
+                served.await.context("stop the internal port")
+            }
+        });
+        tracing::info!(port, internal_port, "gateway listening");
+        Ok(Self {
+            port,
+            internal_port,
+            runtime,
+        })
     }
 
-    /// The bound port.
+    /// The bound public port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The bound internal port (metrics, detailed readiness).
+    pub fn internal_port(&self) -> u16 {
+        self.internal_port
     }
 
     /// A handle to stop the gateway.
@@ -451,6 +539,13 @@ mod tests {
         assert_eq!(settings.upstreams[0].policy.timeout, Duration::from_secs(2));
         assert_eq!(settings.upstreams[0].policy.max_concurrent, 64);
         assert_eq!(settings.body_limit, 10 * 1024 * 1024);
+        assert_eq!(settings.public_body_limit, 8 * 1024);
+        assert_eq!(settings.body_read_timeout, Duration::from_secs(15));
+        assert!(settings.trusted_proxies.is_empty());
+        assert_eq!(
+            (settings.internal_host.as_str(), settings.internal_port),
+            ("127.0.0.1", 9080)
+        );
         assert_eq!(
             settings.rate,
             RateLimit {
@@ -472,6 +567,22 @@ mod tests {
         let err = Settings::from_env().unwrap_err().to_string();
         assert!(err.contains("GATEWAY_UPSTREAMS"), "{err}");
         std::env::set_var("GATEWAY_UPSTREAMS", "files=http://127.0.0.1:1");
+
+        std::env::set_var("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1");
+        let settings = Settings::from_env().unwrap();
+        assert!(settings
+            .trusted_proxies
+            .contains("10.2.3.4".parse().unwrap()));
+        assert!(settings
+            .trusted_proxies
+            .contains("192.0.2.1".parse().unwrap()));
+        std::env::set_var("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,ingress");
+        let err = Settings::from_env().unwrap_err().to_string();
+        assert!(
+            err.contains("GATEWAY_TRUSTED_PROXIES") && err.contains("ingress"),
+            "{err}"
+        );
+        std::env::remove_var("GATEWAY_TRUSTED_PROXIES");
 
         std::env::set_var("GATEWAY_RATE_BURST", "many");
         let err = Settings::from_env().unwrap_err().to_string();

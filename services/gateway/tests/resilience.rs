@@ -54,7 +54,7 @@ async fn a_failing_upstream_opens_the_breaker_and_a_recovered_one_closes_it() {
     }
     assert_eq!(files.received(), 4, "an open breaker let calls through");
     let ready: serde_json::Value = gateway
-        .get("/health/ready")
+        .internal("/health/ready")
         .send()
         .await
         .unwrap()

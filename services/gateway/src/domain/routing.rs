@@ -26,8 +26,9 @@ pub enum RouteError {
     /// The path is not under the API prefix or names no upstream.
     #[error("the path is not under {API_PREFIX}/<service>/")]
     NotApi,
-    /// The path has empty, `.` or `..` segments.
-    #[error("the path has empty, '.' or '..' segments")]
+    /// The path could reach another one once normalised: a backslash, an
+    /// empty, `.` or `..` segment, or an encoded separator or dot segment.
+    #[error("the path has a backslash, empty, '.' or '..' segments, or encoded separators")]
     Unsafe,
 }
 
@@ -61,10 +62,11 @@ pub struct Destination<'a> {
     pub path: &'a str,
 }
 
-/// The destination of a request path: `/api/v1/<name>/<rest>` goes to
-/// `<name>` as `/<name>/<rest>`, and the key set to `auth`. Paths with
-/// empty, `.` or `..` segments (also percent-encoded) are refused, so what
-/// the gateway checks is what the upstream routes.
+/// The destination of a request path (as it came, still percent-encoded):
+/// `/api/v1/<name>/<rest>` goes to `<name>` as `/<name>/<rest>`, and the
+/// key set to `auth`. A path that an HTTP client or server could normalise
+/// into another is refused (see [`is_unsafe_segment`]), so what the gateway
+/// checks is what the upstream routes.
 pub fn destination(path: &str) -> Result<Destination<'_>, RouteError> {
     if path == JWKS_PATH {
         return Ok(Destination {
@@ -76,17 +78,21 @@ pub fn destination(path: &str) -> Result<Destination<'_>, RouteError> {
     if !rest.starts_with('/') {
         return Err(RouteError::NotApi);
     }
-    let upstream = rest[1..].split('/').next().unwrap_or("");
-    if upstream.is_empty() {
-        return Err(RouteError::NotApi);
+    // A URL parser takes `\` for `/` (WHATWG), so it is a separator too.
+    if rest.contains('\\') {
+        return Err(RouteError::Unsafe);
     }
     let segments: Vec<&str> = rest[1..].split('/').collect();
     let last = segments.len() - 1;
     for (i, segment) in segments.iter().enumerate() {
         // A trailing slash is fine; an empty segment elsewhere is not.
-        if (segment.is_empty() && i != last) || is_dot_segment(segment) {
+        if (segment.is_empty() && i != last) || is_unsafe_segment(segment) {
             return Err(RouteError::Unsafe);
         }
+    }
+    let upstream = segments[0];
+    if upstream.is_empty() {
+        return Err(RouteError::NotApi);
     }
     Ok(Destination {
         upstream,
@@ -94,9 +100,32 @@ pub fn destination(path: &str) -> Result<Destination<'_>, RouteError> {
     })
 }
 
-fn is_dot_segment(segment: &str) -> bool {
-    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-    decoded == "." || decoded == ".."
+/// How many rounds of percent-decoding a segment is checked through (a
+/// proxy or framework behind may decode once more than expected).
+const DECODE_ROUNDS: usize = 4;
+
+/// Whether one raw path segment could become a separator or a dot segment
+/// once decoded: after each round of percent-decoding (so `%2e`, `%2E`,
+/// `%252e` alike) it must not hold `/`, `\` or NUL, nor be `.` or `..`,
+/// also before a `;` parameter (`..;x`, which some servers strip).
+pub fn is_unsafe_segment(segment: &str) -> bool {
+    let mut current = segment.to_owned();
+    for _ in 0..=DECODE_ROUNDS {
+        let dot = |s: &str| s == "." || s == "..";
+        let before_parameter = current.split(';').next().unwrap_or("");
+        if current.contains(['/', '\\', '\0']) || dot(&current) || dot(before_parameter) {
+            return true;
+        }
+        let decoded = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == current {
+            return false;
+        }
+        current = decoded;
+    }
+    // Still changing after every round: nobody needs that.
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +226,47 @@ mod tests {
             Err(RouteError::Unsafe)
         );
         assert_eq!(destination("/api/v1/auth//token"), Err(RouteError::Unsafe));
+    }
+
+    #[test]
+    fn paths_a_client_or_server_would_normalise_elsewhere_are_refused() {
+        for path in [
+            r"/api/v1/auth/x\..\..\metrics",
+            r"/api/v1/auth\..\files",
+            "/api/v1/auth/x%5c..%5c..%5cmetrics",
+            "/api/v1/auth/x%5C..%5C..%5Cmetrics",
+            "/api/v1/auth/..%2f..%2fmetrics",
+            "/api/v1/auth/..%2F..%2Fmetrics",
+            "/api/v1/auth/%2e%2e/%2e%2e/metrics",
+            "/api/v1/auth/.%2E/files",
+            "/api/v1/auth/%2e/files",
+            "/api/v1/auth/%252e%252e/%252e%252e/metrics",
+            "/api/v1/auth/%25252e%25252e/metrics",
+            "/api/v1/auth/x%252fmetrics",
+            "/api/v1/auth/..;/..;/metrics",
+            "/api/v1/auth/.;x/files",
+            "/api/v1/auth/%2e%2e;/files",
+            "/api/v1/auth/./token",
+            "/api/v1/auth/x%00y",
+            "/api/v1/%2e%2e/metrics",
+            "/api/v1/../metrics",
+        ] {
+            assert_eq!(destination(path), Err(RouteError::Unsafe), "{path}");
+        }
+    }
+
+    #[test]
+    fn encoded_characters_that_are_not_separators_or_dot_segments_pass() {
+        for path in [
+            "/api/v1/files/a%20b",
+            "/api/v1/files/report%2etxt",
+            "/api/v1/files/100%25",
+            "/api/v1/files/...",
+            "/api/v1/files/.well-known",
+            "/api/v1/files/a;b",
+        ] {
+            assert!(destination(path).is_ok(), "{path}");
+        }
     }
 
     #[test]

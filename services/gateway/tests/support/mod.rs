@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 use tramita_gateway::app::UpstreamPolicy;
-use tramita_gateway::domain::{PublicRoutes, RateLimit, UpstreamName};
+use tramita_gateway::domain::{PublicRoutes, RateLimit, TrustedProxies, UpstreamName};
 use tramita_gateway::startup::DEFAULT_UPSTREAMS;
 use tramita_gateway::{Application, Settings, UpstreamSettings};
 use tramita_testkit::TestIssuer;
@@ -119,6 +119,13 @@ async fn echo(
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
         .collect();
+    let mut header_values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        header_values
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(value.to_str().unwrap_or("").to_owned());
+    }
     HttpResponse::Ok()
         .insert_header(("x-upstream", "yes"))
         .json(json!({
@@ -126,6 +133,7 @@ async fn echo(
             "path": req.path(),
             "query": req.query_string(),
             "headers": headers,
+            "header_values": header_values,
             "body": String::from_utf8_lossy(&body),
         }))
 }
@@ -147,6 +155,8 @@ pub fn settings(issuer: &TestIssuer, upstreams: &[(&str, &TestUpstream)]) -> Set
     Settings {
         host: "127.0.0.1".into(),
         port: 0,
+        internal_host: "127.0.0.1".into(),
+        internal_port: 0,
         workers: 2,
         upstreams: upstreams
             .iter()
@@ -162,6 +172,9 @@ pub fn settings(issuer: &TestIssuer, upstreams: &[(&str, &TestUpstream)]) -> Set
         issuer: issuer.issuer.clone(),
         audience: issuer.audience.clone(),
         body_limit: 10 * 1024 * 1024,
+        public_body_limit: 8 * 1024,
+        body_read_timeout: Duration::from_secs(15),
+        trusted_proxies: TrustedProxies::default(),
         rate: RateLimit {
             per_second: 1000,
             burst: 1000,
@@ -177,6 +190,8 @@ pub fn settings(issuer: &TestIssuer, upstreams: &[(&str, &TestUpstream)]) -> Set
 /// A running gateway.
 pub struct TestGateway {
     pub url: String,
+    /// The internal port's base URL (metrics, detailed readiness).
+    pub internal_url: String,
     pub client: reqwest::Client,
     handle: tramita_web::ServiceHandle,
 }
@@ -187,10 +202,12 @@ impl TestGateway {
             .await
             .expect("build the gateway");
         let url = format!("http://127.0.0.1:{}", app.port());
+        let internal_url = format!("http://127.0.0.1:{}", app.internal_port());
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
         Self {
             url,
+            internal_url,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             handle,
         }
@@ -204,9 +221,22 @@ impl TestGateway {
         self.client.post(format!("{}{path}", self.url))
     }
 
-    /// The value of a metric series line starting with `prefix`.
+    /// A GET on the internal port.
+    pub fn internal(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.internal_url))
+    }
+
+    /// The value of a metric series line starting with `prefix` (from the
+    /// internal port).
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = self.get("/metrics").send().await.ok()?.text().await.ok()?;
+        let text = self
+            .internal("/metrics")
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         text.lines()
             .find(|l| l.starts_with(prefix))
             .and_then(|l| l.rsplit(' ').next())
@@ -216,6 +246,23 @@ impl TestGateway {
     pub async fn stop(self) {
         self.handle.stop().await;
     }
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `{address}` replaced by the
+/// gateway's) on a fresh connection and reads the answer until the
+/// gateway closes it (bounded, so a hang fails the test).
+pub async fn raw_request(gateway: &TestGateway, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = gateway.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = request.replace("{address}", address);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("the gateway answered and closed in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Asserts a problem+json answer of `status`; returns its body.

@@ -1,9 +1,10 @@
-//! The catch-all proxy: token check, rate limit, body limit, and the
-//! resilient call to the upstream, whose answer is streamed back.
+//! The catch-all proxy: token check, rate limit, path check, body limit
+//! and read timeout, forwarding headers written from the connection, and
+//! the resilient call to the upstream, whose answer is streamed back.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::{BodyStream, MessageBody, SizedStream};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -16,7 +17,10 @@ use tramita_web::Problem;
 use crate::adapters::rate_limit::ClientLimiter;
 use crate::adapters::tokens::TokenCheck;
 use crate::app::{Answer, CallError, Upstream};
-use crate::domain::{destination, is_idempotent, retry_after_seconds, ClientKey, PublicRoutes};
+use crate::domain::{
+    destination, is_idempotent, retry_after_seconds, Arrival, ClientKey, Forwarding, PublicRoutes,
+    RouteError, TrustedProxies,
+};
 
 /// Headers that belong to one connection and are never forwarded.
 const HOP_BY_HOP: [&str; 9] = [
@@ -33,20 +37,40 @@ const HOP_BY_HOP: [&str; 9] = [
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// Headers about the request's origin: whatever the client sent under
+/// these names is dropped, and the gateway writes its own.
+fn is_forwarding_header(name: &str) -> bool {
+    name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-")
+}
+
+/// How the proxy treats a request before an upstream sees it.
+#[derive(Debug, Clone)]
+pub struct ProxyRules {
+    /// Routes that need no token.
+    pub public_routes: PublicRoutes,
+    /// Largest body of an authenticated request, in bytes.
+    pub body_limit: usize,
+    /// Largest body of a request to a public route, in bytes.
+    pub public_body_limit: usize,
+    /// Longest time to receive a whole request body.
+    pub body_read_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
 /// Everything the proxy needs, shared by all workers.
 pub struct Proxy {
     upstreams: HashMap<String, Arc<Upstream>>,
     tokens: Arc<TokenCheck>,
     limiter: Arc<ClientLimiter>,
-    public_routes: PublicRoutes,
-    body_limit: usize,
+    rules: ProxyRules,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
             .field("upstreams", &self.upstreams.keys().collect::<Vec<_>>())
-            .field("body_limit", &self.body_limit)
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -63,8 +87,7 @@ impl Proxy {
         upstreams: &[Arc<Upstream>],
         tokens: Arc<TokenCheck>,
         limiter: Arc<ClientLimiter>,
-        public_routes: PublicRoutes,
-        body_limit: usize,
+        rules: ProxyRules,
     ) -> Self {
         Self {
             upstreams: upstreams
@@ -73,9 +96,32 @@ impl Proxy {
                 .collect(),
             tokens,
             limiter,
-            public_routes,
-            body_limit,
+            rules,
         }
+    }
+
+    /// Where the request comes from, from the connection (and from a
+    /// trusted proxy's headers only).
+    fn origin(&self, req: &HttpRequest) -> Forwarding {
+        let headers = req.headers();
+        let values = |name: &str| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        };
+        let arrival = Arrival {
+            peer: req.peer_addr().map(|a| a.ip()),
+            forwarded_for: values("x-forwarded-for"),
+            forwarded_proto: values("x-forwarded-proto"),
+            forwarded_host: values("x-forwarded-host"),
+            host: headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str())),
+            secure: req.app_config().secure(),
+        };
+        Forwarding::resolve(&arrival, &self.rules.trusted_proxies)
     }
 
     async fn forward(
@@ -90,15 +136,12 @@ impl Proxy {
             Some(token) => Some(self.tokens.validate(token).await),
             None => None,
         };
-        let address = req
-            .peer_addr()
-            .map(|a| a.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let origin = self.origin(&req);
         let subject = match &verdict {
             Some(Ok(principal)) => Some(principal.subject.clone()),
             _ => None,
         };
-        if let Err(seconds) = self.limiter.check(&ClientKey::of(subject, address)) {
+        if let Err(seconds) = self.limiter.check(&ClientKey::of(subject, origin.client)) {
             return with_retry_after(
                 Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -109,34 +152,50 @@ impl Proxy {
                 seconds,
             );
         }
-        if !self.public_routes.is_public(req.method().as_str(), path) {
+        let to = match destination(path) {
+            Ok(to) => Some(to),
+            Err(RouteError::Unsafe) => return unsafe_path().error_response(),
+            Err(_) => None,
+        };
+        let public = self
+            .rules
+            .public_routes
+            .is_public(req.method().as_str(), path);
+        if !public {
             match verdict {
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return AuthError(error).error_response(),
                 None => return AuthError(TokenError::Missing).error_response(),
             }
         }
-        let Ok(to) = destination(path) else {
+        let Some(to) = to else {
             return Problem::not_found("no route matches this path").error_response();
         };
         let Some(upstream) = self.upstreams.get(to.upstream) else {
             return Problem::not_found(format!("no service called {:?}", to.upstream))
                 .error_response();
         };
-        let body = match read_body(&req, payload, self.body_limit).await {
-            Ok(body) => body,
+        let url = match upstream_url(upstream.base_url(), to.path, req.query_string()) {
+            Ok(url) => url,
             Err(problem) => return problem.error_response(),
+        };
+        let limit = if public {
+            self.rules.public_body_limit
+        } else {
+            self.rules.body_limit
+        };
+        let read = read_body(&req, payload, limit);
+        let body = match tokio::time::timeout(self.rules.body_read_timeout, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(problem)) => return closing(problem.error_response()),
+            Err(_) => return closing(body_timeout(self.rules.body_read_timeout)),
         };
 
         let method = match reqwest::Method::from_bytes(req.method().as_str().as_bytes()) {
             Ok(method) => method,
             Err(_) => return Problem::bad_request("unsupported method").error_response(),
         };
-        let url = match req.query_string() {
-            "" => format!("{}{}", upstream.base_url(), to.path),
-            query => format!("{}{}?{}", upstream.base_url(), to.path, query),
-        };
-        let headers = upstream_headers(&req, address);
+        let headers = upstream_headers(&req, &origin);
         let idempotent = is_idempotent(
             req.method().as_str(),
             req.headers().contains_key(IDEMPOTENCY_KEY),
@@ -144,7 +203,7 @@ impl Proxy {
         let result = upstream
             .call(idempotent, || {
                 let mut request = client
-                    .request(method.clone(), &url)
+                    .request(method.clone(), url.clone())
                     .headers(headers.clone());
                 if !body.is_empty() {
                     request = request.body(body.clone());
@@ -189,6 +248,57 @@ pub async fn forward(
     client: web::Data<UpstreamClient>,
 ) -> HttpResponse {
     proxy.forward(&client.0, req, payload).await
+}
+
+fn unsafe_path() -> Problem {
+    Problem::bad_request(
+        "the path has a backslash, an empty, '.' or '..' segment, or an encoded separator or dot",
+    )
+}
+
+/// The URL the upstream is asked for. The URL parser normalises what it is
+/// given (`\` to `/`, dot segments resolved), so the path it will send
+/// must be exactly the one that was checked; any difference is refused.
+fn upstream_url(base: &str, path: &str, query: &str) -> Result<reqwest::Url, Problem> {
+    let raw = match query {
+        "" => format!("{base}{path}"),
+        query => format!("{base}{path}?{query}"),
+    };
+    let url = reqwest::Url::parse(&raw).map_err(|_| unsafe_path())?;
+    let base_path = reqwest::Url::parse(base)
+        .map(|b| b.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    if url.path().strip_prefix(base_path.as_str()) != Some(path) {
+        tracing::warn!(
+            path,
+            sent = url.path(),
+            "a path would change on its way upstream"
+        );
+        return Err(unsafe_path());
+    }
+    Ok(url)
+}
+
+fn body_timeout(limit: Duration) -> HttpResponse {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request-timeout",
+        "Request timeout",
+    )
+    .with_detail(format!(
+        "the body did not arrive within {} ms",
+        limit.as_millis()
+    ))
+    .error_response()
+}
+
+/// `response` on a connection that is closed after it: the rest of the
+/// body the client is sending is not read.
+fn closing(mut response: HttpResponse) -> HttpResponse {
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
 }
 
 async fn read_body(
@@ -239,23 +349,23 @@ fn connection_listed(headers: &header::HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// The request's headers minus hop-by-hop ones and `Host`, plus
-/// `X-Forwarded-*` and the current `traceparent`. `Authorization` and
-/// `X-Request-Id` pass unchanged.
-fn upstream_headers(req: &HttpRequest, address: IpAddr) -> reqwest::header::HeaderMap {
+/// The request's headers minus hop-by-hop ones, `Host` and any
+/// forwarding header the client sent, plus the forwarding headers written
+/// from `origin` (one address in `X-Forwarded-For` and `X-Real-IP`,
+/// `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`) and the current
+/// `traceparent`. `Authorization` and `X-Request-Id` pass unchanged.
+fn upstream_headers(req: &HttpRequest, origin: &Forwarding) -> reqwest::header::HeaderMap {
     use reqwest::header::{HeaderName as OutName, HeaderValue as OutValue};
     let incoming = req.headers();
     let listed = connection_listed(incoming);
-    let mut headers = reqwest::header::HeaderMap::with_capacity(incoming.len() + 4);
-    let mut forwarded_for = None;
+    let mut headers = reqwest::header::HeaderMap::with_capacity(incoming.len() + 5);
     for (name, value) in incoming {
         let lower = name.as_str();
-        if is_hop_by_hop(lower, &listed) || *name == header::HOST || *name == header::CONTENT_LENGTH
+        if is_hop_by_hop(lower, &listed)
+            || is_forwarding_header(lower)
+            || *name == header::HOST
+            || *name == header::CONTENT_LENGTH
         {
-            continue;
-        }
-        if lower == "x-forwarded-for" {
-            forwarded_for = value.to_str().ok();
             continue;
         }
         if let (Ok(name), Ok(value)) = (
@@ -265,19 +375,20 @@ fn upstream_headers(req: &HttpRequest, address: IpAddr) -> reqwest::header::Head
             headers.append(name, value);
         }
     }
-    let chain = match forwarded_for {
-        Some(earlier) => format!("{earlier}, {address}"),
-        None => address.to_string(),
-    };
-    if let Ok(value) = OutValue::from_str(&chain) {
-        headers.insert("x-forwarded-for", value);
+    let client = origin.client();
+    let mut written = vec![
+        ("x-forwarded-for", client.clone()),
+        ("x-real-ip", client),
+        ("forwarded", origin.forwarded()),
+        ("x-forwarded-proto", origin.scheme.as_str().to_owned()),
+    ];
+    if let Some(host) = &origin.host {
+        written.push(("x-forwarded-host", host.as_str().to_owned()));
     }
-    let info = req.connection_info();
-    if let Ok(value) = OutValue::from_str(info.scheme()) {
-        headers.insert("x-forwarded-proto", value);
-    }
-    if let Ok(value) = OutValue::from_str(info.host()) {
-        headers.insert("x-forwarded-host", value);
+    for (name, value) in written {
+        if let Ok(value) = OutValue::from_str(&value) {
+            headers.insert(name, value);
+        }
     }
     // Our span is a child of the caller's; without a tracing context the
     // caller's traceparent (copied above) goes on as it came.
@@ -398,6 +509,39 @@ fn refusal(upstream: &str, error: CallError) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_forwarding_header_is_the_gateways_to_write() {
+        for name in [
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-port",
+            "x-real-ip",
+        ] {
+            assert!(is_forwarding_header(name), "{name}");
+        }
+        assert!(!is_forwarding_header("x-request-id"));
+    }
+
+    #[test]
+    fn the_upstream_url_keeps_the_checked_path_or_is_refused() {
+        let url = upstream_url("http://127.0.0.1:1", "/files/a%20b", "q=1").unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:1/files/a%20b?q=1");
+        let url = upstream_url("http://127.0.0.1:1/prefix", "/files/1", "").unwrap();
+        assert_eq!(url.path(), "/prefix/files/1");
+        for path in [
+            r"/auth/x\..\..\metrics",
+            "/auth/x/%2e%2e/%2e%2e/metrics",
+            "/auth/a b",
+        ] {
+            assert!(
+                upstream_url("http://127.0.0.1:1", path, "").is_err(),
+                "{path}"
+            );
+        }
+    }
 
     #[test]
     fn connection_listed_headers_are_hop_by_hop() {
