@@ -92,6 +92,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         json_limit: 64 * 1024,
         workers: 2,
         outbox_relay: true,
+        retention: Default::default(),
         identity: identity.clone(),
     })
     .await?;
@@ -105,6 +106,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         max_attempts: 5,
         events_partitions: 3,
         workers: 1,
+        retention: Default::default(),
         identity,
     })
     .await?;

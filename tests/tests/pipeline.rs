@@ -61,6 +61,7 @@ impl Suite {
             json_limit: 64 * 1024,
             workers: 2,
             outbox_relay,
+            retention: Default::default(),
             identity: self.identity(),
         })
         .await
@@ -84,6 +85,7 @@ impl Suite {
             max_attempts: 3,
             events_partitions: 3,
             workers: 1,
+            retention: Default::default(),
             identity: self.identity(),
         })
         .await

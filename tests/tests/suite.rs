@@ -74,6 +74,7 @@ impl Suite {
             json_limit: 64 * 1024,
             workers: 1,
             outbox_relay: true,
+            retention: Default::default(),
             identity: identity.clone(),
         })
         .await
@@ -88,6 +89,7 @@ impl Suite {
             max_attempts: 3,
             events_partitions: 3,
             workers: 1,
+            retention: Default::default(),
             identity: identity.clone(),
         })
         .await

@@ -2,16 +2,24 @@
 //!
 //! For each message: open a transaction, record the message id in the inbox
 //! (a seen id is skipped), apply the handler's effect in the same transaction,
-//! commit, and only then commit the Kafka offset. Messages already waiting
-//! are applied together in one transaction; if anything in such a batch
-//! fails, it is rolled back and its messages are handled one by one. A transient handler error is
-//! retried with backoff; after `max_attempts`, or at once for a permanent
-//! error, the message is copied to `<topic>.dlq` with the error and attempt
-//! count in headers and the partition moves on. When the database itself is
-//! unreachable the message is retried until it comes back (an outage is not
-//! the message's fault, so it never goes to the DLQ for that).
+//! commit, and only then store and commit the Kafka offset. Messages already
+//! waiting are applied together in one transaction; if anything in such a
+//! batch fails, it is rolled back and its messages are handled one by one. A
+//! transient handler error is retried with backoff; after `max_attempts`, or
+//! at once for a permanent error, the message is copied to `<topic>.dlq` with
+//! the error and attempt count in headers and the partition moves on. When
+//! the database itself is unreachable (also in the middle of a handler) the
+//! message is retried until it comes back without counting attempts: an
+//! outage is not the message's fault, so it never goes to the DLQ for that.
+//!
+//! Offsets: automatic offset storing is off (see [`crate::KafkaSettings::consumer`]),
+//! so the only offsets ever stored or committed are those of messages that
+//! were applied, skipped as duplicates or dead-lettered. A shutdown in the
+//! middle of a retry, or while a dead letter cannot be published, leaves the
+//! message and everything after it uncommitted: they are delivered again.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,9 +31,11 @@ use rdkafka::Message;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tramita_web::ReadinessCheck;
 
 use crate::envelope::Envelope;
 use crate::metrics::MessagingMetrics;
+use crate::store::is_outage;
 
 /// Suffix of dead-letter topics.
 pub const DLQ_SUFFIX: &str = ".dlq";
@@ -120,10 +130,74 @@ enum Outcome {
 }
 
 enum AttemptError {
-    /// The store failed: retry without counting against the message.
+    /// The store failed (beginning, the inbox insert, committing).
     Store(anyhow::Error),
     /// The handler failed.
     Handler(HandlerError),
+}
+
+/// What a failed attempt means for the message.
+enum Failure {
+    /// The database could not be reached: retry without counting an attempt.
+    Outage(anyhow::Error),
+    /// Counts as an attempt; dead-lettered after the last one.
+    Transient(anyhow::Error),
+    /// Dead-lettered at once.
+    Permanent(anyhow::Error),
+}
+
+impl From<AttemptError> for Failure {
+    fn from(error: AttemptError) -> Self {
+        match error {
+            // A store error that is not an outage (a value PostgreSQL refuses,
+            // a constraint) would fail the same way forever: it counts.
+            AttemptError::Store(error) | AttemptError::Handler(HandlerError::Transient(error)) => {
+                if is_outage(&error) {
+                    Failure::Outage(error)
+                } else {
+                    Failure::Transient(error)
+                }
+            }
+            AttemptError::Handler(HandlerError::Permanent(error)) => Failure::Permanent(error),
+        }
+    }
+}
+
+/// Whether a consumer is moving, shared between its runner and readiness.
+///
+/// A consumer stalls when it cannot move past a message, today only when the
+/// message's dead letter cannot be published: the message stays
+/// unacknowledged and nothing after it on any partition is applied until the
+/// dead-letter topic takes it.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerHealth {
+    stalled: Arc<Mutex<Option<String>>>,
+}
+
+impl ConsumerHealth {
+    /// Why the consumer is stalled, if it is.
+    pub fn stalled(&self) -> Option<String> {
+        self.stalled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, reason: Option<String>) {
+        *self
+            .stalled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+    }
+
+    /// A readiness check named `name` that fails while the consumer is stalled.
+    pub fn readiness_check(&self, name: &'static str) -> ReadinessCheck {
+        let health = self.clone();
+        ReadinessCheck::new(name, move || {
+            let stalled = health.stalled();
+            async move { stalled.map_or(Ok(()), Err) }
+        })
+    }
 }
 
 /// Runs one consumer group member until shutdown.
@@ -134,6 +208,7 @@ pub struct ConsumerRunner<H> {
     handler: H,
     config: ConsumerConfig,
     metrics: MessagingMetrics,
+    health: ConsumerHealth,
 }
 
 impl<H> std::fmt::Debug for ConsumerRunner<H> {
@@ -161,11 +236,18 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             handler,
             config,
             metrics,
+            health: ConsumerHealth::default(),
         }
     }
 
-    /// Subscribes and processes messages until `shutdown` is cancelled; the
-    /// message in hand is finished first, then offsets are committed.
+    /// The runner's health, for readiness checks.
+    pub fn health(&self) -> ConsumerHealth {
+        self.health.clone()
+    }
+
+    /// Subscribes and processes messages until `shutdown` is cancelled. A
+    /// message being retried is abandoned at shutdown, uncommitted; the
+    /// offsets of finished messages are committed before returning.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
         self.consumer
@@ -215,6 +297,8 @@ impl<H: MessageHandler> ConsumerRunner<H> {
                 self.finish(message, outcome);
             }
         }
+        // Only finished messages' offsets were stored, so this commits
+        // nothing past a message that was abandoned mid-retry.
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %error, "final offset commit had nothing to do or failed");
         }
@@ -223,7 +307,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
         Ok(())
     }
 
-    /// Counts the outcome and commits the message's offset.
+    /// Counts the outcome, then stores and commits the message's offset.
     fn finish(&self, message: &BorrowedMessage<'_>, outcome: Outcome) {
         let label = match outcome {
             Outcome::Applied => "applied",
@@ -234,6 +318,9 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             .consumed
             .with_label_values(&[self.config.name.as_str(), label])
             .inc();
+        if let Err(error) = self.consumer.store_offset_from_message(message) {
+            tracing::warn!(error = %error, "offset store failed; the message may be redelivered");
+        }
         if let Err(error) = self.consumer.commit_message(message, CommitMode::Async) {
             tracing::warn!(error = %error, "offset commit failed; the message may be redelivered");
         }
@@ -296,31 +383,31 @@ impl<H: MessageHandler> ConsumerRunner<H> {
         tramita_telemetry::set_remote_parent(&span, envelope.traceparent.as_deref());
         async {
             let mut attempt: u32 = 0;
-            let mut store_failures: u32 = 0;
+            let mut outages: u32 = 0;
             loop {
-                match self.attempt(&envelope).await {
+                let error = match self.attempt(&envelope).await {
                     Ok(outcome) => return Some(outcome),
-                    Err(AttemptError::Store(error)) => {
-                        store_failures = store_failures.saturating_add(1);
+                    Err(error) => Failure::from(error),
+                };
+                let pause = match error {
+                    Failure::Outage(error) => {
+                        outages = outages.saturating_add(1);
                         tracing::warn!(
                             error = format!("{error:#}"),
-                            store_failures,
-                            "store unavailable; retrying"
+                            outages,
+                            "store unavailable; retrying without counting an attempt"
                         );
-                        let pause = crate::backoff::delay(
-                            store_failures,
+                        crate::backoff::delay(
+                            outages,
                             self.config.initial_backoff,
                             self.config.max_backoff,
-                        );
-                        if !pause_unless_shutdown(pause, shutdown).await {
-                            return None;
-                        }
+                        )
                     }
-                    Err(AttemptError::Handler(HandlerError::Permanent(error))) => {
+                    Failure::Permanent(error) => {
                         attempt += 1;
                         return self.dead_letter(message, &error, attempt, shutdown).await;
                     }
-                    Err(AttemptError::Handler(HandlerError::Transient(error))) => {
+                    Failure::Transient(error) => {
                         attempt += 1;
                         if attempt >= self.config.max_attempts {
                             return self.dead_letter(message, &error, attempt, shutdown).await;
@@ -334,15 +421,15 @@ impl<H: MessageHandler> ConsumerRunner<H> {
                             attempt,
                             "handler failed; retrying"
                         );
-                        let pause = crate::backoff::delay(
+                        crate::backoff::delay(
                             attempt,
                             self.config.initial_backoff,
                             self.config.max_backoff,
-                        );
-                        if !pause_unless_shutdown(pause, shutdown).await {
-                            return None;
-                        }
+                        )
                     }
+                };
+                if !pause_unless_shutdown(pause, shutdown).await {
+                    return None;
                 }
             }
         }
@@ -377,6 +464,10 @@ impl<H: MessageHandler> ConsumerRunner<H> {
     }
 
     /// Copies the message to its DLQ, retrying until the broker takes it.
+    ///
+    /// While the DLQ refuses it the consumer is stalled: the message stays
+    /// unacknowledged (nothing past it is committed), readiness fails and
+    /// `tramita_consumer_stalled` is 1. `None` when shut down first.
     async fn dead_letter(
         &self,
         message: &BorrowedMessage<'_>,
@@ -424,10 +515,29 @@ impl<H: MessageHandler> ConsumerRunner<H> {
                 .send(record, Duration::from_secs(10))
                 .await
             {
-                Ok(_) => return Some(Outcome::DeadLettered),
+                Ok(_) => {
+                    if failures > 0 {
+                        self.health.set(None);
+                        self.stalled_gauge().set(0);
+                        tracing::info!(dlq = %dlq_topic, failures, "dead letter published; consumer moving again");
+                    }
+                    return Some(Outcome::DeadLettered);
+                }
                 Err((send_error, _)) => {
                     failures += 1;
-                    tracing::warn!(error = %send_error, failures, "DLQ publish failed; retrying");
+                    self.health.set(Some(format!(
+                        "stalled at {}/{}@{}: dead letter cannot be published to {dlq_topic}: {send_error}",
+                        message.topic(),
+                        message.partition(),
+                        message.offset()
+                    )));
+                    self.stalled_gauge().set(1);
+                    tracing::error!(
+                        error = %send_error,
+                        failures,
+                        dlq = %dlq_topic,
+                        "DLQ publish failed; the consumer is stalled on this message until it succeeds"
+                    );
                     let pause = crate::backoff::delay(
                         failures,
                         self.config.initial_backoff,
@@ -439,6 +549,14 @@ impl<H: MessageHandler> ConsumerRunner<H> {
                 }
             }
         }
+    }
+}
+
+impl<H> ConsumerRunner<H> {
+    fn stalled_gauge(&self) -> prometheus::IntGauge {
+        self.metrics
+            .consumer_stalled
+            .with_label_values(&[self.config.name.as_str()])
     }
 }
 

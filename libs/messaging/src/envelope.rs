@@ -140,15 +140,27 @@ impl Envelope {
     /// Reads an envelope back from a consumed Kafka message.
     pub fn from_kafka(message: &BorrowedMessage<'_>) -> Result<Self, EnvelopeError> {
         let headers = message.headers();
-        let get = |name: &'static str| -> Option<String> {
-            headers.and_then(|hs| {
-                hs.iter()
-                    .find(|hd| hd.key == name)
-                    .and_then(|hd| hd.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
+        // Header values are text the stores keep: not UTF-8, or holding a NUL
+        // (which PostgreSQL refuses in any text), is the message's own fault.
+        let get = |name: &'static str| -> Result<Option<String>, EnvelopeError> {
+            let Some(raw) =
+                headers.and_then(|hs| hs.iter().find(|hd| hd.key == name).and_then(|hd| hd.value))
+            else {
+                return Ok(None);
+            };
+            let text = std::str::from_utf8(raw).map_err(|e| EnvelopeError::BadHeader {
+                name,
+                reason: e.to_string(),
+            })?;
+            if text.contains('\0') {
+                return Err(EnvelopeError::BadHeader {
+                    name,
+                    reason: "contains a NUL character".into(),
+                });
+            }
+            Ok(Some(text.to_owned()))
         };
-        let required = |name: &'static str| get(name).ok_or(EnvelopeError::MissingHeader(name));
+        let required = |name: &'static str| get(name)?.ok_or(EnvelopeError::MissingHeader(name));
         let uuid = |name: &'static str, raw: String| {
             Uuid::parse_str(&raw).map_err(|e| EnvelopeError::BadHeader {
                 name,
@@ -163,7 +175,7 @@ impl Envelope {
             })?
             .with_timezone(&Utc);
         let correlation_id = uuid(header::CORRELATION_ID, required(header::CORRELATION_ID)?)?;
-        let causation_id = get(header::CAUSATION_ID)
+        let causation_id = get(header::CAUSATION_ID)?
             .map(|raw| uuid(header::CAUSATION_ID, raw))
             .transpose()?;
         let payload = message
@@ -177,10 +189,10 @@ impl Envelope {
             message_type: required(header::MESSAGE_TYPE)?,
             aggregate_id: required(header::AGGREGATE_ID)?,
             occurred_at,
-            actor: get(header::ACTOR),
+            actor: get(header::ACTOR)?,
             correlation_id,
             causation_id,
-            traceparent: get(header::TRACEPARENT),
+            traceparent: get(header::TRACEPARENT)?,
             payload,
         })
     }

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
@@ -52,11 +55,15 @@ impl KafkaSettings {
             .context("create Kafka producer")
     }
 
-    /// A consumer in `group` that commits offsets only when told to.
+    /// A consumer in `group` that stores and commits offsets only when told
+    /// to: librdkafka's default would store each message's offset as soon as
+    /// it is handed over, and any later commit would then commit messages
+    /// that were never applied.
     pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer> {
         self.base()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
@@ -65,27 +72,152 @@ impl KafkaSettings {
             .context("create Kafka consumer")
     }
 
-    /// Creates `topics` (full names) with `partitions` each when missing.
+    /// Creates `topics` (full names) with `partitions` each when missing,
+    /// with the broker's default topic settings (for tests and tools; services
+    /// use [`Self::ensure_event_topics`] and [`Self::ensure_dead_letter_topics`]).
     pub async fn ensure_topics(&self, topics: &[String], partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.base().create().context("create Kafka admin client")?;
+        self.ensure_topics_with(topics, partitions, &[]).await
+    }
+
+    /// Creates event topics (full names) when missing, and keeps them
+    /// compacted ([`EVENT_TOPIC_CONFIG`]) whether new or not.
+    pub async fn ensure_event_topics(
+        &self,
+        topics: &[String],
+        partitions: i32,
+    ) -> anyhow::Result<()> {
+        self.ensure_topics_with(topics, partitions, EVENT_TOPIC_CONFIG)
+            .await
+    }
+
+    /// Creates dead-letter topics (full names, one partition) when missing,
+    /// and keeps their long retention ([`DEAD_LETTER_TOPIC_CONFIG`]).
+    pub async fn ensure_dead_letter_topics(&self, topics: &[String]) -> anyhow::Result<()> {
+        self.ensure_topics_with(topics, 1, DEAD_LETTER_TOPIC_CONFIG)
+            .await
+    }
+
+    /// Creates `topics` with `config` when missing; sets `config` on those
+    /// that exist with other values (keeping any other setting an operator
+    /// gave them).
+    pub async fn ensure_topics_with(
+        &self,
+        topics: &[String],
+        partitions: i32,
+        config: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let admin = self.admin()?;
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
-            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .map(|t| {
+                config.iter().fold(
+                    NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                    |topic, (key, value)| topic.set(key, value),
+                )
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
         let results = admin
             .create_topics(&new_topics, &options)
             .await
             .context("create topics")?;
+        let mut existing = Vec::new();
         for result in results {
             match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => {}
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => existing.push(topic),
                 Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
             }
         }
+        if config.is_empty() {
+            return Ok(());
+        }
+        for topic in existing {
+            ensure_topic_config(&admin, &topic, config, &options).await?;
+        }
         Ok(())
     }
+
+    /// The dynamic settings of `topic` (those set on the topic itself).
+    pub async fn topic_config(&self, topic: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let admin = self.admin()?;
+        dynamic_topic_config(&admin, topic, &AdminOptions::new()).await
+    }
+
+    fn admin(&self) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+        self.base().create().context("create Kafka admin client")
+    }
+}
+
+/// Settings of event topics. Events are full snapshots keyed by aggregate,
+/// so compaction keeps every aggregate's latest state for ever (a rebuild
+/// years later still sees every file) while a day's history stays whole for
+/// consumers that are behind.
+pub const EVENT_TOPIC_CONFIG: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact"),
+    ("min.compaction.lag.ms", "86400000"),
+];
+
+/// Settings of dead-letter topics: a letter is kept 90 days, time enough
+/// to find and fix its cause and replay it.
+pub const DEAD_LETTER_TOPIC_CONFIG: &[(&str, &str)] =
+    &[("cleanup.policy", "delete"), ("retention.ms", "7776000000")];
+
+async fn dynamic_topic_config(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    options: &AdminOptions,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], options)
+        .await
+        .with_context(|| format!("describe the settings of {topic}"))?;
+    let resource = described
+        .into_iter()
+        .next()
+        .context("no description returned")?
+        .map_err(|code| anyhow::anyhow!("describe the settings of {topic}: {code}"))?;
+    Ok(resource
+        .entries
+        .into_iter()
+        .filter(|entry| entry.source == ConfigSource::DynamicTopic)
+        .filter_map(|entry| entry.value.map(|value| (entry.name, value)))
+        .collect())
+}
+
+/// Sets `wanted` on an existing topic when it differs. The alter call
+/// replaces every dynamic setting, so those already there are sent along.
+async fn ensure_topic_config(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    wanted: &[(&str, &str)],
+    options: &AdminOptions,
+) -> anyhow::Result<()> {
+    let current = dynamic_topic_config(admin, topic, options).await?;
+    let differs = wanted.iter().any(|(key, value)| {
+        !current
+            .iter()
+            .any(|(k, v)| k.as_str() == *key && v.as_str() == *value)
+    });
+    if !differs {
+        return Ok(());
+    }
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (key, value) in &current {
+        alter = alter.set(key, value);
+    }
+    for (key, value) in wanted {
+        alter = alter.set(key, value);
+    }
+    let results = admin
+        .alter_configs(&[alter], options)
+        .await
+        .with_context(|| format!("set the settings of {topic}"))?;
+    for result in results {
+        result.map_err(|(_, code)| anyhow::anyhow!("set the settings of {topic}: {code}"))?;
+    }
+    tracing::info!(topic, ?wanted, "topic settings updated");
+    Ok(())
 }
 
 /// Whether the brokers answer a metadata request within `timeout`.

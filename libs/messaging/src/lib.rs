@@ -10,10 +10,11 @@ pub mod metrics;
 pub mod outbox;
 pub mod relay;
 pub mod replay;
+pub mod retention;
 pub mod schema;
 pub mod store;
 
-pub use consumer::{ConsumerConfig, ConsumerRunner, HandlerError, MessageHandler};
+pub use consumer::{ConsumerConfig, ConsumerHealth, ConsumerRunner, HandlerError, MessageHandler};
 pub use envelope::Envelope;
 pub use kafka::KafkaSettings;
 pub use metrics::MessagingMetrics;

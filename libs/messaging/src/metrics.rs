@@ -1,6 +1,6 @@
 //! Prometheus metrics of the messaging backbone.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Counters and gauges for outbox, consumers and dead letters.
 #[derive(Clone, Debug)]
@@ -9,8 +9,15 @@ pub struct MessagingMetrics {
     pub outbox_published: IntCounter,
     /// Unsent outbox rows at the last drain.
     pub outbox_backlog: IntGauge,
+    /// Outbox rows set aside after failing every publish attempt.
+    pub outbox_parked: IntGauge,
+    /// Failed publish attempts of outbox rows.
+    pub outbox_publish_failures: IntCounter,
     /// Consumed messages by outcome (`applied`, `duplicate`, `dead_lettered`, `retried`).
     pub consumed: IntCounterVec,
+    /// 1 while a consumer cannot move past a message (its dead letter cannot
+    /// be published), 0 otherwise.
+    pub consumer_stalled: IntGaugeVec,
 }
 
 impl MessagingMetrics {
@@ -25,6 +32,21 @@ impl MessagingMetrics {
                 "tramita_outbox_backlog",
                 "Outbox messages not yet published",
             )?,
+            outbox_parked: IntGauge::new(
+                "tramita_outbox_parked",
+                "Outbox messages set aside after failing every publish attempt",
+            )?,
+            outbox_publish_failures: IntCounter::new(
+                "tramita_outbox_publish_failures_total",
+                "Failed publish attempts of outbox messages",
+            )?,
+            consumer_stalled: IntGaugeVec::new(
+                Opts::new(
+                    "tramita_consumer_stalled",
+                    "1 while a consumer cannot move past a message",
+                ),
+                &["consumer"],
+            )?,
             consumed: IntCounterVec::new(
                 Opts::new(
                     "tramita_consumer_messages_total",
@@ -36,6 +58,9 @@ impl MessagingMetrics {
         registry.register(Box::new(metrics.outbox_published.clone()))?;
         registry.register(Box::new(metrics.outbox_backlog.clone()))?;
         registry.register(Box::new(metrics.consumed.clone()))?;
+        registry.register(Box::new(metrics.outbox_parked.clone()))?;
+        registry.register(Box::new(metrics.outbox_publish_failures.clone()))?;
+        registry.register(Box::new(metrics.consumer_stalled.clone()))?;
         Ok(metrics)
     }
 

@@ -16,13 +16,17 @@ pub async fn enqueue(
     topic: &str,
     envelope: &Envelope,
 ) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO messaging_outbox (message_id, topic, envelope) VALUES ($1, $2, $3)")
-        .bind(envelope.message_id)
-        .bind(topic)
-        .bind(sqlx::types::Json(envelope))
-        .execute(&mut *conn)
-        .await
-        .context("insert outbox row")?;
+    sqlx::query(
+        "INSERT INTO messaging_outbox (message_id, topic, aggregate_id, envelope) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(envelope.message_id)
+    .bind(topic)
+    .bind(&envelope.aggregate_id)
+    .bind(sqlx::types::Json(envelope))
+    .execute(&mut *conn)
+    .await
+    .context("insert outbox row")?;
     // Delivered at commit only, so a rolled-back transaction wakes nobody.
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(NOTIFY_CHANNEL)

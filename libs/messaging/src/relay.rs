@@ -1,15 +1,34 @@
 //! The outbox relay: publishes committed outbox rows to Kafka.
 //!
-//! Rows are claimed with `FOR UPDATE SKIP LOCKED`, so several relays (one per
-//! replica) never claim the same row. A relay wakes on `LISTEN/NOTIFY` and
-//! polls as a fallback. A row is marked sent only after the broker
-//! acknowledged it; a crash in between republishes it, which the consumers'
-//! inbox absorbs (at-least-once delivery, exactly-once effects).
+//! Per-aggregate order holds however many relays run (one per replica) and
+//! however they crash:
+//! - a relay claims only an aggregate's oldest unsent row (its head) and the
+//!   rows after it, locking the heads with `FOR UPDATE SKIP LOCKED`; a row is
+//!   never claimed while an older unsent row of its aggregate exists, so no
+//!   other relay can publish an aggregate's later event while one is in
+//!   flight;
+//! - within a batch, each aggregate's rows are published one after the other,
+//!   each only after the broker acknowledged the previous one, and a failure
+//!   stops that aggregate's chain (its later rows wait for the next claim).
+//!
+//! A crash between the broker's acknowledgement and marking the row sent
+//! republishes it (and the rows after it), which the consumers' inbox absorbs:
+//! at-least-once delivery, exactly-once effects, order kept apart from those
+//! duplicates.
+//!
+//! A row that fails to publish counts an attempt and records the error; after
+//! `max_attempts` it is parked: set aside, counted in `tramita_outbox_parked`,
+//! and left for an operator to replay ([`unpark`]). Other aggregates' rows go
+//! on being published; the parked row's aggregate waits behind it, because
+//! publishing its later events first would reorder them.
+//!
+//! A relay wakes on `LISTEN/NOTIFY` and polls as a fallback.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::future::try_join_all;
+use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -22,12 +41,15 @@ use crate::outbox::NOTIFY_CHANNEL;
 /// How a relay behaves.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Rows claimed per transaction.
+    /// Aggregates claimed per transaction (each with its waiting rows, up to
+    /// this many rows in all).
     pub batch_size: i64,
     /// Fallback poll interval when no notification arrives.
     pub poll_interval: Duration,
-    /// How long to wait for broker acknowledgements of one batch.
+    /// How long to wait for the broker's acknowledgement of one row.
     pub publish_timeout: Duration,
+    /// Failed publishes of one row before it is parked.
+    pub max_attempts: i32,
 }
 
 impl Default for RelayConfig {
@@ -36,37 +58,77 @@ impl Default for RelayConfig {
             batch_size: 100,
             poll_interval: Duration::from_millis(500),
             publish_timeout: Duration::from_secs(30),
+            max_attempts: 10,
         }
     }
+}
+
+/// A row that could not be published in this batch.
+#[derive(Debug)]
+struct FailedRow {
+    position: i64,
+    error: String,
 }
 
 /// Rows claimed (locked) and published in an open transaction.
 #[derive(Debug)]
 pub struct PublishedBatch {
     tx: Transaction<'static, Postgres>,
-    positions: Vec<i64>,
+    claimed: usize,
+    sent: Vec<i64>,
+    failed: Vec<FailedRow>,
 }
 
 impl PublishedBatch {
-    /// How many rows were published.
+    /// How many rows the broker acknowledged.
     pub fn len(&self) -> usize {
-        self.positions.len()
+        self.sent.len()
     }
 
-    /// Whether nothing was claimed.
+    /// Whether nothing was published.
     pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
+        self.sent.is_empty()
     }
 
-    /// Marks the rows sent and releases them.
-    pub async fn mark_sent(mut self) -> anyhow::Result<usize> {
+    /// How many rows were claimed (published, failed or waiting behind a
+    /// failed row of their aggregate).
+    pub fn claimed(&self) -> usize {
+        self.claimed
+    }
+
+    /// Marks the published rows sent, counts an attempt on each failed row
+    /// (parking those out of attempts), and releases them all. Returns how
+    /// many rows were sent and how many were parked.
+    pub async fn mark_sent(mut self, max_attempts: i32) -> anyhow::Result<(usize, usize)> {
         sqlx::query("UPDATE messaging_outbox SET sent_at = now() WHERE position = ANY($1)")
-            .bind(&self.positions)
+            .bind(&self.sent)
             .execute(&mut *self.tx)
             .await
             .context("mark outbox rows sent")?;
+        let mut parked = 0;
+        for failed in &self.failed {
+            let newly_parked: bool = sqlx::query_scalar(
+                "UPDATE messaging_outbox SET attempts = attempts + 1, last_error = $2, \
+                 parked_at = CASE WHEN attempts + 1 >= $3 THEN now() END \
+                 WHERE position = $1 RETURNING parked_at IS NOT NULL",
+            )
+            .bind(failed.position)
+            .bind(&failed.error)
+            .bind(max_attempts)
+            .fetch_one(&mut *self.tx)
+            .await
+            .context("count a failed publish")?;
+            if newly_parked {
+                parked += 1;
+                tracing::error!(
+                    position = failed.position,
+                    error = %failed.error,
+                    "outbox row parked after failing every publish attempt; replay it once its cause is fixed"
+                );
+            }
+        }
         self.tx.commit().await.context("commit outbox batch")?;
-        Ok(self.positions.len())
+        Ok((self.sent.len(), parked))
     }
 
     /// Releases the rows without marking them, as a crash would.
@@ -74,6 +136,9 @@ impl PublishedBatch {
         self.tx.rollback().await.context("roll back outbox batch")
     }
 }
+
+/// Rows claimed in one batch, oldest first.
+type ClaimedRow = (i64, String, String, sqlx::types::Json<Envelope>);
 
 /// Publishes outbox rows of one service database.
 #[derive(Clone)]
@@ -117,6 +182,7 @@ impl OutboxRelay {
             .listen(NOTIFY_CHANNEL)
             .await
             .context("listen for outbox notifications")?;
+        self.refresh_parked().await;
         let mut failures: u32 = 0;
         loop {
             match self.drain().await {
@@ -158,59 +224,137 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// Publishes batches until the outbox has no unsent row left.
+    /// Publishes batches until no claimable row is left (rows waiting
+    /// behind a failed row of their aggregate wait for the next drain).
     pub async fn drain(&self) -> anyhow::Result<()> {
         loop {
             let batch = self.claim_and_publish().await?;
-            let full = batch.len() as i64 >= self.config.batch_size;
-            let sent = batch.mark_sent().await?;
+            let claimed = batch.claimed();
+            let failures = batch.failed.len();
+            let (sent, parked) = batch.mark_sent(self.config.max_attempts).await?;
             self.metrics.outbox_published.inc_by(sent as u64);
-            if !full {
+            self.metrics.outbox_publish_failures.inc_by(failures as u64);
+            if parked > 0 {
+                self.refresh_parked().await;
+            }
+            if failures > 0 && sent == 0 {
+                // Nothing went through (the broker is likely down): report it,
+                // so the caller backs off before trying again.
+                self.refresh_backlog().await;
+                anyhow::bail!("{failures} outbox rows failed to publish");
+            }
+            // With some rows failing and others sent, claim again at once:
+            // each round counts an attempt on the failing rows until they
+            // are parked, and the rest keep flowing.
+            if failures == 0 && (claimed as i64) < self.config.batch_size {
                 self.refresh_backlog().await;
                 return Ok(());
             }
         }
     }
 
-    /// Claims the oldest unsent rows, publishes them and waits for the
-    /// broker's acknowledgements, leaving them locked and unmarked.
+    /// Claims the heads of the aggregates with unsent rows and the rows after
+    /// them, publishes each aggregate's rows in order and waits for the
+    /// broker's acknowledgements, leaving the rows locked and unmarked.
     #[tracing::instrument(skip_all, fields(claimed))]
     pub async fn claim_and_publish(&self) -> anyhow::Result<PublishedBatch> {
         let mut tx = self.pool.begin().await.context("begin outbox batch")?;
-        let rows: Vec<(i64, String, sqlx::types::Json<Envelope>)> = sqlx::query_as(
-            "SELECT position, topic, envelope FROM messaging_outbox \
-             WHERE sent_at IS NULL ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED",
+        // Heads: unsent rows with no older unsent row of their aggregate. A
+        // head locked by another relay is skipped, and so (by the same rule)
+        // is every later row of its aggregate.
+        let heads: Vec<String> = sqlx::query_scalar(
+            "SELECT o.aggregate_id FROM messaging_outbox o \
+             WHERE o.sent_at IS NULL AND o.parked_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM messaging_outbox e \
+                 WHERE e.aggregate_id = o.aggregate_id AND e.sent_at IS NULL \
+                 AND e.position < o.position) \
+             ORDER BY o.position LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await
-        .context("claim outbox rows")?;
+        .context("claim outbox heads")?;
+        // Their rows, oldest first. Nobody else can hold them: claiming any of
+        // them needs the head this transaction holds.
+        let rows: Vec<ClaimedRow> = if heads.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT position, aggregate_id, topic, envelope FROM messaging_outbox \
+                 WHERE aggregate_id = ANY($1) AND sent_at IS NULL AND parked_at IS NULL \
+                 ORDER BY position LIMIT $2 FOR UPDATE",
+            )
+            .bind(&heads)
+            .bind(self.config.batch_size)
+            .fetch_all(&mut *tx)
+            .await
+            .context("claim outbox rows")?
+        };
         tracing::Span::current().record("claimed", rows.len());
+        let claimed = rows.len();
 
-        let sends = rows.iter().map(|(_, topic, envelope)| {
-            let headers = envelope.kafka_headers();
-            let payload = envelope.payload_bytes();
-            let key = envelope.aggregate_id.clone();
-            let topic = topic.clone();
-            let timeout = self.config.publish_timeout;
-            let producer = &self.producer;
-            async move {
-                let record = FutureRecord::to(&topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(headers);
-                producer
-                    .send(record, timeout)
-                    .await
-                    .map(|_| ())
-                    .map_err(|(error, _)| anyhow::anyhow!("publish to {topic}: {error}"))
-            }
-        });
-        try_join_all(sends).await?;
+        let mut chains: Vec<Vec<ClaimedRow>> = Vec::new();
+        let mut chain_of: HashMap<String, usize> = HashMap::new();
+        for row in rows {
+            let index = *chain_of.entry(row.1.clone()).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[index].push(row);
+        }
+        let results = join_all(chains.iter().map(|chain| self.publish_chain(chain))).await;
+        let mut sent = Vec::with_capacity(claimed);
+        let mut failed = Vec::new();
+        for (published, failure) in results {
+            sent.extend(published);
+            failed.extend(failure);
+        }
         Ok(PublishedBatch {
             tx,
-            positions: rows.into_iter().map(|(position, _, _)| position).collect(),
+            claimed,
+            sent,
+            failed,
         })
+    }
+
+    /// Publishes one aggregate's rows one after the other; stops at the first
+    /// failure. Returns the positions acknowledged and the failed row.
+    async fn publish_chain(&self, chain: &[ClaimedRow]) -> (Vec<i64>, Option<FailedRow>) {
+        let mut sent = Vec::with_capacity(chain.len());
+        for (position, _, topic, envelope) in chain {
+            let headers = envelope.kafka_headers();
+            let payload = envelope.payload_bytes();
+            let record = FutureRecord::to(topic)
+                .key(&envelope.aggregate_id)
+                .payload(&payload)
+                .headers(headers);
+            match self
+                .producer
+                .send(record, self.config.publish_timeout)
+                .await
+            {
+                Ok(_) => sent.push(*position),
+                Err((error, _)) => {
+                    tracing::warn!(position, topic, error = %error, "outbox row failed to publish");
+                    let failure = FailedRow {
+                        position: *position,
+                        error: format!("publish to {topic}: {error}"),
+                    };
+                    return (sent, Some(failure));
+                }
+            }
+        }
+        (sent, None)
+    }
+
+    async fn refresh_parked(&self) {
+        let parked: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM messaging_outbox WHERE parked_at IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await;
+        if let Ok(count) = parked {
+            self.metrics.outbox_parked.set(count);
+        }
     }
 
     async fn refresh_backlog(&self) {
@@ -222,4 +366,57 @@ impl OutboxRelay {
             self.metrics.outbox_backlog.set(count);
         }
     }
+}
+
+/// A parked outbox row, for operators.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ParkedRow {
+    /// The row's position in the outbox.
+    pub position: i64,
+    /// The message it carries.
+    pub message_id: uuid::Uuid,
+    /// Its topic.
+    pub topic: String,
+    /// Its aggregate.
+    pub aggregate_id: Option<String>,
+    /// Failed publish attempts.
+    pub attempts: i32,
+    /// The last publish error.
+    pub last_error: Option<String>,
+    /// When it was parked.
+    pub parked_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The parked rows of an outbox, oldest first.
+pub async fn parked(pool: &PgPool) -> anyhow::Result<Vec<ParkedRow>> {
+    sqlx::query_as(
+        "SELECT position, message_id, topic, aggregate_id, attempts, last_error, parked_at \
+         FROM messaging_outbox WHERE parked_at IS NOT NULL ORDER BY position",
+    )
+    .fetch_all(pool)
+    .await
+    .context("list parked outbox rows")
+}
+
+/// Puts parked rows back in line for publishing, with their attempts reset:
+/// all of them, or the one at `position`. Returns how many; a running relay
+/// is woken and takes them on its next claim.
+pub async fn unpark(pool: &PgPool, position: Option<i64>) -> anyhow::Result<u64> {
+    let mut tx = pool.begin().await.context("begin unpark")?;
+    let unparked = sqlx::query(
+        "UPDATE messaging_outbox SET parked_at = NULL, attempts = 0 \
+         WHERE parked_at IS NOT NULL AND ($1::bigint IS NULL OR position = $1)",
+    )
+    .bind(position)
+    .execute(&mut *tx)
+    .await
+    .context("unpark outbox rows")?
+    .rows_affected();
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *tx)
+        .await
+        .context("notify outbox relays")?;
+    tx.commit().await.context("commit unpark")?;
+    Ok(unparked)
 }

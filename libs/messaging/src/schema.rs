@@ -16,6 +16,18 @@ CREATE TABLE IF NOT EXISTS messaging_outbox (
 CREATE INDEX IF NOT EXISTS messaging_outbox_unsent
     ON messaging_outbox (position) WHERE sent_at IS NULL;
 
+-- Per-aggregate order and poison rows (see relay.rs).
+ALTER TABLE messaging_outbox ADD COLUMN IF NOT EXISTS aggregate_id TEXT;
+ALTER TABLE messaging_outbox ADD COLUMN IF NOT EXISTS attempts INT NOT NULL DEFAULT 0;
+ALTER TABLE messaging_outbox ADD COLUMN IF NOT EXISTS last_error TEXT;
+ALTER TABLE messaging_outbox ADD COLUMN IF NOT EXISTS parked_at TIMESTAMPTZ;
+UPDATE messaging_outbox SET aggregate_id = envelope->>'aggregate_id'
+    WHERE aggregate_id IS NULL AND sent_at IS NULL;
+CREATE INDEX IF NOT EXISTS messaging_outbox_unsent_aggregate
+    ON messaging_outbox (aggregate_id, position) WHERE sent_at IS NULL;
+CREATE INDEX IF NOT EXISTS messaging_outbox_sent
+    ON messaging_outbox (sent_at) WHERE sent_at IS NOT NULL;
+
 CREATE TABLE IF NOT EXISTS messaging_inbox (
     consumer     TEXT NOT NULL,
     message_id   UUID NOT NULL,
@@ -23,6 +35,8 @@ CREATE TABLE IF NOT EXISTS messaging_inbox (
     processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer, message_id)
 );
+CREATE INDEX IF NOT EXISTS messaging_inbox_processed
+    ON messaging_inbox (processed_at);
 "#;
 
 /// An arbitrary constant: the advisory lock that serialises concurrent

@@ -38,3 +38,61 @@ pub fn readiness(pool: PgPool, producer: FutureProducer) -> Vec<ReadinessCheck> 
         }),
     ]
 }
+
+/// Whether `error` means the database could not be reached or is going
+/// away (a lost connection, a pool with no free connection in time, a server
+/// shutting down or refusing connections), as opposed to the database
+/// refusing what was asked of it. The first passes by itself; the second
+/// would fail the same way on every try.
+pub fn is_outage(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        match cause.downcast_ref::<sqlx::Error>() {
+            Some(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                // 08: connection exception; 57P01-57P05: the server is
+                // shutting down, restarting or not accepting connections;
+                // 53300: too many connections.
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            }),
+            _ => false,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_outage;
+
+    #[test]
+    fn lost_connections_and_exhausted_pools_are_outages() {
+        for error in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ] {
+            let error = anyhow::Error::new(error).context("record message in inbox");
+            assert!(is_outage(&error), "{error:#}");
+        }
+    }
+
+    #[test]
+    fn refusals_of_the_message_itself_are_not_outages() {
+        for error in [
+            anyhow::Error::new(sqlx::Error::RowNotFound),
+            anyhow::Error::new(sqlx::Error::ColumnNotFound("x".into())),
+            anyhow::anyhow!("handler refused"),
+        ] {
+            assert!(!is_outage(&error), "{error:#}");
+        }
+    }
+}

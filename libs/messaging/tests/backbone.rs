@@ -9,8 +9,8 @@ use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tramita_messaging::{
-    ConsumerConfig, ConsumerRunner, Envelope, HandlerError, KafkaSettings, MessageHandler,
-    MessagingMetrics, OutboxRelay, RelayConfig,
+    ConsumerConfig, ConsumerHealth, ConsumerRunner, Envelope, HandlerError, KafkaSettings,
+    MessageHandler, MessagingMetrics, OutboxRelay, RelayConfig,
 };
 use tramita_testkit::{count, eventually, header, TestInfra};
 use uuid::Uuid;
@@ -297,7 +297,7 @@ async fn a_replayed_dead_letter_applies_once_its_cause_is_gone() {
         tramita_messaging::replay::replay_dead_letters(&kafka, &topic, 10, Duration::from_secs(3))
             .await
             .unwrap();
-    assert_eq!(moved, 1);
+    assert_eq!(moved.moved, 1);
     eventually(
         Duration::from_secs(20),
         "replayed message applied",
@@ -316,7 +316,7 @@ async fn a_replayed_dead_letter_applies_once_its_cause_is_gone() {
         tramita_messaging::replay::replay_dead_letters(&kafka, &topic, 10, Duration::from_secs(2))
             .await
             .unwrap();
-    assert_eq!(again, 0, "a replayed letter is not replayed twice");
+    assert_eq!(again.moved, 0, "a replayed letter is not replayed twice");
     shutdown.cancel();
 }
 
@@ -379,4 +379,692 @@ async fn a_failing_message_in_a_batch_is_dead_lettered_alone() {
     assert_eq!(distinct, 39, "no effect applied twice");
     assert_eq!(count(&pool, "messaging_inbox").await, 39);
     shutdown.cancel();
+}
+
+// ---------------------------------------------------------------------------
+// Faults: shutdowns mid-retry, stalled dead letters, poison rows, relays
+// racing and crashing, outages, replays that must end.
+// ---------------------------------------------------------------------------
+
+struct RunningConsumer {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    health: ConsumerHealth,
+    metrics: MessagingMetrics,
+}
+
+impl RunningConsumer {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the consumer stops when told to")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// A consumer in group `group` on an existing topic.
+fn start_consumer<H: MessageHandler>(
+    kafka: &KafkaSettings,
+    pool: &PgPool,
+    topic: &str,
+    group: &str,
+    handler: H,
+    max_attempts: u32,
+) -> RunningConsumer {
+    let config = ConsumerConfig {
+        max_attempts,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(300),
+        ..ConsumerConfig::new(group, vec![topic.to_owned()])
+    };
+    let metrics = MessagingMetrics::unregistered();
+    let runner = ConsumerRunner::new(
+        pool.clone(),
+        kafka.consumer(group).unwrap(),
+        kafka.producer().unwrap(),
+        handler,
+        config,
+        metrics.clone(),
+    );
+    let health = runner.health();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(runner.run(shutdown.clone()));
+    RunningConsumer {
+        shutdown,
+        task,
+        health,
+        metrics,
+    }
+}
+
+/// The offset `group` committed on partition 0 of `topic`, if any.
+async fn committed_offset(kafka: &KafkaSettings, group: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::Consumer;
+    let consumer = kafka.consumer(group).unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions.add_partition(topic, 0);
+    let committed = tokio::task::spawn_blocking(move || {
+        consumer
+            .committed_offsets(partitions, Duration::from_secs(10))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    match committed.elements()[0].offset() {
+        rdkafka::Offset::Offset(at) => Some(at),
+        _ => None,
+    }
+}
+
+fn group() -> String {
+    format!("test-{}", Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn a_shutdown_in_the_middle_of_a_retry_commits_nothing_past_the_unapplied_message() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("retry-stop.events");
+    kafka
+        .ensure_topics(&[topic.clone(), format!("{topic}.dlq")], 1)
+        .await
+        .unwrap();
+    let envelopes: Vec<Envelope> = (0..5)
+        .map(|n| Envelope::new("test.Thing.v1", format!("agg-{n}"), json!({"n": n})))
+        .collect();
+    for envelope in &envelopes {
+        publish(&infra, &topic, envelope).await;
+    }
+    let group = group();
+    // The effect keeps failing (as with the database refusing), so the first
+    // message is being retried when the stop comes.
+    let calls = Arc::new(AtomicU32::new(0));
+    let failing = start_consumer(
+        &kafka,
+        &pool,
+        &topic,
+        &group,
+        Flaky {
+            failures: u32::MAX,
+            calls: calls.clone(),
+        },
+        1_000,
+    );
+    eventually(Duration::from_secs(20), "retries under way", || async {
+        (calls.load(Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
+    failing.stop().await;
+    assert_eq!(count(&pool, "effects").await, 0);
+    let committed = committed_offset(&kafka, &group, &topic).await;
+    assert!(
+        committed.unwrap_or(0) == 0,
+        "nothing past the unapplied first message is committed, got {committed:?}"
+    );
+
+    // Restarted with the cause gone: every message is applied.
+    let healthy = start_consumer(
+        &kafka,
+        &pool,
+        &topic,
+        &group,
+        Flaky {
+            failures: 0,
+            calls: Arc::new(AtomicU32::new(0)),
+        },
+        3,
+    );
+    eventually(Duration::from_secs(30), "all five applied", || async {
+        (count(&pool, "effects").await == 5).then_some(())
+    })
+    .await;
+    healthy.stop().await;
+    assert_eq!(committed_offset(&kafka, &group, &topic).await, Some(5));
+}
+
+#[tokio::test]
+async fn a_dead_letter_the_dlq_refuses_stalls_the_consumer_visibly_and_is_never_skipped() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("stall.events");
+    let dlq = format!("{topic}.dlq");
+    kafka
+        .ensure_topics(std::slice::from_ref(&topic), 1)
+        .await
+        .unwrap();
+    // A DLQ that refuses the letter (too big for it) until an operator fixes it.
+    kafka
+        .ensure_topics_with(
+            std::slice::from_ref(&dlq),
+            1,
+            &[("max.message.bytes", "1000")],
+        )
+        .await
+        .unwrap();
+    let refused = Envelope::new("test.Thing.v1", "agg", json!({"pad": "x".repeat(3000)}));
+    let next = Envelope::new("test.Thing.v1", "agg", json!({"n": 2}));
+    publish(&infra, &topic, &refused).await;
+    publish(&infra, &topic, &next).await;
+    let group = group();
+    let stalled = start_consumer(
+        &kafka,
+        &pool,
+        &topic,
+        &group,
+        RefusesOne {
+            refused: refused.message_id,
+        },
+        3,
+    );
+    eventually(Duration::from_secs(30), "the stall is reported", || async {
+        stalled.health.stalled()
+    })
+    .await;
+    let gauge = stalled
+        .metrics
+        .consumer_stalled
+        .with_label_values(&[group.as_str()])
+        .get();
+    assert_eq!(gauge, 1, "the stall shows in the metric");
+    assert_eq!(
+        count(&pool, "effects").await,
+        0,
+        "nothing past the stalled message is applied"
+    );
+    stalled.stop().await;
+    let committed = committed_offset(&kafka, &group, &topic).await;
+    assert!(
+        committed.unwrap_or(0) == 0,
+        "nothing past the stalled message is committed, got {committed:?}"
+    );
+
+    // The DLQ fixed: the letter lands there and the next message applies.
+    kafka
+        .ensure_topics_with(
+            std::slice::from_ref(&dlq),
+            1,
+            &[("max.message.bytes", "1048588")],
+        )
+        .await
+        .unwrap();
+    let moving = start_consumer(
+        &kafka,
+        &pool,
+        &topic,
+        &group,
+        RefusesOne {
+            refused: refused.message_id,
+        },
+        3,
+    );
+    eventually(Duration::from_secs(30), "next message applied", || async {
+        (count(&pool, "effects").await == 1).then_some(())
+    })
+    .await;
+    let letters = infra.read_topic(&dlq, 1, Duration::from_secs(10)).await;
+    assert_eq!(
+        header(&letters[0], "message-id"),
+        Some(refused.message_id.to_string())
+    );
+    assert!(moving.health.stalled().is_none());
+    moving.stop().await;
+}
+
+#[tokio::test]
+async fn a_header_postgres_refuses_is_dead_lettered_instead_of_retried_for_ever() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("nul.events");
+    kafka
+        .ensure_topics(&[topic.clone(), format!("{topic}.dlq")], 1)
+        .await
+        .unwrap();
+    let poison = Envelope::new("test.Thing\u{0}.v1", "agg", json!({}));
+    let next = Envelope::new("test.Thing.v1", "agg", json!({}));
+    publish(&infra, &topic, &poison).await;
+    publish(&infra, &topic, &next).await;
+    let consumer = start_consumer(
+        &kafka,
+        &pool,
+        &topic,
+        &group(),
+        Flaky {
+            failures: 0,
+            calls: Arc::new(AtomicU32::new(0)),
+        },
+        3,
+    );
+    eventually(Duration::from_secs(30), "next message applied", || async {
+        (count(&pool, "effects").await == 1).then_some(())
+    })
+    .await;
+    let letters = infra
+        .read_topic(&format!("{topic}.dlq"), 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        header(&letters[0], "message-id"),
+        Some(poison.message_id.to_string())
+    );
+    assert!(header(&letters[0], "dlq-error").unwrap().contains("NUL"));
+    consumer.stop().await;
+}
+
+/// Kills its own database connection on its first `drops` calls, as a
+/// flapping database would, then records the effect.
+struct DropsItsConnection {
+    drops: Arc<AtomicU32>,
+}
+
+impl MessageHandler for DropsItsConnection {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let left = self.drops.load(Ordering::SeqCst);
+        if left > 0 {
+            self.drops.store(left - 1, Ordering::SeqCst);
+            sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| HandlerError::Transient(e.into()))?;
+        }
+        sqlx::query("INSERT INTO effects (message_id) VALUES ($1)")
+            .bind(envelope.message_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| HandlerError::Transient(e.into()))?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_database_dropping_connections_mid_handler_never_dead_letters_the_message() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("flap.events");
+    kafka
+        .ensure_topics(&[topic.clone(), format!("{topic}.dlq")], 1)
+        .await
+        .unwrap();
+    let envelope = Envelope::new("test.Thing.v1", "agg", json!({}));
+    publish(&infra, &topic, &envelope).await;
+    // Four lost connections against two allowed attempts.
+    let consumer = start_consumer(
+        &kafka,
+        &pool,
+        &topic,
+        &group(),
+        DropsItsConnection {
+            drops: Arc::new(AtomicU32::new(4)),
+        },
+        2,
+    );
+    eventually(Duration::from_secs(30), "effect applied", || async {
+        (count(&pool, "effects").await == 1).then_some(())
+    })
+    .await;
+    let letters = infra
+        .read_topic(&format!("{topic}.dlq"), 1, Duration::from_secs(2))
+        .await;
+    assert!(letters.is_empty(), "an outage never dead-letters");
+    consumer.stop().await;
+}
+
+/// Refuses every message for good.
+struct RefusesAll;
+
+impl MessageHandler for RefusesAll {
+    async fn handle(&self, _: &mut PgConnection, _: &Envelope) -> Result<(), HandlerError> {
+        Err(HandlerError::Permanent(anyhow::anyhow!("still broken")))
+    }
+}
+
+#[tokio::test]
+async fn a_replay_stops_after_the_letters_present_when_it_started() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("replay-loop.events");
+    let dlq = format!("{topic}.dlq");
+    kafka
+        .ensure_topics(&[topic.clone(), dlq.clone()], 1)
+        .await
+        .unwrap();
+    let consumer = start_consumer(&kafka, &pool, &topic, &group(), RefusesAll, 1);
+    let envelope = Envelope::new("test.Thing.v1", "agg", json!({}));
+    publish(&infra, &topic, &envelope).await;
+    assert_eq!(
+        infra
+            .read_topic(&dlq, 1, Duration::from_secs(20))
+            .await
+            .len(),
+        1
+    );
+
+    // Every replayed copy fails again and comes straight back to the DLQ.
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        tramita_messaging::replay::replay_dead_letters(
+            &kafka,
+            &topic,
+            1_000,
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("the replay ends by itself")
+    .unwrap();
+    assert_eq!(report.moved, 1, "the one letter present at the start");
+    assert!(report.complete);
+    eventually(
+        Duration::from_secs(20),
+        "the letter failed again",
+        || async {
+            (infra
+                .read_topic(&dlq, 2, Duration::from_secs(2))
+                .await
+                .len()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    consumer.stop().await;
+    // The next replay takes the letter that came back, and only it.
+    let again = tramita_messaging::replay::replay_dead_letters(
+        &kafka,
+        &topic,
+        1_000,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.moved, 1);
+}
+
+#[tokio::test]
+async fn a_poison_outbox_row_is_parked_while_the_rest_is_published_and_can_be_replayed() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("poison.events");
+    kafka
+        .ensure_topics(std::slice::from_ref(&topic), 3)
+        .await
+        .unwrap();
+    let enqueue = |envelope: Envelope| {
+        let pool = pool.clone();
+        let topic = topic.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            tramita_messaging::outbox::enqueue(&mut tx, &topic, &envelope)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    // Over the producer's message size limit: it can never be published.
+    let poison = Envelope::new(
+        "test.Thing.v1",
+        "poisoned",
+        json!({"pad": "x".repeat(2_000_000)}),
+    );
+    enqueue(poison.clone()).await;
+    for n in 0..20 {
+        enqueue(Envelope::new(
+            "test.Thing.v1",
+            format!("agg-{n}"),
+            json!({"n": n}),
+        ))
+        .await;
+    }
+    let behind = Envelope::new("test.Thing.v1", "poisoned", json!({"after": true}));
+    enqueue(behind.clone()).await;
+
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        kafka.producer().unwrap(),
+        RelayConfig {
+            batch_size: 10,
+            max_attempts: 3,
+            ..RelayConfig::default()
+        },
+        MessagingMetrics::unregistered(),
+    );
+    for _ in 0..5 {
+        let _ = relay.drain().await;
+    }
+    let published = infra.read_topic(&topic, 21, Duration::from_secs(10)).await;
+    assert_eq!(published.len(), 20, "every healthy row is published");
+    let parked = tramita_messaging::relay::parked(&pool).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].message_id, poison.message_id);
+    assert_eq!(parked[0].attempts, 3);
+    assert!(parked[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("too large"));
+    assert_eq!(
+        count(&pool, "messaging_outbox WHERE sent_at IS NULL").await,
+        2,
+        "the parked row and the one of its aggregate behind it"
+    );
+
+    // An operator fixes the row and replays it: it goes out, then the one behind.
+    sqlx::query("UPDATE messaging_outbox SET envelope = jsonb_set(envelope, '{payload}', '{}') WHERE message_id = $1")
+        .bind(poison.message_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        tramita_messaging::relay::unpark(&pool, None).await.unwrap(),
+        1
+    );
+    relay.drain().await.unwrap();
+    let published = infra.read_topic(&topic, 23, Duration::from_secs(10)).await;
+    let poisoned: Vec<String> = published
+        .iter()
+        .filter(|m| header(m, "aggregate-id").as_deref() == Some("poisoned"))
+        .map(|m| header(m, "message-id").unwrap())
+        .collect();
+    assert_eq!(
+        poisoned,
+        vec![poison.message_id.to_string(), behind.message_id.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn relays_racing_and_crashing_keep_each_aggregates_order() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("order.events");
+    kafka
+        .ensure_topics(std::slice::from_ref(&topic), 3)
+        .await
+        .unwrap();
+    const AGGREGATES: usize = 200;
+    const VERSIONS: usize = 10;
+    let mut tx = pool.begin().await.unwrap();
+    for version in 0..VERSIONS {
+        for aggregate in 0..AGGREGATES {
+            let envelope = Envelope::new(
+                "test.Thing.v1",
+                format!("agg-{aggregate}"),
+                json!({"version": version}),
+            );
+            tramita_messaging::outbox::enqueue(&mut tx, &topic, &envelope)
+                .await
+                .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+
+    // The victim claims first and hangs publishing (its broker is gone),
+    // holding its rows; it is killed in the middle of that batch.
+    let dead_broker = KafkaSettings {
+        brokers: "127.0.0.1:1".into(),
+        topic_prefix: kafka.topic_prefix.clone(),
+    };
+    // Its own connections, closed when it is killed, as a dead process's are.
+    let victim_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let victim = relay(&victim_pool, &dead_broker, 50);
+    let victim = tokio::spawn(async move { victim.claim_and_publish().await.map(|b| b.len()) });
+    eventually(
+        Duration::from_secs(30),
+        "the victim holds its rows",
+        || async {
+            let mut probe = pool.begin().await.unwrap();
+            let free: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM messaging_outbox WHERE sent_at IS NULL \
+             FOR UPDATE SKIP LOCKED) AS free",
+            )
+            .fetch_one(&mut *probe)
+            .await
+            .unwrap();
+            probe.rollback().await.unwrap();
+            (free < (AGGREGATES * VERSIONS) as i64).then_some(())
+        },
+    )
+    .await;
+    let shutdown = CancellationToken::new();
+    let survivors: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(relay(&pool, &kafka, 50).run(shutdown.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    victim.abort();
+    assert!(victim.await.unwrap_err().is_cancelled());
+    victim_pool.close().await;
+    eventually(Duration::from_secs(120), "every row sent", || async {
+        (count(&pool, "messaging_outbox WHERE sent_at IS NULL").await == 0).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    for survivor in survivors {
+        survivor.await.unwrap().unwrap();
+    }
+
+    let messages = infra
+        .read_topic(&topic, usize::MAX, Duration::from_secs(15))
+        .await;
+    assert!(messages.len() >= AGGREGATES * VERSIONS);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for message in &messages {
+        use rdkafka::Message;
+        let id = header(message, "message-id").unwrap();
+        if !seen.insert(id) {
+            continue; // a duplicate: the inbox absorbs it
+        }
+        let aggregate = header(message, "aggregate-id").unwrap();
+        let payload: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let version = payload["version"].as_i64().unwrap();
+        let previous = last.insert(aggregate.clone(), version).unwrap_or(-1);
+        assert_eq!(
+            version,
+            previous + 1,
+            "{aggregate}: version {version} arrived after {previous}"
+        );
+    }
+    assert_eq!(last.len(), AGGREGATES);
+    assert!(
+        last.values().all(|v| *v == VERSIONS as i64 - 1),
+        "none missing"
+    );
+}
+
+#[tokio::test]
+async fn event_topics_are_compacted_and_dead_letters_kept_long() {
+    let (_infra, kafka, _pool) = setup().await;
+    let fresh = kafka.topic("fresh.events");
+    let existing = kafka.topic("existing.events");
+    // A topic created earlier with the broker's defaults and an operator's own setting.
+    kafka
+        .ensure_topics_with(
+            std::slice::from_ref(&existing),
+            1,
+            &[("segment.bytes", "10485760")],
+        )
+        .await
+        .unwrap();
+    kafka
+        .ensure_event_topics(&[fresh.clone(), existing.clone()], 1)
+        .await
+        .unwrap();
+    let dlq = format!("{fresh}.dlq");
+    kafka
+        .ensure_dead_letter_topics(std::slice::from_ref(&dlq))
+        .await
+        .unwrap();
+    for topic in [&fresh, &existing] {
+        let config = kafka.topic_config(topic).await.unwrap();
+        assert!(
+            config.contains(&("cleanup.policy".into(), "compact".into())),
+            "{topic}: {config:?}"
+        );
+    }
+    let config = kafka.topic_config(&existing).await.unwrap();
+    assert!(
+        config.contains(&("segment.bytes".into(), "10485760".into())),
+        "the operator's setting is kept: {config:?}"
+    );
+    let config = kafka.topic_config(&dlq).await.unwrap();
+    assert!(
+        config.contains(&("retention.ms".into(), "7776000000".into())),
+        "{config:?}"
+    );
+}
+
+#[tokio::test]
+async fn retention_deletes_only_sent_outbox_rows_and_old_inbox_rows() {
+    let (_infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("retention.events");
+    let mut tx = pool.begin().await.unwrap();
+    for n in 0..4 {
+        let envelope = Envelope::new("test.Thing.v1", format!("agg-{n}"), json!({}));
+        tramita_messaging::outbox::enqueue(&mut tx, &topic, &envelope)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // position order: sent long ago, sent recently, unsent and old, parked and old.
+    sqlx::raw_sql(
+        "UPDATE messaging_outbox SET created_at = now() - interval '60 days'; \
+         UPDATE messaging_outbox SET sent_at = now() - interval '8 days' \
+           WHERE position = (SELECT min(position) FROM messaging_outbox); \
+         UPDATE messaging_outbox SET sent_at = now() - interval '1 day' \
+           WHERE position = (SELECT min(position) + 1 FROM messaging_outbox); \
+         UPDATE messaging_outbox SET parked_at = now() - interval '50 days' \
+           WHERE position = (SELECT max(position) FROM messaging_outbox); \
+         INSERT INTO messaging_inbox (consumer, message_id, message_type, processed_at) VALUES \
+           ('c', gen_random_uuid(), 't', now() - interval '31 days'), \
+           ('c', gen_random_uuid(), 't', now() - interval '29 days');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let config = tramita_messaging::retention::RetentionConfig::default();
+    let swept = tramita_messaging::retention::sweep(&pool, &config)
+        .await
+        .unwrap();
+    assert_eq!(swept.outbox, 1);
+    assert_eq!(swept.inbox, 1);
+    assert_eq!(count(&pool, "messaging_outbox").await, 3);
+    assert_eq!(
+        count(&pool, "messaging_outbox WHERE sent_at IS NULL").await,
+        2,
+        "unsent and parked rows are never deleted"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "messaging_inbox WHERE processed_at > now() - interval '30 days'"
+        )
+        .await,
+        1,
+        "a message seen within the inbox retention is still recognised"
+    );
+    let again = tramita_messaging::retention::sweep(&pool, &config)
+        .await
+        .unwrap();
+    assert_eq!(again, tramita_messaging::retention::Swept::default());
 }

@@ -41,6 +41,8 @@ pub struct Settings {
     pub workers: usize,
     /// How access tokens are checked.
     pub identity: IdentitySettings,
+    /// How long sent outbox rows and inbox rows are kept (`MESSAGING_*_RETENTION`).
+    pub retention: tramita_messaging::retention::RetentionConfig,
     /// Whether this process runs an outbox relay (`FILES_OUTBOX_RELAY`,
     /// default true; any replica may run one).
     pub outbox_relay: bool,
@@ -65,6 +67,7 @@ impl Settings {
             workers: parsed_or("FILES_WORKERS", 2)?,
             outbox_relay: parsed_or("FILES_OUTBOX_RELAY", true)?,
             identity: IdentitySettings::from_env()?,
+            retention: tramita_messaging::retention::RetentionConfig::from_env()?,
         })
     }
 }
@@ -92,7 +95,7 @@ impl Application {
         let events_topic = settings.kafka.topic(FILES_EVENTS);
         settings
             .kafka
-            .ensure_topics(
+            .ensure_event_topics(
                 std::slice::from_ref(&events_topic),
                 settings.events_partitions,
             )
@@ -142,8 +145,14 @@ impl Application {
                 RelayConfig::default(),
                 messaging_metrics,
             );
-            runtime.spawn("outbox-relay", relay.run(shutdown));
+            runtime.spawn("outbox-relay", relay.run(shutdown.clone()));
         }
+        let retention = settings.retention.clone();
+        let retention_pool = pool.clone();
+        runtime.spawn("messaging-retention", async move {
+            tramita_messaging::retention::run(retention_pool, retention, shutdown).await;
+            Ok(())
+        });
         tracing::info!(port, "files service listening");
         Ok(Self {
             port,

@@ -41,6 +41,7 @@ impl TestFiles {
             json_limit: 16 * 1024,
             workers: 1,
             outbox_relay,
+            retention: Default::default(),
             identity: IdentitySettings {
                 jwks_url: issuer.jwks_url.clone(),
                 issuer: issuer.issuer.clone(),

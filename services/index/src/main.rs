@@ -23,14 +23,19 @@ async fn main() -> anyhow::Result<()> {
             let topic = settings
                 .kafka
                 .topic(tramita_index::adapters::kafka::FILES_EVENTS);
-            let moved = tramita_messaging::replay::replay_dead_letters(
+            let report = tramita_messaging::replay::replay_dead_letters(
                 &settings.kafka,
                 &topic,
                 usize::MAX,
                 std::time::Duration::from_secs(5),
             )
             .await?;
-            println!("{moved} dead letters moved back to {topic}");
+            println!(
+                "{} dead letters moved back to {topic}; {} arrived during the replay and were left for the next one{}",
+                report.moved,
+                report.left_for_later,
+                if report.complete { "" } else { " (stopped before the end: run it again)" }
+            );
             Ok(())
         }
         Some(other) => {

@@ -43,6 +43,8 @@ pub struct Settings {
     pub workers: usize,
     /// How access tokens are checked.
     pub identity: IdentitySettings,
+    /// How long inbox rows are kept (`MESSAGING_*_RETENTION`).
+    pub retention: tramita_messaging::retention::RetentionConfig,
 }
 
 impl Settings {
@@ -60,6 +62,7 @@ impl Settings {
             events_partitions: parsed_or("FILES_EVENTS_PARTITIONS", 3)?,
             workers: parsed_or("INDEX_WORKERS", 2)?,
             identity: IdentitySettings::from_env()?,
+            retention: tramita_messaging::retention::RetentionConfig::from_env()?,
         })
     }
 
@@ -93,11 +96,11 @@ impl Application {
         };
         settings
             .kafka
-            .ensure_topics(&config.topics, settings.events_partitions)
+            .ensure_event_topics(&config.topics, settings.events_partitions)
             .await?;
         settings
             .kafka
-            .ensure_topics(&config.dlq_topics(), 1)
+            .ensure_dead_letter_topics(&config.dlq_topics())
             .await?;
         let consumer = settings.kafka.consumer(&settings.consumer_group)?;
         let producer = settings.kafka.producer()?;
@@ -105,10 +108,17 @@ impl Application {
         let registry = prometheus::Registry::new();
         let messaging_metrics = MessagingMetrics::register(&registry)?;
         let metrics = tramita_web::metrics("index", registry)?;
-        let readiness = Readiness::new(tramita_messaging::store::readiness(
+        let runner = ConsumerRunner::new(
             pool.clone(),
+            consumer,
             producer.clone(),
-        ));
+            FilesEventsProjection,
+            config,
+            messaging_metrics,
+        );
+        let mut checks = tramita_messaging::store::readiness(pool.clone(), producer);
+        checks.push(runner.health().readiness_check("projection"));
+        let readiness = Readiness::new(checks);
 
         let validator = actix_web::web::Data::new(settings.identity.validator());
         let queries =
@@ -131,15 +141,13 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
-        let runner = ConsumerRunner::new(
-            pool.clone(),
-            consumer,
-            producer,
-            FilesEventsProjection,
-            config,
-            messaging_metrics,
-        );
-        runtime.spawn("files-events-projection", runner.run(shutdown));
+        runtime.spawn("files-events-projection", runner.run(shutdown.clone()));
+        let retention = settings.retention.clone();
+        let retention_pool = pool.clone();
+        runtime.spawn("messaging-retention", async move {
+            tramita_messaging::retention::run(retention_pool, retention, shutdown).await;
+            Ok(())
+        });
         tracing::info!(port, "index service listening");
         Ok(Self {
             port,
@@ -169,17 +177,37 @@ impl Application {
     }
 }
 
-/// Prepares a rebuild of the read model from the topic: empties the
-/// projection and the inbox, and moves the consumer group back to the
-/// earliest retained offsets. Run it while no index replica is running; the
-/// next start replays the topic.
+/// Prepares a rebuild of the read model from the topic, in an order that
+/// never leaves it empty with the old offsets:
+/// 1. refuses while any member of the consumer group is live (a replica
+///    still running, or one that crashed less than a session timeout ago);
+/// 2. moves the group back to the earliest retained offsets (a commit the
+///    broker refuses if a member joined meanwhile);
+/// 3. only then empties the projection and the consumer's inbox.
+///
+/// The next start replays the topic. Event topics are compacted, so the
+/// replay sees every file's latest state however old.
 pub async fn prepare_rebuild(settings: &Settings) -> anyhow::Result<()> {
     let pool = connect(settings).await?;
-    postgres::reset(&pool, &settings.consumer_group).await?;
     let consumer = settings.kafka.consumer(&settings.consumer_group)?;
     let topics = settings.topics();
+    let group = settings.consumer_group.clone();
     let committed = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
         let timeout = Duration::from_secs(10);
+        let groups = consumer
+            .fetch_group_list(Some(&group), timeout)
+            .with_context(|| format!("describe consumer group {group}"))?;
+        for described in groups.groups() {
+            let members = described.members().len();
+            if members > 0 || !matches!(described.state(), "Empty" | "Dead" | "") {
+                anyhow::bail!(
+                    "consumer group {group} is {} with {members} live member(s): stop every index \
+                     replica (and wait for the group's session timeout after a crash), then run \
+                     the rebuild again; nothing was changed",
+                    described.state()
+                );
+            }
+        }
         let mut offsets = TopicPartitionList::new();
         for topic in &topics {
             let metadata = consumer
@@ -194,11 +222,12 @@ pub async fn prepare_rebuild(settings: &Settings) -> anyhow::Result<()> {
         }
         consumer
             .commit(&offsets, CommitMode::Sync)
-            .context("commit earliest offsets")?;
+            .context("rewind the consumer group to the earliest offsets; nothing was emptied")?;
         Ok(offsets.count())
     })
     .await
     .context("join offset reset")??;
-    tracing::info!(partitions = committed, group = %settings.consumer_group, "read model emptied; the next start replays the topic");
+    postgres::reset(&pool, &settings.consumer_group).await?;
+    tracing::info!(partitions = committed, group = %settings.consumer_group, "offsets rewound and read model emptied; the next start replays the topic");
     Ok(())
 }

@@ -40,6 +40,7 @@ async fn settings(infra: &TestInfra, issuer: &TestIssuer) -> Settings {
         max_attempts: 3,
         events_partitions: 3,
         workers: 1,
+        retention: Default::default(),
         identity: IdentitySettings {
             jwks_url: issuer.jwks_url.clone(),
             issuer: issuer.issuer.clone(),
