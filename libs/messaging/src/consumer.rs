@@ -130,7 +130,10 @@ enum Outcome {
 }
 
 enum AttemptError {
-    /// The store failed (beginning, the inbox insert, committing).
+    /// No connection to the store could be had: always an outage, since
+    /// nothing of the message was tried.
+    Unreachable(anyhow::Error),
+    /// The store failed on the inbox insert or the commit.
     Store(anyhow::Error),
     /// The handler failed.
     Handler(HandlerError),
@@ -149,6 +152,7 @@ enum Failure {
 impl From<AttemptError> for Failure {
     fn from(error: AttemptError) -> Self {
         match error {
+            AttemptError::Unreachable(error) => Failure::Outage(error),
             // A store error that is not an outage (a value PostgreSQL refuses,
             // a constraint) would fail the same way forever: it counts.
             AttemptError::Store(error) | AttemptError::Handler(HandlerError::Transient(error)) => {
@@ -444,7 +448,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             .begin()
             .await
             .context("begin inbox transaction")
-            .map_err(AttemptError::Store)?;
+            .map_err(AttemptError::Unreachable)?;
         let recorded = record_in_inbox(&mut tx, &self.config.name, envelope)
             .await
             .map_err(AttemptError::Store)?;

@@ -492,6 +492,91 @@ async fn the_projection_is_rebuilt_from_the_topic() {
     rebuilt.handle.stop().await;
 }
 
+#[tokio::test]
+async fn a_rebuild_is_refused_while_a_replica_is_live_and_changes_nothing() {
+    let index = TestIndex::spawn().await;
+    for file in &sample() {
+        index.publish(&event(file)).await;
+    }
+    index.wait_for_rows(5).await;
+    let error = prepare_rebuild(&index.settings)
+        .await
+        .expect_err("a live replica blocks the rebuild");
+    assert!(format!("{error:#}").contains("live member"), "{error:#}");
+    assert_eq!(
+        count(&index.pool, "index_files").await,
+        5,
+        "nothing emptied"
+    );
+    assert_eq!(count(&index.pool, "messaging_inbox").await, 5);
+
+    // The service goes on consuming from where it was, not from the start.
+    let late = &sample()[0];
+    index.publish(&event(late)).await;
+    index.wait_for_rows(6).await;
+    assert_eq!(count(&index.pool, "messaging_inbox").await, 6);
+    index.handle.stop().await;
+}
+
+/// Makes the index's database refuse connections (as if unreachable) until
+/// [`unblock_database`]; returns its name.
+async fn block_database(infra: &TestInfra, database_url: &str) -> String {
+    let name = database_url.rsplit('/').next().unwrap().to_owned();
+    let admin = infra.pool(&infra.database_url).await;
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    name
+}
+
+async fn unblock_database(infra: &TestInfra, name: &str) {
+    let admin = infra.pool(&infra.database_url).await;
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn files_created_while_the_database_is_down_survive_a_stop_in_the_middle_of_the_retry() {
+    let index = TestIndex::spawn().await;
+    let database = block_database(&index.infra, &index.settings.database_url).await;
+    let files = sample();
+    for file in &files {
+        index.publish(&event(file)).await;
+    }
+    // Let the consumer take the messages and start retrying the first one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    index.handle.stop().await;
+    unblock_database(&index.infra, &database).await;
+
+    let restarted = TestIndex::spawn_with(
+        index.infra.clone(),
+        index.settings.clone(),
+        index.issuer.clone(),
+    )
+    .await;
+    restarted.wait_for_rows(5).await;
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM index_files")
+        .fetch_all(&restarted.pool)
+        .await
+        .unwrap();
+    for file in &files {
+        assert!(
+            ids.contains(&file.id),
+            "file {} reached the read model",
+            file.code
+        );
+    }
+    restarted.handle.stop().await;
+}
+
 #[test]
 fn the_openapi_document_is_under_review() {
     use utoipa::OpenApi;
