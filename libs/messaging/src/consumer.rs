@@ -26,7 +26,7 @@ use anyhow::Context;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,7 @@ use tracing::Instrument;
 use tramita_web::ReadinessCheck;
 
 use crate::envelope::Envelope;
+use crate::kafka::RenewableProducer;
 use crate::metrics::MessagingMetrics;
 use crate::store::is_outage;
 
@@ -208,7 +209,7 @@ impl ConsumerHealth {
 pub struct ConsumerRunner<H> {
     pool: PgPool,
     consumer: StreamConsumer,
-    dlq_producer: FutureProducer,
+    dlq_producer: RenewableProducer,
     handler: H,
     config: ConsumerConfig,
     metrics: MessagingMetrics,
@@ -228,7 +229,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
     pub fn new(
         pool: PgPool,
         consumer: StreamConsumer,
-        dlq_producer: FutureProducer,
+        dlq_producer: impl Into<RenewableProducer>,
         handler: H,
         config: ConsumerConfig,
         metrics: MessagingMetrics,
@@ -236,7 +237,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
         Self {
             pool,
             consumer,
-            dlq_producer,
+            dlq_producer: dlq_producer.into(),
             handler,
             config,
             metrics,
@@ -516,6 +517,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             }
             match self
                 .dlq_producer
+                .get()
                 .send(record, Duration::from_secs(10))
                 .await
             {
@@ -536,6 +538,12 @@ impl<H: MessageHandler> ConsumerRunner<H> {
                         message.offset()
                     )));
                     self.stalled_gauge().set(1);
+                    if let Err(error) = self.dlq_producer.renew_if_fatal() {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "cannot renew the DLQ producer"
+                        );
+                    }
                     tracing::error!(
                         error = %send_error,
                         failures,

@@ -1,5 +1,6 @@
 //! Kafka clients configured the way Tramita uses them.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -242,4 +243,82 @@ pub async fn postgres_reachable(pool: sqlx::PgPool) -> Result<(), String> {
         .await
         .map(|_| ())
         .map_err(|e| format!("postgres: {e}"))
+}
+
+/// A producer that is made anew when librdkafka declares it unusable.
+///
+/// An idempotent producer that can no longer guarantee order and no
+/// duplicates raises a fatal error: from then on it fails every send, for
+/// good, while the brokers still answer. The relay and the dead-letter path
+/// renew it through this handle, and readiness reports the fatal error until
+/// they do. Clones share the current producer.
+#[derive(Clone)]
+pub struct RenewableProducer {
+    current: Arc<Mutex<FutureProducer>>,
+    kafka: Option<KafkaSettings>,
+}
+
+impl std::fmt::Debug for RenewableProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenewableProducer")
+            .field("renewable", &self.kafka.is_some())
+            .finish()
+    }
+}
+
+impl From<FutureProducer> for RenewableProducer {
+    /// A producer that cannot be renewed (for tools and tests).
+    fn from(producer: FutureProducer) -> Self {
+        Self {
+            current: Arc::new(Mutex::new(producer)),
+            kafka: None,
+        }
+    }
+}
+
+impl RenewableProducer {
+    /// An idempotent producer of `kafka`, renewed from the same settings.
+    pub fn new(kafka: &KafkaSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            current: Arc::new(Mutex::new(kafka.producer()?)),
+            kafka: Some(kafka.clone()),
+        })
+    }
+
+    /// The current producer.
+    pub fn get(&self) -> FutureProducer {
+        self.lock().clone()
+    }
+
+    /// The fatal error of the current producer, if it has one.
+    pub fn fatal_error(&self) -> Option<String> {
+        use rdkafka::producer::Producer;
+        self.lock()
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code}: {reason}"))
+    }
+
+    /// Replaces the current producer if it has a fatal error (and this
+    /// handle can make producers); returns the error it had.
+    pub fn renew_if_fatal(&self) -> anyhow::Result<Option<String>> {
+        let Some(kafka) = &self.kafka else {
+            return Ok(None);
+        };
+        let mut current = self.lock();
+        use rdkafka::producer::Producer;
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return Ok(None);
+        };
+        *current = kafka.producer()?;
+        let error = format!("{code}: {reason}");
+        tracing::error!(error = %error, "Kafka producer had a fatal error; replaced it with a new one");
+        Ok(Some(error))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FutureProducer> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

@@ -16,6 +16,6 @@ pub mod store;
 
 pub use consumer::{ConsumerConfig, ConsumerHealth, ConsumerRunner, HandlerError, MessageHandler};
 pub use envelope::Envelope;
-pub use kafka::KafkaSettings;
+pub use kafka::{KafkaSettings, RenewableProducer};
 pub use metrics::MessagingMetrics;
 pub use relay::{OutboxRelay, RelayConfig};

@@ -35,6 +35,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::Envelope;
+use crate::kafka::RenewableProducer;
 use crate::metrics::MessagingMetrics;
 use crate::outbox::NOTIFY_CHANNEL;
 
@@ -144,7 +145,7 @@ type ClaimedRow = (i64, String, String, sqlx::types::Json<Envelope>);
 #[derive(Clone)]
 pub struct OutboxRelay {
     pool: PgPool,
-    producer: FutureProducer,
+    producer: RenewableProducer,
     config: RelayConfig,
     metrics: MessagingMetrics,
 }
@@ -158,16 +159,17 @@ impl std::fmt::Debug for OutboxRelay {
 }
 
 impl OutboxRelay {
-    /// A relay over `pool`'s outbox publishing with `producer`.
+    /// A relay over `pool`'s outbox publishing with `producer` (renewed
+    /// after a fatal error when it is a [`RenewableProducer`]).
     pub fn new(
         pool: PgPool,
-        producer: FutureProducer,
+        producer: impl Into<RenewableProducer>,
         config: RelayConfig,
         metrics: MessagingMetrics,
     ) -> Self {
         Self {
             pool,
-            producer,
+            producer: producer.into(),
             config,
             metrics,
         }
@@ -194,6 +196,9 @@ impl OutboxRelay {
                         failures,
                         "outbox relay failed; backing off"
                     );
+                    if let Err(error) = self.producer.renew_if_fatal() {
+                        tracing::error!(error = format!("{error:#}"), "cannot renew the producer");
+                    }
                     let pause = crate::backoff::delay(
                         failures,
                         Duration::from_millis(200),
@@ -215,7 +220,7 @@ impl OutboxRelay {
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
             }
         }
-        let producer = self.producer.clone();
+        let producer = self.producer.get();
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)))
             .await
             .context("join producer flush")?
@@ -302,7 +307,13 @@ impl OutboxRelay {
             });
             chains[index].push(row);
         }
-        let results = join_all(chains.iter().map(|chain| self.publish_chain(chain))).await;
+        let producer = self.producer.get();
+        let results = join_all(
+            chains
+                .iter()
+                .map(|chain| self.publish_chain(&producer, chain)),
+        )
+        .await;
         let mut sent = Vec::with_capacity(claimed);
         let mut failed = Vec::new();
         for (published, failure) in results {
@@ -319,7 +330,11 @@ impl OutboxRelay {
 
     /// Publishes one aggregate's rows one after the other; stops at the first
     /// failure. Returns the positions acknowledged and the failed row.
-    async fn publish_chain(&self, chain: &[ClaimedRow]) -> (Vec<i64>, Option<FailedRow>) {
+    async fn publish_chain(
+        &self,
+        producer: &FutureProducer,
+        chain: &[ClaimedRow],
+    ) -> (Vec<i64>, Option<FailedRow>) {
         let mut sent = Vec::with_capacity(chain.len());
         for (position, _, topic, envelope) in chain {
             let headers = envelope.kafka_headers();
@@ -328,11 +343,7 @@ impl OutboxRelay {
                 .key(&envelope.aggregate_id)
                 .payload(&payload)
                 .headers(headers);
-            match self
-                .producer
-                .send(record, self.config.publish_timeout)
-                .await
-            {
+            match producer.send(record, self.config.publish_timeout).await {
                 Ok(_) => sent.push(*position),
                 Err((error, _)) => {
                     tracing::warn!(position, topic, error = %error, "outbox row failed to publish");

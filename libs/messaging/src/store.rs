@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::producer::FutureProducer;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tramita_web::ReadinessCheck;
 
-use crate::kafka::{broker_reachable, postgres_reachable};
+use crate::kafka::{broker_reachable, postgres_reachable, RenewableProducer};
 
 /// Connects a bounded pool to `url`, runs the service's migrations and
 /// creates the outbox and inbox tables.
@@ -28,13 +27,20 @@ pub async fn connect(url: &str, pool_size: u32, migrator: &Migrator) -> anyhow::
     Ok(pool)
 }
 
-/// Readiness checks of a service's two dependencies: its database and Kafka.
-pub fn readiness(pool: PgPool, producer: FutureProducer) -> Vec<ReadinessCheck> {
+/// Readiness checks of a service's two dependencies: its database and Kafka
+/// (the brokers answer, and its producer has no fatal error).
+pub fn readiness(pool: PgPool, producer: impl Into<RenewableProducer>) -> Vec<ReadinessCheck> {
+    let producer = producer.into();
     vec![
         ReadinessCheck::new("postgres", move || postgres_reachable(pool.clone())),
         ReadinessCheck::new("kafka", move || {
             let producer = producer.clone();
-            async move { broker_reachable(&producer, Duration::from_secs(2)).await }
+            async move {
+                if let Some(fatal) = producer.fatal_error() {
+                    return Err(format!("producer unusable until renewed: {fatal}"));
+                }
+                broker_reachable(&producer.get(), Duration::from_secs(2)).await
+            }
         }),
     ]
 }

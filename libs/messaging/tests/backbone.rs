@@ -1068,3 +1068,60 @@ async fn retention_deletes_only_sent_outbox_rows_and_old_inbox_rows() {
         .unwrap();
     assert_eq!(again, tramita_messaging::retention::Swept::default());
 }
+
+#[tokio::test]
+async fn a_producer_with_a_fatal_error_turns_readiness_red_and_the_relay_renews_it() {
+    use rdkafka::producer::Producer;
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("fatal.events");
+    kafka
+        .ensure_topics(std::slice::from_ref(&topic), 1)
+        .await
+        .unwrap();
+    let producer = tramita_messaging::RenewableProducer::new(&kafka).unwrap();
+    let checks = tramita_messaging::store::readiness(pool.clone(), producer.clone());
+    let kafka_ready = || {
+        checks
+            .iter()
+            .find(|check| check.name() == "kafka")
+            .unwrap()
+            .run()
+    };
+    assert_eq!(kafka_ready().await, Ok(()));
+
+    tramita_kafka_faults::raise_fatal_error(producer.get().client(), "injected by the test");
+    let red = kafka_ready().await.unwrap_err();
+    assert!(red.contains("injected by the test"), "{red}");
+
+    let envelope = Envelope::new("test.Thing.v1", "agg", json!({}));
+    let mut tx = pool.begin().await.unwrap();
+    tramita_messaging::outbox::enqueue(&mut tx, &topic, &envelope)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let relay = OutboxRelay::new(
+        pool.clone(),
+        producer.clone(),
+        RelayConfig::default(),
+        MessagingMetrics::unregistered(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let published = infra.read_topic(&topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(
+        published.len(),
+        1,
+        "the relay renewed its producer and published"
+    );
+    assert_eq!(
+        header(&published[0], "message-id"),
+        Some(envelope.message_id.to_string())
+    );
+    assert_eq!(
+        kafka_ready().await,
+        Ok(()),
+        "readiness follows the renewed producer"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}

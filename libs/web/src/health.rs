@@ -37,6 +37,16 @@ impl ReadinessCheck {
             check: Arc::new(move || Box::pin(check())),
         }
     }
+
+    /// The dependency it checks.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Runs the check once.
+    pub fn run(&self) -> CheckFuture {
+        (self.check)()
+    }
 }
 
 /// Extra information a service adds to its readiness report.

@@ -100,7 +100,7 @@ impl Application {
                 settings.events_partitions,
             )
             .await?;
-        let producer = settings.kafka.producer()?;
+        let producer = tramita_messaging::RenewableProducer::new(&settings.kafka)?;
 
         let registry = prometheus::Registry::new();
         let messaging_metrics = MessagingMetrics::register(&registry)?;

@@ -103,7 +103,7 @@ impl Application {
             .ensure_dead_letter_topics(&config.dlq_topics())
             .await?;
         let consumer = settings.kafka.consumer(&settings.consumer_group)?;
-        let producer = settings.kafka.producer()?;
+        let producer = tramita_messaging::RenewableProducer::new(&settings.kafka)?;
 
         let registry = prometheus::Registry::new();
         let messaging_metrics = MessagingMetrics::register(&registry)?;
