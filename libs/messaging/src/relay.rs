@@ -431,3 +431,43 @@ pub async fn unpark(pool: &PgPool, position: Option<i64>) -> anyhow::Result<u64>
     tx.commit().await.context("commit unpark")?;
     Ok(unparked)
 }
+
+/// The `outbox` command of a service's binary, for operators:
+/// `outbox parked` lists parked rows (one JSON object a line);
+/// `outbox replay [POSITION]` puts all parked rows, or one, back in line.
+pub async fn outbox_command(database_url: &str, args: &[String]) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(database_url)
+        .await
+        .context("connect to the service database")?;
+    crate::schema::ensure_schema(&pool).await?;
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["parked"] => {
+            for row in parked(&pool).await? {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+            Ok(())
+        }
+        ["replay"] => {
+            let count = unpark(&pool, None).await?;
+            println!("{count} parked outbox rows put back in line");
+            Ok(())
+        }
+        ["replay", position] => {
+            let position: i64 = position
+                .parse()
+                .with_context(|| format!("{position:?} is not an outbox position"))?;
+            let count = unpark(&pool, Some(position)).await?;
+            anyhow::ensure!(count == 1, "no parked outbox row at position {position}");
+            println!("outbox row {position} put back in line");
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: outbox parked | outbox replay [POSITION]"),
+    }
+}
