@@ -115,8 +115,13 @@ async fn delete_in_chunks(pool: &PgPool, sql: &str, older_than: Duration) -> sql
 }
 
 /// Sweeps every `interval` until `shutdown`; a failed sweep is logged and
-/// tried again at the next tick.
-pub async fn run(pool: PgPool, config: RetentionConfig, shutdown: CancellationToken) {
+/// tried again at the next tick. Never fails (the result is for
+/// `ServiceRuntime::spawn`).
+pub async fn run(
+    pool: PgPool,
+    config: RetentionConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     loop {
         match sweep(&pool, &config).await {
             Ok(swept) if swept != Swept::default() => {
@@ -130,7 +135,7 @@ pub async fn run(pool: PgPool, config: RetentionConfig, shutdown: CancellationTo
             Err(error) => tracing::warn!(error = format!("{error:#}"), "retention sweep failed"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(config.interval) => {}
         }
     }

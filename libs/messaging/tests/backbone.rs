@@ -149,28 +149,11 @@ async fn run_consumer<H: MessageHandler>(
     handler: H,
     max_attempts: u32,
 ) -> CancellationToken {
-    let config = ConsumerConfig {
-        max_attempts,
-        initial_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(100),
-        ..ConsumerConfig::new(
-            format!("test-{}", Uuid::new_v4().simple()),
-            vec![topic.to_owned()],
-        )
-    };
-    kafka.ensure_topics(&config.topics, 1).await.unwrap();
-    kafka.ensure_topics(&config.dlq_topics(), 1).await.unwrap();
-    let runner = ConsumerRunner::new(
-        pool.clone(),
-        kafka.consumer(&config.name).unwrap(),
-        kafka.producer().unwrap(),
-        handler,
-        config,
-        MessagingMetrics::unregistered(),
-    );
-    let shutdown = CancellationToken::new();
-    tokio::spawn(runner.run(shutdown.clone()));
-    shutdown
+    kafka
+        .ensure_topics(&[topic.to_owned(), format!("{topic}.dlq")], 1)
+        .await
+        .unwrap();
+    start_consumer(kafka, pool, topic, &group(), handler, max_attempts).shutdown
 }
 
 async fn publish(infra: &TestInfra, topic: &str, envelope: &Envelope) {

@@ -147,12 +147,10 @@ impl Application {
             );
             runtime.spawn("outbox-relay", relay.run(shutdown.clone()));
         }
-        let retention = settings.retention.clone();
-        let retention_pool = pool.clone();
-        runtime.spawn("messaging-retention", async move {
-            tramita_messaging::retention::run(retention_pool, retention, shutdown).await;
-            Ok(())
-        });
+        runtime.spawn(
+            "messaging-retention",
+            tramita_messaging::retention::run(pool.clone(), settings.retention.clone(), shutdown),
+        );
         tracing::info!(port, "files service listening");
         Ok(Self {
             port,

@@ -142,12 +142,10 @@ impl Application {
         let shutdown = CancellationToken::new();
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
         runtime.spawn("files-events-projection", runner.run(shutdown.clone()));
-        let retention = settings.retention.clone();
-        let retention_pool = pool.clone();
-        runtime.spawn("messaging-retention", async move {
-            tramita_messaging::retention::run(retention_pool, retention, shutdown).await;
-            Ok(())
-        });
+        runtime.spawn(
+            "messaging-retention",
+            tramita_messaging::retention::run(pool.clone(), settings.retention.clone(), shutdown),
+        );
         tracing::info!(port, "index service listening");
         Ok(Self {
             port,
