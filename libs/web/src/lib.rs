@@ -2,6 +2,7 @@
 //! configs, request ids and spans, health, metrics and API docs.
 #![forbid(unsafe_code)]
 
+pub mod client_address;
 pub mod extract;
 mod fields;
 pub mod health;
