@@ -53,7 +53,7 @@ impl Suite {
             admin_password: Some(ADMIN_PASSWORD.into()),
             admin_name: "Administrador, Tramita".into(),
             demo_users: true,
-            production: false,
+            environment: tramita_auth::Environment::Development,
         })
         .await
         .expect("build auth");

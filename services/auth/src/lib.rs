@@ -8,4 +8,4 @@ pub mod domain;
 pub mod startup;
 
 pub use adapters::http::TrustedProxies;
-pub use startup::{Application, Settings};
+pub use startup::{Application, Environment, Settings};

@@ -22,8 +22,32 @@ use crate::app::{
 };
 use crate::domain::{DisplayName, LoginBackoff, NewPassword, Username};
 
-/// The admin password used outside production when none is configured.
+/// The admin password used in development when none is configured.
 pub const DEV_ADMIN_PASSWORD: &str = "admin-dev-only";
+
+/// Where the service runs (`TRAMITA_ENV`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// `TRAMITA_ENV=development`: development-only defaults are allowed
+    /// (the first admin's well-known password).
+    Development,
+    /// `TRAMITA_ENV=production`: the strictest checks.
+    Production,
+    /// `TRAMITA_ENV` unset: no development-only default applies.
+    Unspecified,
+}
+
+impl Environment {
+    /// Reads the value of `TRAMITA_ENV` (`None` when unset).
+    pub fn parse(raw: Option<&str>) -> Result<Self, String> {
+        match raw.map(str::trim) {
+            None | Some("") => Ok(Self::Unspecified),
+            Some("development") => Ok(Self::Development),
+            Some("production") => Ok(Self::Production),
+            Some(_) => Err("must be development or production, or unset".into()),
+        }
+    }
+}
 
 /// Everything the auth service reads from the environment.
 #[derive(Debug, Clone)]
@@ -69,14 +93,15 @@ pub struct Settings {
     pub hash_cost: HashCost,
     /// First admin's username (`AUTH_ADMIN_USERNAME`, default `admin`).
     pub admin_username: String,
-    /// First admin's password (`AUTH_ADMIN_PASSWORD`; required in production).
+    /// First admin's password (`AUTH_ADMIN_PASSWORD`; required unless
+    /// `TRAMITA_ENV=development`, where it defaults to [`DEV_ADMIN_PASSWORD`]).
     pub admin_password: Option<String>,
     /// First admin's display name (`AUTH_ADMIN_NAME`, default "Administrador, Tramita").
     pub admin_name: String,
     /// Create the demo users (`AUTH_DEMO_USERS`, default false; refused in production).
     pub demo_users: bool,
-    /// `TRAMITA_ENV=production`.
-    pub production: bool,
+    /// `TRAMITA_ENV`: development, production or unset.
+    pub environment: Environment,
 }
 
 impl Settings {
@@ -119,33 +144,41 @@ impl Settings {
             admin_password: Some(password).filter(|p| !p.is_empty()),
             admin_name: or_default("AUTH_ADMIN_NAME", "Administrador, Tramita"),
             demo_users: parsed_or("AUTH_DEMO_USERS", false)?,
-            production: or_default("TRAMITA_ENV", "development") == "production",
+            environment: Environment::parse(std::env::var("TRAMITA_ENV").ok().as_deref()).map_err(
+                |reason| SettingsError::Invalid {
+                    name: "TRAMITA_ENV".into(),
+                    value: or_default("TRAMITA_ENV", ""),
+                    reason,
+                },
+            )?,
         })
     }
 
     /// Checks the settings that must hold before anything is started, and
     /// returns the first admin. Errors name the variable.
     fn admin_seed(&self) -> anyhow::Result<AdminSeed> {
-        let password = match (&self.admin_password, self.production) {
-            (None, true) => anyhow::bail!(
-                "AUTH_ADMIN_PASSWORD is required when TRAMITA_ENV=production (the first admin's password)"
-            ),
-            (Some(p), true) if p == DEV_ADMIN_PASSWORD => anyhow::bail!(
-                "AUTH_ADMIN_PASSWORD must not be the development default when TRAMITA_ENV=production"
+        let production = self.environment == Environment::Production;
+        let password = match (&self.admin_password, self.environment) {
+            (Some(p), Environment::Development) => p.clone(),
+            (Some(p), _) if p == DEV_ADMIN_PASSWORD => anyhow::bail!(
+                "AUTH_ADMIN_PASSWORD must not be the development default unless TRAMITA_ENV=development"
             ),
             (Some(p), _) => p.clone(),
-            (None, false) => {
+            (None, Environment::Development) => {
                 tracing::warn!(
                     username = %self.admin_username,
-                    "AUTH_ADMIN_PASSWORD is not set: the first admin gets the development-only default password; never use this outside development"
+                    "AUTH_ADMIN_PASSWORD is not set: the first admin gets the development-only default password (TRAMITA_ENV=development); never use this outside development"
                 );
                 DEV_ADMIN_PASSWORD.to_owned()
             }
+            (None, _) => anyhow::bail!(
+                "AUTH_ADMIN_PASSWORD is required (the first admin's password) unless TRAMITA_ENV=development"
+            ),
         };
-        if self.production && self.demo_users {
+        if production && self.demo_users {
             anyhow::bail!("AUTH_DEMO_USERS=true is refused when TRAMITA_ENV=production");
         }
-        if self.production && self.hash_cost.is_below_recommended() {
+        if production && self.hash_cost.is_below_recommended() {
             anyhow::bail!(
                 "AUTH_ARGON2_MEMORY_KIB/AUTH_ARGON2_ITERATIONS are below the recommended Argon2id cost (19456 KiB, 2 passes) with TRAMITA_ENV=production"
             );
@@ -301,5 +334,25 @@ impl Application {
     /// Serves until stopped.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.runtime.run().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Environment;
+
+    #[test]
+    fn tramita_env_is_development_only_when_said_explicitly() {
+        assert_eq!(Environment::parse(None), Ok(Environment::Unspecified));
+        assert_eq!(Environment::parse(Some("")), Ok(Environment::Unspecified));
+        assert_eq!(
+            Environment::parse(Some("development")),
+            Ok(Environment::Development)
+        );
+        assert_eq!(
+            Environment::parse(Some("production")),
+            Ok(Environment::Production)
+        );
+        assert!(Environment::parse(Some("dev")).is_err());
     }
 }

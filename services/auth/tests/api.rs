@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tramita_auth::app::HashCost;
-use tramita_auth::{Application, Settings, TrustedProxies};
+use tramita_auth::{Application, Environment, Settings, TrustedProxies};
 use tramita_identity::{KeySource, Role, TokenValidator, ValidationSettings};
 use tramita_messaging::KafkaSettings;
 use tramita_testkit::{count, eventually, header, TestInfra};
@@ -53,7 +53,7 @@ fn settings(kafka: &KafkaSettings, database_url: String) -> Settings {
         admin_password: Some(ADMIN_PASSWORD.into()),
         admin_name: "Administrador, Tramita".into(),
         demo_users: true,
-        production: false,
+        environment: Environment::Development,
     }
 }
 
@@ -1136,7 +1136,7 @@ async fn production_refuses_to_start_without_an_admin_password() {
         topic_prefix: infra.topic_prefix(),
     };
     let mut production = settings(&kafka, infra.fresh_database().await);
-    production.production = true;
+    production.environment = Environment::Production;
     production.demo_users = false;
     production.hash_cost = HashCost::OWASP;
     production.admin_password = None;
@@ -1158,6 +1158,37 @@ async fn production_refuses_to_start_without_an_admin_password() {
         format!("{error:#}").contains("AUTH_DEMO_USERS"),
         "{error:#}"
     );
+}
+
+#[tokio::test]
+async fn without_tramita_env_the_admin_password_is_required_and_the_development_one_refused() {
+    let infra = TestInfra::from_env();
+    let kafka = KafkaSettings {
+        brokers: infra.kafka_brokers.clone(),
+        topic_prefix: infra.topic_prefix(),
+    };
+    let mut unset = settings(&kafka, infra.fresh_database().await);
+    unset.environment = Environment::Unspecified;
+    unset.admin_password = None;
+    let error = Application::build(unset.clone()).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("AUTH_ADMIN_PASSWORD") && message.contains("TRAMITA_ENV=development"),
+        "{message}"
+    );
+    unset.admin_password = Some("admin-dev-only".into());
+    let error = Application::build(unset.clone()).await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("AUTH_ADMIN_PASSWORD"),
+        "{error:#}"
+    );
+    unset.admin_password = Some(ADMIN_PASSWORD.into());
+    let app = Application::build(unset)
+        .await
+        .expect("a configured password");
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    handle.stop().await;
 }
 
 #[tokio::test]
