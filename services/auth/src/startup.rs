@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tramita_identity::{KeySource, TokenValidator, ValidationSettings};
 use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
 use tramita_settings::SettingsError;
+use tramita_web::client_address::TrustedProxies;
 use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
 
 use crate::adapters::events::AUTH_EVENTS;
-use crate::adapters::http::{self, ApiDoc, ClientAddress, TrustedProxies};
+use crate::adapters::http::{self, ApiDoc, ClientAddress};
 use crate::adapters::postgres::{PgAuthStore, MIGRATOR};
 use crate::app::{
     AccountService, AdminSeed, HashCost, KeyRing, SecretHasher, TokenPolicy, TokenService,
@@ -128,10 +129,10 @@ impl Settings {
             )?),
             login_free_failures: parsed_or("AUTH_LOGIN_FREE_FAILURES", 3)?,
             trusted_proxies: TrustedProxies::parse(&list_or("AUTH_TRUSTED_PROXIES", &[])).map_err(
-                |reason| SettingsError::Invalid {
+                |error| SettingsError::Invalid {
                     name: "AUTH_TRUSTED_PROXIES".into(),
                     value: or_default("AUTH_TRUSTED_PROXIES", ""),
-                    reason,
+                    reason: error.to_string(),
                 },
             )?,
             key_reload_interval: Duration::from_secs(parsed_or("AUTH_KEY_RELOAD_SECONDS", 15)?),

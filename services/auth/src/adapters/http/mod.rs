@@ -5,7 +5,7 @@ mod client_address;
 mod oauth;
 
 pub use admin::*;
-pub use client_address::{client_address, ClientAddress, TrustedProxies};
+pub use client_address::ClientAddress;
 pub use oauth::*;
 
 use actix_web::web;
