@@ -1192,6 +1192,141 @@ async fn without_tramita_env_the_admin_password_is_required_and_the_development_
 }
 
 #[tokio::test]
+async fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let me = auth.user_id("admin").await;
+    let disable = auth
+        .post_json(
+            &format!("/auth/users/{me}/disable"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    let body = assert_problem(disable, StatusCode::CONFLICT).await;
+    assert!(body["detail"].as_str().unwrap().contains("admin"), "{body}");
+    for change in [
+        json!({"enabled": false}),
+        json!({"roles": ["clerk"]}),
+        json!({"roles": ["reader"], "enabled": false}),
+    ] {
+        let response = auth
+            .patch_json(&format!("/auth/users/{me}"), &admin, &change)
+            .await;
+        assert_problem(response, StatusCode::CONFLICT).await;
+    }
+    let renamed = auth
+        .patch_json(
+            &format!("/auth/users/{me}"),
+            &admin,
+            &json!({"display_name": "Admin, Única", "roles": ["admin", "clerk"]}),
+        )
+        .await;
+    assert_eq!(renamed.status(), StatusCode::OK, "other changes still work");
+    auth.tokens("admin", ADMIN_PASSWORD).await;
+
+    // With a second admin, the first may go.
+    let created = auth
+        .post_json(
+            "/auth/users",
+            Some(&admin),
+            &json!({"username": "admin2", "display_name": "Admin, Segunda", "email": "admin2@example.org", "roles": ["admin"], "password": "second-admin-password"}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let disable = auth
+        .post_json(
+            &format!("/auth/users/{me}/disable"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(disable.status(), StatusCode::OK);
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
+    let auth = TestAuth::spawn().await;
+    let first = auth.admin_token().await;
+    let mut previous = ("admin".to_owned(), first);
+    for round in 0..5 {
+        let name = format!("admin-{round}");
+        let created = auth
+            .post_json(
+                "/auth/users",
+                Some(&previous.1),
+                &json!({"username": name, "display_name": "Admin, Otra", "email": "other@example.org", "roles": ["admin"], "password": "other-admin-password"}),
+            )
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let token = auth.tokens(&name, "other-admin-password").await.0;
+        let (a, b) = (auth.user_id(&previous.0).await, auth.user_id(&name).await);
+        let demote = json!({"roles": ["clerk"]});
+        let (path_b, path_a) = (format!("/auth/users/{b}"), format!("/auth/users/{a}"));
+        let (one, other) = tokio::join!(
+            auth.patch_json(&path_b, &previous.1, &demote),
+            auth.patch_json(&path_a, &token, &demote),
+        );
+        let mut statuses = [one.status(), other.status()];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::CONFLICT],
+            "round {round}"
+        );
+        let admins: Vec<String> = sqlx::query_scalar(
+            "SELECT username FROM users WHERE enabled AND 'admin' = ANY (roles)",
+        )
+        .fetch_all(&auth.pool)
+        .await
+        .unwrap();
+        assert_eq!(admins.len(), 1, "round {round}: {admins:?}");
+        previous = if admins[0] == name {
+            (name, token)
+        } else {
+            previous
+        };
+    }
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_disabled_configured_admin_does_not_stop_the_service_from_starting() {
+    let auth = TestAuth::spawn().await;
+    sqlx::query("UPDATE users SET enabled = false WHERE username = 'admin'")
+        .execute(&auth.pool)
+        .await
+        .unwrap();
+    let replica = settings(&auth.kafka, auth.database_url.clone());
+    let restarted = Application::build(replica)
+        .await
+        .expect("starts, logging how to recover, instead of failing");
+    let base = format!("http://127.0.0.1:{}", restarted.port());
+    let handle = restarted.handle();
+    tokio::spawn(restarted.run_until_stopped());
+    let login = auth
+        .client
+        .post(format!("{base}/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "reader"),
+            ("password", "reader-dev-only"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK, "the others still log in");
+    assert_eq!(
+        count(&auth.pool, "users").await,
+        4,
+        "nobody was added or promoted"
+    );
+    handle.stop().await;
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
 async fn health_metrics_and_docs_are_served() {
     let auth = TestAuth::spawn().await;
     let ready = auth.get("/health/ready", None).await;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::adapters::events;
 use crate::app::{
     Actor, ClientRepository, LoginThrottle, RotateError, SaveError, SessionStore, SigningKeyStore,
-    StoredKey, TokenHash, UserRepository,
+    StoredKey, TokenHash, UserRepository, UserUpdate,
 };
 use crate::domain::{
     ApiClient, ClientId, ClientName, DisplayName, Email, LoginBackoff, Roles, SecretHash, User,
@@ -24,6 +24,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const UNIQUE_VIOLATION: &str = "23505";
 /// Serialises changes of the signing keys across replicas.
 const SIGNING_KEYS_LOCK: i64 = 0x7472_616d_6175_7468;
+/// Serialises changes that take an enabled admin away, so that two of them
+/// cannot each see the other admin and together leave none.
+const ADMINS_LOCK: i64 = 0x7472_616d_6164_6d6e;
 
 /// Everything the auth service stores, in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -137,10 +140,30 @@ impl UserRepository for PgAuthStore {
         user: &User,
         expected_version: i64,
         event: &UserEvent,
-        end_sessions: bool,
+        update: UserUpdate,
         actor: Actor<'_>,
     ) -> Result<(), SaveError> {
         let mut tx = self.pool.begin().await.context("begin update user")?;
+        if update.keep_an_admin {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ADMINS_LOCK)
+                .execute(&mut *tx)
+                .await
+                .context("lock the admins")?;
+            // Read after the lock: a change that held it before is committed
+            // and seen here.
+            let others: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE enabled AND 'admin' = ANY (roles) \
+                 AND id <> $1)",
+            )
+            .bind(user.id.0)
+            .fetch_one(&mut *tx)
+            .await
+            .context("look for another enabled admin")?;
+            if !others {
+                return Err(SaveError::LastAdmin);
+            }
+        }
         let changed = sqlx::query(
             "UPDATE users SET display_name = $2, email = $3, roles = $4, enabled = $5, \
              password_hash = $6, version = $7, updated_at = $8 WHERE id = $1 AND version = $9",
@@ -161,7 +184,7 @@ impl UserRepository for PgAuthStore {
         if changed == 0 {
             return Err(SaveError::VersionConflict);
         }
-        if end_sessions {
+        if update.end_sessions {
             sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
             )

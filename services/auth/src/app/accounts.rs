@@ -3,7 +3,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use tramita_identity::Role;
 
-use super::ports::{Actor, ClientRepository, SaveError, UserRepository};
+use super::ports::{Actor, ClientRepository, SaveError, UserRepository, UserUpdate};
 use super::secrets::{random_token, SecretHasher};
 use crate::domain::{
     ApiClient, ClientChange, ClientId, ClientName, DisplayName, Email, NewPassword, Roles, User,
@@ -68,6 +68,10 @@ pub enum AccountError {
     /// No account has this id.
     #[error("no account with this id")]
     NotFound,
+    /// The change would leave no enabled admin (disabling or demoting the
+    /// last one).
+    #[error("the change would leave no enabled admin")]
+    LastAdmin,
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -139,8 +143,8 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
                 Ok(user)
             }
             Err(SaveError::Duplicate(name)) => Err(RegisterError::Duplicate(name)),
-            Err(SaveError::VersionConflict) => {
-                Err(anyhow::anyhow!("version conflict on insert").into())
+            Err(SaveError::VersionConflict | SaveError::LastAdmin) => {
+                Err(anyhow::anyhow!("unexpected conflict on insert").into())
             }
             Err(SaveError::Unexpected(error)) => Err(error.into()),
         }
@@ -175,6 +179,7 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
         };
         for _ in 0..UPDATE_ATTEMPTS {
             let mut user = self.user(id).await?;
+            let before = user.clone();
             let expected = user.version;
             let previous_hash = user.password_hash.clone();
             let change = UserChange {
@@ -187,17 +192,28 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
             let Some(event) = user.apply(change, now()) else {
                 return Ok(user);
             };
-            let end_sessions = User::ends_sessions(&event, &previous_hash);
+            let update = UserUpdate {
+                end_sessions: User::ends_sessions(&event, &previous_hash),
+                keep_an_admin: User::removes_an_admin(&before, &user),
+            };
             match self
                 .repository
-                .update_user(&user, expected, &event, end_sessions, actor)
+                .update_user(&user, expected, &event, update, actor)
                 .await
             {
                 Ok(()) => {
-                    tracing::info!(event = event.message_type(), end_sessions, "user changed");
+                    tracing::info!(
+                        event = event.message_type(),
+                        end_sessions = update.end_sessions,
+                        "user changed"
+                    );
                     return Ok(user);
                 }
                 Err(SaveError::VersionConflict) => continue,
+                Err(SaveError::LastAdmin) => {
+                    tracing::warn!("refused a change that would leave no enabled admin");
+                    return Err(AccountError::LastAdmin);
+                }
                 Err(SaveError::Duplicate(name)) => {
                     return Err(anyhow::anyhow!("duplicate {name} on update").into())
                 }
@@ -235,8 +251,8 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
                 Ok(RegisteredClient { client, secret })
             }
             Err(SaveError::Duplicate(id)) => Err(RegisterError::Duplicate(id)),
-            Err(SaveError::VersionConflict) => {
-                Err(anyhow::anyhow!("version conflict on insert").into())
+            Err(SaveError::VersionConflict | SaveError::LastAdmin) => {
+                Err(anyhow::anyhow!("unexpected conflict on insert").into())
             }
             Err(SaveError::Unexpected(error)) => Err(error.into()),
         }
@@ -277,15 +293,21 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
                 Err(SaveError::Duplicate(name)) => {
                     return Err(anyhow::anyhow!("duplicate {name} on update").into())
                 }
+                Err(SaveError::LastAdmin) => {
+                    return Err(anyhow::anyhow!("a client change touched the admins").into())
+                }
                 Err(SaveError::Unexpected(error)) => return Err(error.into()),
             }
         }
         Err(anyhow::anyhow!("gave up after {UPDATE_ATTEMPTS} concurrent changes").into())
     }
 
-    /// Creates the first admin when no enabled admin exists. Fails when the
-    /// configured username belongs to an account that is not an enabled
-    /// admin (it is never promoted silently).
+    /// Creates the first admin when no enabled admin exists. When the
+    /// configured username belongs to an account that is not an enabled admin
+    /// (disabled or demoted, which the service itself no longer allows), that
+    /// account is left as it is (never re-enabled or promoted silently) and
+    /// the service starts without an admin, logging how to recover: set
+    /// `AUTH_ADMIN_USERNAME` to an unused name to create a new first admin.
     #[tracing::instrument(skip_all, fields(username = seed.username.as_str()))]
     pub async fn ensure_admin(&self, seed: AdminSeed) -> anyhow::Result<()> {
         if self.repository.enabled_admin_exists().await? {
@@ -297,10 +319,11 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
             .await?
             .is_some()
         {
-            anyhow::bail!(
-                "no enabled admin exists and the AUTH_ADMIN_USERNAME {:?} belongs to an account that is not an enabled admin; set another AUTH_ADMIN_USERNAME",
-                seed.username.as_str()
+            tracing::error!(
+                username = seed.username.as_str(),
+                "no enabled admin exists and AUTH_ADMIN_USERNAME names an account that is not an enabled admin; starting without an admin: set AUTH_ADMIN_USERNAME to an unused name and restart to create one"
             );
+            return Ok(());
         }
         let command = RegisterUserCommand {
             email: Email::parse(&format!("{}@tramita.invalid", seed.username.as_str()))

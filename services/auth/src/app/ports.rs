@@ -18,6 +18,9 @@ pub enum SaveError {
     /// the account is gone.
     #[error("the account changed concurrently")]
     VersionConflict,
+    /// The change would leave no enabled admin.
+    #[error("the change would leave no enabled admin")]
+    LastAdmin,
     /// Anything else (store unreachable, ...).
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -26,6 +29,16 @@ pub enum SaveError {
 /// Who asked for a change, as recorded in events: the admin's token subject,
 /// or `None` for the service itself (seeding).
 pub type Actor<'a> = Option<&'a str>;
+
+/// What else an update of a user must do, atomically with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserUpdate {
+    /// Revoke every refresh-token family of the user.
+    pub end_sessions: bool,
+    /// The change takes an enabled admin away: refuse it when no other
+    /// enabled admin would remain.
+    pub keep_an_admin: bool,
+}
 
 /// Stores users and, in the same transaction, the events they emit.
 pub trait UserRepository: Send + Sync + 'static {
@@ -42,16 +55,21 @@ pub trait UserRepository: Send + Sync + 'static {
 
     /// Saves `user` if the stored version is `expected_version`, writes
     /// `event` to the outbox and, when `end_sessions`, revokes every
-    /// refresh-token family of the user — all atomically.
+    /// refresh-token family of the user — all atomically. When
+    /// `keep_an_admin` (the change takes an enabled admin away), it first
+    /// locks the set of admins and saves only if another enabled admin
+    /// remains, so that concurrent changes cannot together remove them all.
     ///
-    /// Errors: [`SaveError::VersionConflict`] when the stored version differs
-    /// or the user is gone; [`SaveError::Unexpected`] otherwise.
+    /// Errors: [`SaveError::LastAdmin`] when `keep_an_admin` and no other
+    /// enabled admin exists; [`SaveError::VersionConflict`] when the stored
+    /// version differs or the user is gone; [`SaveError::Unexpected`]
+    /// otherwise.
     fn update_user(
         &self,
         user: &User,
         expected_version: i64,
         event: &UserEvent,
-        end_sessions: bool,
+        change: UserUpdate,
         actor: Actor<'_>,
     ) -> impl Future<Output = Result<(), SaveError>> + Send;
 

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use tramita_identity::Role;
+
 use super::values::{DisplayName, Email, Roles, SecretHash, Username};
 
 /// Internal id of a user; the `sub` of its access tokens.
@@ -136,6 +138,18 @@ impl User {
         })
     }
 
+    /// Whether the user can act as an admin: enabled, with the admin role.
+    pub fn is_enabled_admin(&self) -> bool {
+        self.enabled && self.roles.contains(Role::Admin)
+    }
+
+    /// Whether going from `before` to `after` takes an enabled admin away
+    /// (disabling an admin, or removing its admin role): such a change must
+    /// not leave the service without any enabled admin.
+    pub fn removes_an_admin(before: &User, after: &User) -> bool {
+        before.is_enabled_admin() && !after.is_enabled_admin()
+    }
+
     /// Disables the user; `None` when already disabled.
     pub fn disable(&mut self, now: DateTime<Utc>) -> Option<UserEvent> {
         self.apply(
@@ -206,6 +220,33 @@ mod tests {
             &SecretHash::new("$argon2id$old".into())
         ));
         assert_eq!(ana.disable(Utc::now()), None, "disabling twice is a no-op");
+    }
+
+    #[test]
+    fn given_an_enabled_admin_when_disabled_or_demoted_then_it_removes_an_admin() {
+        let mut admin = user();
+        admin.roles = Roles::parse(&["admin", "clerk"]).unwrap();
+        let change = |change: UserChange| {
+            let mut after = admin.clone();
+            after.apply(change, Utc::now());
+            User::removes_an_admin(&admin, &after)
+        };
+        assert!(change(UserChange {
+            enabled: Some(false),
+            ..UserChange::default()
+        }));
+        assert!(change(UserChange {
+            roles: Some(Roles::parse(&["clerk"]).unwrap()),
+            ..UserChange::default()
+        }));
+        assert!(!change(UserChange {
+            display_name: Some(DisplayName::parse("Otra, Admin").unwrap()),
+            ..UserChange::default()
+        }));
+        let clerk = user();
+        let mut disabled_clerk = clerk.clone();
+        disabled_clerk.disable(Utc::now());
+        assert!(!User::removes_an_admin(&clerk, &disabled_clerk));
     }
 
     #[test]

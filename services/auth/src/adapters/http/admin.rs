@@ -37,6 +37,9 @@ impl From<AccountError> for Problem {
     fn from(error: AccountError) -> Self {
         match error {
             AccountError::NotFound => Problem::not_found("no account with this id"),
+            AccountError::LastAdmin => Problem::conflict(
+                "this would leave no enabled admin: enable or create another admin first",
+            ),
             AccountError::Unexpected(error) => Problem::internal_from(&error),
         }
     }
@@ -302,6 +305,7 @@ pub async fn get_user(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It would leave no enabled admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -354,6 +358,7 @@ pub async fn update_user(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It would leave no enabled admin", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn disable_user(
