@@ -41,6 +41,7 @@ impl Suite {
             access_token_ttl: Duration::from_secs(300),
             refresh_token_ttl: Duration::from_secs(3600),
             login_free_failures: 3,
+            login_user_free_failures: 20,
             trusted_proxies: tramita_auth::TrustedProxies::parse(&["127.0.0.1"]).unwrap(),
             key_reload_interval: Duration::from_secs(15),
             // Cheap hashes keep debug-build tests fast; production refuses them.

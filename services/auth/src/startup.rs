@@ -80,9 +80,13 @@ pub struct Settings {
     /// Absolute lifetime of a login's refresh tokens
     /// (`AUTH_REFRESH_TOKEN_TTL_SECONDS`, default 28800).
     pub refresh_token_ttl: Duration,
-    /// Failed logins allowed per key before the backoff starts
-    /// (`AUTH_LOGIN_FREE_FAILURES`, default 3).
+    /// Failed logins allowed per (username, address) and per address before
+    /// the backoff starts (`AUTH_LOGIN_FREE_FAILURES`, default 3).
     pub login_free_failures: u32,
+    /// Failed logins allowed per username from all addresses before it is
+    /// slowed down, with locks of at most a minute
+    /// (`AUTH_LOGIN_USER_FREE_FAILURES`, default 20).
+    pub login_user_free_failures: u32,
     /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` names the caller
     /// (`AUTH_TRUSTED_PROXIES`, comma-separated, default none: the TCP peer
     /// is the caller). Behind the gateway: the gateway's address.
@@ -128,6 +132,7 @@ impl Settings {
                 28_800,
             )?),
             login_free_failures: parsed_or("AUTH_LOGIN_FREE_FAILURES", 3)?,
+            login_user_free_failures: parsed_or("AUTH_LOGIN_USER_FREE_FAILURES", 20)?,
             trusted_proxies: TrustedProxies::parse(&list_or("AUTH_TRUSTED_PROXIES", &[])).map_err(
                 |error| SettingsError::Invalid {
                     name: "AUTH_TRUSTED_PROXIES".into(),
@@ -251,6 +256,7 @@ impl Application {
                 access_ttl: settings.access_token_ttl,
                 refresh_ttl: settings.refresh_token_ttl,
                 backoff: LoginBackoff::new(settings.login_free_failures, LoginBackoff::DEFAULT_CAP),
+                user_backoff: LoginBackoff::per_user(settings.login_user_free_failures),
             },
         );
         let mut validation = ValidationSettings::new(&settings.issuer, &settings.audience);

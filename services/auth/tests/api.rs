@@ -40,6 +40,7 @@ fn settings(kafka: &KafkaSettings, database_url: String) -> Settings {
         access_token_ttl: Duration::from_secs(300),
         refresh_token_ttl: Duration::from_secs(28_800),
         login_free_failures: 3,
+        login_user_free_failures: 20,
         // The tests play the gateway: loopback is the trusted proxy.
         trusted_proxies: TrustedProxies::parse(&["127.0.0.1"]).unwrap(),
         key_reload_interval: Duration::from_secs(15),
@@ -530,18 +531,16 @@ async fn an_unknown_user_and_a_wrong_password_get_byte_identical_answers() {
 }
 
 #[tokio::test]
-async fn three_failures_lock_a_username_even_for_the_right_password_known_or_not() {
+async fn three_failures_lock_a_username_at_an_address_even_for_the_right_password_known_or_not() {
     let auth = TestAuth::spawn().await;
     let mut locked = Vec::new();
-    for username in ["clerk", "ghost"] {
-        for attempt in 0..3 {
-            // A new address each time, so only the username's counter counts.
-            let ip = format!("10.2.{}.{attempt}", username.len());
-            let response = auth.login_from(username, "wrong-password", Some(&ip)).await;
+    for (username, ip) in [("clerk", "10.2.0.1"), ("ghost", "10.2.0.2")] {
+        for _ in 0..3 {
+            let response = auth.login_from(username, "wrong-password", Some(ip)).await;
             oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
         }
         let response = auth
-            .login_from(&username.to_uppercase(), "clerk-dev-only", Some("10.2.9.9"))
+            .login_from(&username.to_uppercase(), "clerk-dev-only", Some(ip))
             .await;
         assert_eq!(
             response.status(),
@@ -560,21 +559,68 @@ async fn three_failures_lock_a_username_even_for_the_right_password_known_or_not
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let response = auth
-        .login_from("clerk", "clerk-dev-only", Some("10.2.9.9"))
+        .login_from("clerk", "clerk-dev-only", Some("10.2.0.1"))
         .await;
     assert_eq!(response.status(), StatusCode::OK, "the lock is over");
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn failures_for_a_user_from_other_addresses_do_not_lock_the_real_user_out() {
+    let auth = TestAuth::spawn().await;
+    for attacker in ["10.4.0.1", "10.4.0.2", "10.4.0.3"] {
+        for _ in 0..3 {
+            let response = auth
+                .login_from("admin", "guessed-password", Some(attacker))
+                .await;
+            oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
+        }
+        let response = auth
+            .login_from("admin", "another-guess", Some(attacker))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{attacker}"
+        );
+        assert!(response.headers().contains_key("retry-after"));
+    }
     let response = auth
-        .login_from("clerk", "wrong-password", Some("10.2.9.8"))
-        .await;
-    oauth_error(response, StatusCode::BAD_REQUEST, "invalid_grant").await;
-    let response = auth
-        .login_from("clerk", "clerk-dev-only", Some("10.2.9.7"))
+        .login_from("admin", ADMIN_PASSWORD, Some("10.4.9.9"))
         .await;
     assert_eq!(
         response.status(),
         StatusCode::OK,
-        "a success reset the count"
+        "the admin from its own address gets in"
     );
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn parallel_guesses_for_one_user_and_address_are_counted_before_they_are_verified() {
+    let auth = TestAuth::spawn().await;
+    let guesses = (0..40).map(|n| {
+        let auth = &auth;
+        async move {
+            auth.login_from("clerk", &format!("guess-number-{n}"), Some("10.5.0.1"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let verified = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::BAD_REQUEST)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        (1..=3).contains(&verified),
+        "at most the 3 free failures are verified: {statuses:?}"
+    );
+    assert_eq!(verified + throttled, 40, "{statuses:?}");
     auth.handle.stop().await;
 }
 
@@ -601,7 +647,10 @@ async fn failures_from_one_address_lock_that_address_whatever_the_username() {
         "another address is not locked"
     );
     let counters = count(&auth.pool, "login_failures").await;
-    assert_eq!(counters, 4, "three usernames and one address");
+    assert_eq!(
+        counters, 7,
+        "three (username, address) pairs, three usernames and one address"
+    );
     auth.handle.stop().await;
 }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::adapters::events;
 use crate::app::{
     Actor, ClientRepository, LoginThrottle, RotateError, SaveError, SessionStore, SigningKeyStore,
-    StoredKey, TokenHash, UserRepository, UserUpdate,
+    StoredKey, ThrottleKey, TokenHash, UserRepository, UserUpdate,
 };
 use crate::domain::{
     ApiClient, ClientId, ClientName, DisplayName, Email, LoginBackoff, Roles, SecretHash, User,
@@ -429,66 +429,146 @@ impl SessionStore for PgAuthStore {
     }
 }
 
+/// `keys` sorted by key, so that concurrent transactions lock rows in one
+/// order (no deadlocks).
+fn sorted(keys: &[ThrottleKey]) -> Vec<&ThrottleKey> {
+    let mut sorted: Vec<&ThrottleKey> = keys.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    sorted
+}
+
 impl LoginThrottle for PgAuthStore {
-    async fn locked_until(
+    #[tracing::instrument(skip_all)]
+    async fn reserve(
         &self,
-        keys: &[String],
+        keys: &[ThrottleKey],
         now: DateTime<Utc>,
-    ) -> anyhow::Result<Option<DateTime<Utc>>> {
-        sqlx::query_scalar(
-            "SELECT max(locked_until) FROM login_failures WHERE key = ANY ($1) AND locked_until > $2",
-        )
-        .bind(keys)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .context("read login locks")
+    ) -> anyhow::Result<Result<(), DateTime<Utc>>> {
+        let forget_before = now - chrono::Duration::from_std(LoginBackoff::FORGET_AFTER)?;
+        let pending_before = now - chrono::Duration::from_std(LoginBackoff::PENDING_EXPIRY)?;
+        let mut tx = self.pool.begin().await.context("begin reserve attempt")?;
+        let mut admitted = Vec::new();
+        for key in sorted(keys) {
+            sqlx::query(
+                "INSERT INTO login_failures (key, failures, last_failure) VALUES ($1, 0, $2) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&key.key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .context("create a throttling key")?;
+            // The row lock serialises reservations on this key until commit.
+            let row = sqlx::query(
+                "SELECT failures, pending, pending_since, locked_until, last_failure \
+                 FROM login_failures WHERE key = $1 FOR UPDATE",
+            )
+            .bind(&key.key)
+            .fetch_one(&mut *tx)
+            .await
+            .context("lock a throttling key")?;
+            let locked_until: Option<DateTime<Utc>> = row.try_get("locked_until")?;
+            if let Some(until) = locked_until.filter(|until| *until > now) {
+                return Ok(Err(until));
+            }
+            let last_failure: DateTime<Utc> = row.try_get("last_failure")?;
+            let failures: i32 = row.try_get("failures")?;
+            let failures = if last_failure < forget_before {
+                0
+            } else {
+                failures
+            };
+            let pending_since: Option<DateTime<Utc>> = row.try_get("pending_since")?;
+            let pending: i32 = row.try_get("pending")?;
+            let pending = match pending_since {
+                Some(since) if since >= pending_before => pending,
+                _ => 0,
+            };
+            let as_count = |n: i32| u32::try_from(n).unwrap_or(0);
+            if !key.backoff.admits(as_count(failures), as_count(pending)) {
+                return Ok(Err(now + chrono::Duration::seconds(1)));
+            }
+            admitted.push((key, failures, pending));
+        }
+        for (key, failures, pending) in admitted {
+            sqlx::query(
+                "UPDATE login_failures SET failures = $2, pending = $3, pending_since = $4 \
+                 WHERE key = $1",
+            )
+            .bind(&key.key)
+            .bind(failures)
+            .bind(pending + 1)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .context("reserve an attempt")?;
+        }
+        tx.commit().await.context("commit reserve attempt")?;
+        Ok(Ok(()))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn record_failure(
-        &self,
-        keys: &[String],
-        backoff: LoginBackoff,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
+    async fn record_failure(&self, keys: &[ThrottleKey], now: DateTime<Utc>) -> anyhow::Result<()> {
         let forget_before = now - chrono::Duration::from_std(LoginBackoff::FORGET_AFTER)?;
         let mut tx = self.pool.begin().await.context("begin record failure")?;
-        for key in keys {
+        for key in sorted(keys) {
             let failures: i32 = sqlx::query_scalar(
                 "INSERT INTO login_failures AS lf (key, failures, last_failure) VALUES ($1, 1, $2) \
-                 ON CONFLICT (key) DO UPDATE SET last_failure = $2, failures = CASE \
+                 ON CONFLICT (key) DO UPDATE SET last_failure = $2, \
+                 pending = greatest(lf.pending - 1, 0), failures = CASE \
                  WHEN lf.last_failure < $3 THEN 1 ELSE lf.failures + 1 END \
                  RETURNING failures",
             )
-            .bind(key)
+            .bind(&key.key)
             .bind(now)
             .bind(forget_before)
             .fetch_one(&mut *tx)
             .await
-            .context("count a failed login")?;
-            let lock = backoff
+            .context("count a failed attempt")?;
+            let lock = key
+                .backoff
                 .lock_after(u32::try_from(failures).unwrap_or(u32::MAX))
                 .map(chrono::Duration::from_std)
                 .transpose()?
                 .map(|d| now + d);
             sqlx::query("UPDATE login_failures SET locked_until = $2 WHERE key = $1")
-                .bind(key)
+                .bind(&key.key)
                 .bind(lock)
                 .execute(&mut *tx)
                 .await
-                .context("lock a login key")?;
+                .context("lock a throttling key")?;
         }
         tx.commit().await.context("commit record failure")?;
         Ok(())
     }
 
-    async fn reset(&self, key: &str) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM login_failures WHERE key = $1")
-            .bind(key)
+    async fn release(&self, keys: &[String]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("begin release attempt")?;
+        sqlx::query(
+            "UPDATE login_failures SET pending = greatest(pending - 1, 0) WHERE key = ANY ($1)",
+        )
+        .bind(keys)
+        .execute(&mut *tx)
+        .await
+        .context("release an attempt")?;
+        // A key left with nothing counted and nothing pending is dropped.
+        sqlx::query(
+            "DELETE FROM login_failures WHERE key = ANY ($1) AND failures = 0 AND pending = 0",
+        )
+        .bind(keys)
+        .execute(&mut *tx)
+        .await
+        .context("drop an empty throttling key")?;
+        tx.commit().await.context("commit release attempt")?;
+        Ok(())
+    }
+
+    async fn reset(&self, keys: &[String]) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = ANY ($1)")
+            .bind(keys)
             .execute(&self.pool)
             .await
-            .context("reset login failures")?;
+            .context("reset throttling keys")?;
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ pub use accounts::{
 pub use keys::{KeyRing, StoredKey};
 pub use ports::{
     Actor, ClientRepository, LoginThrottle, RotateError, SaveError, SessionStore, SigningKeyStore,
-    UserRepository, UserUpdate,
+    ThrottleKey, UserRepository, UserUpdate,
 };
 pub use secrets::{random_token, HashCost, SecretHasher, TokenHash};
 pub use tokens::{

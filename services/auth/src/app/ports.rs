@@ -183,27 +183,46 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// Counters of consecutive failed logins per key, shared by replicas.
-pub trait LoginThrottle: Send + Sync + 'static {
-    /// The latest lock among `keys` that ends after `now`, if any. Errors are
-    /// unexpected.
-    fn locked_until(
-        &self,
-        keys: &[String],
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = anyhow::Result<Option<DateTime<Utc>>>> + Send;
+/// A throttling key (`addr:...`, `user:...`, ...) and the rule it follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThrottleKey {
+    /// The key.
+    pub key: String,
+    /// Its backoff rule.
+    pub backoff: crate::domain::LoginBackoff,
+}
 
-    /// Counts one more failure for each of `keys` and stores the lock the
-    /// rule gives for the new count. Errors are unexpected.
+/// Counters of consecutive failed authentications per key, shared by
+/// replicas. An attempt is reserved on all its keys before the secret is
+/// verified, then settled as a failure, or released or reset on success.
+pub trait LoginThrottle: Send + Sync + 'static {
+    /// Atomically, for all `keys` or none: refuses when a key is locked
+    /// after `now`, or when its rule admits no more attempts in flight
+    /// ([`crate::domain::LoginBackoff::admits`]); otherwise counts one more
+    /// pending attempt on each. `Ok(Err(until))` is a refusal: retry after
+    /// `until`. Errors are unexpected.
+    fn reserve(
+        &self,
+        keys: &[ThrottleKey],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<Result<(), DateTime<Utc>>>> + Send;
+
+    /// Settles a reserved attempt as a failure: one more failure on each of
+    /// `keys` and the lock its rule gives for the new count. Errors are
+    /// unexpected.
     fn record_failure(
         &self,
-        keys: &[String],
-        backoff: crate::domain::LoginBackoff,
+        keys: &[ThrottleKey],
         now: DateTime<Utc>,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// Forgets the failures of `key`. Errors are unexpected.
-    fn reset(&self, key: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Settles a reserved attempt without counting it (a success that keeps
+    /// the failures, or an attempt that could not be verified). Errors are
+    /// unexpected.
+    fn release(&self, keys: &[String]) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Forgets the failures of `keys` (a success). Errors are unexpected.
+    fn reset(&self, keys: &[String]) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// Stores the Ed25519 signing keys.

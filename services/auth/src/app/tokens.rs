@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::keys::KeyRing;
 use super::ports::{
-    ClientRepository, LoginThrottle, RotateError, SessionStore, SigningKeyStore, UserRepository,
+    ClientRepository, LoginThrottle, RotateError, SessionStore, SigningKeyStore, ThrottleKey,
+    UserRepository,
 };
 use super::secrets::{random_token, SecretHasher, TokenHash};
 use crate::domain::{ClientId, LoginBackoff, Roles, User, Username};
@@ -26,8 +27,13 @@ pub struct TokenPolicy {
     pub access_ttl: Duration,
     /// Absolute lifetime of a refresh-token family (one login).
     pub refresh_ttl: Duration,
-    /// Throttling of failed logins.
+    /// Throttling of failed logins per (username, address) and per
+    /// address: a hard lock.
     pub backoff: LoginBackoff,
+    /// Throttling per username alone, from any address: a much higher
+    /// threshold and short locks, so that failures elsewhere only slow the
+    /// real user down.
+    pub user_backoff: LoginBackoff,
 }
 
 /// Tokens handed out by a grant.
@@ -101,11 +107,28 @@ pub struct TokenService<S, K> {
     policy: TokenPolicy,
 }
 
-fn throttle_keys(login: &PasswordLogin) -> (String, String) {
-    (
-        format!("user:{}", Username::throttle_key(&login.username)),
-        format!("addr:{}", login.source),
-    )
+/// The throttling keys of a login: (username, address) and address lock
+/// hard; the username alone only slows down.
+fn login_keys(login: &PasswordLogin, policy: &TokenPolicy) -> [ThrottleKey; 3] {
+    let username = Username::throttle_key(&login.username);
+    [
+        ThrottleKey {
+            key: format!("login:{} {username}", login.source),
+            backoff: policy.backoff,
+        },
+        ThrottleKey {
+            key: format!("addr:{}", login.source),
+            backoff: policy.backoff,
+        },
+        ThrottleKey {
+            key: format!("user:{username}"),
+            backoff: policy.user_backoff,
+        },
+    ]
+}
+
+fn names(keys: &[ThrottleKey]) -> Vec<String> {
+    keys.iter().map(|k| k.key.clone()).collect()
 }
 
 impl<S, K> TokenService<S, K>
@@ -133,9 +156,10 @@ where
     #[tracing::instrument(skip_all, fields(source = %login.source))]
     pub async fn password(&self, login: PasswordLogin) -> Result<IssuedTokens, PasswordGrantError> {
         let now = Utc::now();
-        let (user_key, address_key) = throttle_keys(&login);
-        let keys = [user_key.clone(), address_key];
-        if let Some(until) = self.store.locked_until(&keys, now).await? {
+        let keys = login_keys(&login, &self.policy);
+        // Reserved before the (slow) verification: parallel guesses are
+        // counted one by one, not all checked against the same old count.
+        if let Err(until) = self.store.reserve(&keys, now).await? {
             let retry_after = (until - now).to_std().unwrap_or(Duration::from_secs(1));
             tracing::warn!(
                 retry_after = retry_after.as_secs_f64(),
@@ -144,24 +168,35 @@ where
             return Err(PasswordGrantError::Throttled { retry_after });
         }
         let user = match Username::parse(&login.username) {
-            Ok(username) => self.store.user_by_username(username.as_str()).await?,
-            Err(_) => None,
+            Ok(username) => self.store.user_by_username(username.as_str()).await,
+            Err(_) => Ok(None),
         };
-        let verified = self
-            .hasher
-            .verify(login.password, user.as_ref().map(|u| &u.password_hash))
-            .await?;
+        let verified = match user {
+            Ok(user) => self
+                .hasher
+                .verify(login.password, user.as_ref().map(|u| &u.password_hash))
+                .await
+                .map(|verified| (user, verified)),
+            Err(error) => Err(error),
+        };
+        let (user, verified) = match verified {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.store.release(&names(&keys)).await?;
+                return Err(error.into());
+            }
+        };
         let user = match user {
             Some(user) if verified && user.enabled => user,
             _ => {
-                self.store
-                    .record_failure(&keys, self.policy.backoff, now)
-                    .await?;
+                self.store.record_failure(&keys, now).await?;
                 tracing::info!("failed login");
                 return Err(PasswordGrantError::InvalidCredentials);
             }
         };
-        self.store.reset(&user_key).await?;
+        let [pair, address, username] = keys;
+        self.store.reset(&[pair.key, username.key]).await?;
+        self.store.release(&[address.key]).await?;
         let refresh_token = random_token()?;
         let expires_at = now
             + chrono::Duration::from_std(self.policy.refresh_ttl).map_err(anyhow::Error::from)?;

@@ -14,6 +14,11 @@ pub struct LoginBackoff {
 impl LoginBackoff {
     /// The default cap: 15 minutes.
     pub const DEFAULT_CAP: Duration = Duration::from_secs(15 * 60);
+    /// The cap of per-user locks: one minute.
+    pub const USER_CAP: Duration = Duration::from_secs(60);
+    /// A reserved attempt not settled after this long (its process died)
+    /// no longer counts as pending.
+    pub const PENDING_EXPIRY: Duration = Duration::from_secs(60);
     /// A key with no failure for this long starts counting afresh.
     pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -26,6 +31,22 @@ impl LoginBackoff {
     /// Failures allowed before the first lock.
     pub fn free_failures(&self) -> u32 {
         self.free_failures
+    }
+
+    /// The per-user rule: many more free failures and locks of at most a
+    /// minute, so that failures from other addresses only slow a user down
+    /// and can never keep the real user out for long.
+    pub fn per_user(free_failures: u32) -> Self {
+        Self::new(free_failures, Self::USER_CAP)
+    }
+
+    /// Whether one more attempt may be verified on a key that is not
+    /// locked, has `failures` counted and `pending` attempts still being
+    /// verified: never more in flight than the failures left before the
+    /// next lock (at least one), so that parallel guesses cannot all pass
+    /// before the first of them is counted.
+    pub fn admits(&self, failures: u32, pending: u32) -> bool {
+        pending < self.free_failures.saturating_sub(failures).max(1)
     }
 
     /// How long the key is locked after its `failures`th consecutive
@@ -67,6 +88,28 @@ mod tests {
         let backoff = LoginBackoff::new(3, LoginBackoff::DEFAULT_CAP);
         assert_eq!(backoff.lock_after(13), Some(Duration::from_secs(900)));
         assert_eq!(backoff.lock_after(u32::MAX), Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn given_three_free_failures_then_parallel_attempts_never_exceed_the_failures_left() {
+        let backoff = LoginBackoff::new(3, LoginBackoff::DEFAULT_CAP);
+        assert!(backoff.admits(0, 2));
+        assert!(
+            !backoff.admits(0, 3),
+            "a fourth in flight could be a fourth failure"
+        );
+        assert!(backoff.admits(2, 0));
+        assert!(!backoff.admits(2, 1));
+        assert!(backoff.admits(7, 0), "after a lock ends: one at a time");
+        assert!(!backoff.admits(7, 1));
+    }
+
+    #[test]
+    fn the_per_user_rule_allows_many_failures_and_locks_at_most_a_minute() {
+        let per_user = LoginBackoff::per_user(20);
+        assert_eq!(per_user.lock_after(19), None);
+        assert_eq!(per_user.lock_after(20), Some(Duration::from_secs(1)));
+        assert_eq!(per_user.lock_after(40), Some(LoginBackoff::USER_CAP));
     }
 
     #[test]
