@@ -50,6 +50,8 @@ impl Suite {
                 iterations: 1,
                 parallelism: 1,
             },
+            hash_concurrency: 2,
+            hash_wait: Duration::from_secs(5),
             admin_username: "admin".into(),
             admin_password: Some(ADMIN_PASSWORD.into()),
             admin_name: "Administrador, Tramita".into(),

@@ -19,7 +19,8 @@ use crate::adapters::events::AUTH_EVENTS;
 use crate::adapters::http::{self, ApiDoc, ClientAddress};
 use crate::adapters::postgres::{PgAuthStore, MIGRATOR};
 use crate::app::{
-    AccountService, AdminSeed, HashCost, KeyRing, SecretHasher, TokenPolicy, TokenService,
+    AccountService, AdminSeed, HashCost, HashLimits, KeyRing, SecretHasher, TokenPolicy,
+    TokenService,
 };
 use crate::domain::{DisplayName, LoginBackoff, NewPassword, Username};
 
@@ -96,6 +97,12 @@ pub struct Settings {
     /// Argon2id cost (`AUTH_ARGON2_MEMORY_KIB` default 19456,
     /// `AUTH_ARGON2_ITERATIONS` default 2, `AUTH_ARGON2_PARALLELISM` default 1).
     pub hash_cost: HashCost,
+    /// Argon2 computations at once (`AUTH_HASH_CONCURRENCY`, default the
+    /// number of CPUs).
+    pub hash_concurrency: usize,
+    /// Longest wait of a login for a hashing slot before it is answered 503
+    /// (`AUTH_HASH_WAIT_MS`, default 1000).
+    pub hash_wait: Duration,
     /// First admin's username (`AUTH_ADMIN_USERNAME`, default `admin`).
     pub admin_username: String,
     /// First admin's password (`AUTH_ADMIN_PASSWORD`; required unless
@@ -146,6 +153,11 @@ impl Settings {
                 iterations: parsed_or("AUTH_ARGON2_ITERATIONS", HashCost::OWASP.iterations)?,
                 parallelism: parsed_or("AUTH_ARGON2_PARALLELISM", HashCost::OWASP.parallelism)?,
             },
+            hash_concurrency: parsed_or(
+                "AUTH_HASH_CONCURRENCY",
+                std::thread::available_parallelism().map_or(1, usize::from),
+            )?,
+            hash_wait: Duration::from_millis(parsed_or("AUTH_HASH_WAIT_MS", 1000)?),
             admin_username: or_default("AUTH_ADMIN_USERNAME", "admin"),
             admin_password: Some(password).filter(|p| !p.is_empty()),
             admin_name: or_default("AUTH_ADMIN_NAME", "Administrador, Tramita"),
@@ -233,7 +245,14 @@ impl Application {
         let producer = settings.kafka.producer()?;
 
         let store = PgAuthStore::new(pool.clone(), events_topic);
-        let hasher = SecretHasher::new(settings.hash_cost).await?;
+        let hasher = SecretHasher::new(
+            settings.hash_cost,
+            HashLimits {
+                concurrency: settings.hash_concurrency,
+                wait: settings.hash_wait,
+            },
+        )
+        .await?;
         let keys = Arc::new(
             KeyRing::start(
                 store.clone(),
@@ -241,6 +260,7 @@ impl Application {
             )
             .await?,
         );
+        let hasher_busy = hasher.busy_counter();
         let accounts = AccountService::new(store.clone(), hasher.clone());
         accounts.ensure_admin(seed).await?;
         if settings.demo_users {
@@ -269,6 +289,7 @@ impl Application {
         ));
 
         let registry = prometheus::Registry::new();
+        registry.register(Box::new(hasher_busy))?;
         let messaging_metrics = MessagingMetrics::register(&registry)?;
         let metrics = tramita_web::metrics("auth", registry)?;
         let readiness = Readiness::new(tramita_messaging::store::readiness(

@@ -50,6 +50,8 @@ fn settings(kafka: &KafkaSettings, database_url: String) -> Settings {
             iterations: 1,
             parallelism: 1,
         },
+        hash_concurrency: 2,
+        hash_wait: Duration::from_secs(5),
         admin_username: "admin".into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         admin_name: "Administrador, Tramita".into(),
@@ -369,7 +371,7 @@ async fn client_credentials_give_a_client_token_and_a_wrong_secret_is_invalid_cl
         .fetch_one(&auth.pool)
         .await
         .unwrap();
-    assert!(stored.starts_with("$argon2id$") && !stored.contains(&secret));
+    assert!(stored.starts_with("$sha256$") && !stored.contains(&secret));
 
     let by_form = auth
         .token_request(
@@ -447,6 +449,154 @@ async fn client_credentials_give_a_client_token_and_a_wrong_secret_is_invalid_cl
         )
         .await;
     oauth_error(after, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    auth.handle.stop().await;
+}
+
+async fn create_client(auth: &TestAuth, admin: &str, id: &str) -> String {
+    let created = auth
+        .post_json(
+            "/auth/clients",
+            Some(admin),
+            &json!({"client_id": id, "name": "A machine", "roles": ["reader"]}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    created["client_secret"].as_str().unwrap().to_owned()
+}
+
+async fn client_token(auth: &TestAuth, id: &str, secret: &str, from: &str) -> reqwest::Response {
+    auth.token_request(
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ],
+        Some(from),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn failed_client_authentications_are_throttled_and_the_real_client_still_gets_in() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let secret = create_client(&auth, &admin, "index-rebuild").await;
+    // Unknown client ids from one address.
+    for n in 0..3 {
+        let response = client_token(&auth, &format!("nobody-{n}"), &secret, "10.7.0.1").await;
+        oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    }
+    let response = client_token(&auth, "nobody-3", &secret, "10.7.0.1").await;
+    assert!(response.headers().contains_key("retry-after"));
+    oauth_error(response, StatusCode::TOO_MANY_REQUESTS, "slow_down").await;
+    // Wrong secrets for the real client from another address.
+    for _ in 0..3 {
+        let response = client_token(&auth, "index-rebuild", "wrong-secret", "10.7.0.2").await;
+        oauth_error(response, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    }
+    let response = client_token(&auth, "index-rebuild", &secret, "10.7.0.2").await;
+    assert!(response.headers().contains_key("retry-after"));
+    oauth_error(response, StatusCode::TOO_MANY_REQUESTS, "slow_down").await;
+    // The real client from its own address.
+    let response = client_token(&auth, "index-rebuild", &secret, "10.7.0.3").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_legacy_argon2_client_secret_still_works_and_is_replaced_by_a_sha256_digest() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let secret = create_client(&auth, &admin, "old-client").await;
+    let hasher = tramita_auth::app::SecretHasher::new(
+        HashCost {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+        tramita_auth::app::HashLimits {
+            concurrency: 1,
+            wait: Duration::from_secs(5),
+        },
+    )
+    .await
+    .unwrap();
+    let legacy = hasher.hash(secret.clone()).await.unwrap();
+    sqlx::query("UPDATE api_clients SET secret_hash = $1 WHERE client_id = 'old-client'")
+        .bind(legacy.as_str())
+        .execute(&auth.pool)
+        .await
+        .unwrap();
+    let wrong = client_token(&auth, "old-client", "wrong-secret", "10.8.0.1").await;
+    oauth_error(wrong, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let stored: String = sqlx::query_scalar("SELECT secret_hash FROM api_clients")
+        .fetch_one(&auth.pool)
+        .await
+        .unwrap();
+    assert!(
+        stored.starts_with("$argon2id$"),
+        "a wrong secret changes nothing"
+    );
+    for _ in 0..2 {
+        let response = client_token(&auth, "old-client", &secret, "10.8.0.2").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let stored: String = sqlx::query_scalar("SELECT secret_hash FROM api_clients")
+            .fetch_one(&auth.pool)
+            .await
+            .unwrap();
+        assert!(stored.starts_with("$sha256$"), "{stored}");
+    }
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn with_one_hashing_slot_concurrent_logins_get_503_instead_of_queueing() {
+    let auth = TestAuth::spawn_with(|s| {
+        s.hash_concurrency = 1;
+        s.hash_wait = Duration::ZERO;
+        // Dearer hashes than the other tests', so that logins overlap.
+        s.hash_cost = HashCost {
+            memory_kib: 8 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        };
+    })
+    .await;
+    let logins = (0..16).map(|n| {
+        let auth = &auth;
+        async move {
+            let response = auth
+                .login_from("reader", "reader-dev-only", Some(&format!("10.9.0.{n}")))
+                .await;
+            let retry_after = response.headers().get("retry-after").cloned();
+            (response.status(), retry_after)
+        }
+    });
+    let answers = futures::future::join_all(logins).await;
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(!busy.is_empty(), "no login was refused: {answers:?}");
+    assert!(busy.iter().all(|(_, retry)| retry.is_some()), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _)| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{answers:?}"
+    );
+    let metrics = auth.get("/metrics", None).await.text().await.unwrap();
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tramita_auth_password_hashing_busy_total "))
+        .expect("the busy counter is exported");
+    assert_eq!(refused.trim(), busy.len().to_string());
+    // A refused login counted no failure: the user gets in afterwards.
+    let response = auth
+        .login_from("reader", "reader-dev-only", Some("10.9.1.1"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
     auth.handle.stop().await;
 }
 

@@ -306,6 +306,24 @@ impl ClientRepository for PgAuthStore {
         Ok(())
     }
 
+    async fn replace_secret_hash(
+        &self,
+        id: &ClientId,
+        old: &SecretHash,
+        new: &SecretHash,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE api_clients SET secret_hash = $3 WHERE client_id = $1 AND secret_hash = $2",
+        )
+        .bind(id.as_str())
+        .bind(old.as_str())
+        .bind(new.as_str())
+        .execute(&self.pool)
+        .await
+        .context("upgrade a client secret hash")?;
+        Ok(())
+    }
+
     async fn client(&self, id: &ClientId) -> anyhow::Result<Option<ApiClient>> {
         sqlx::query(&format!(
             "SELECT {CLIENT_COLUMNS} FROM api_clients WHERE client_id = $1"
@@ -438,6 +456,21 @@ fn sorted(keys: &[ThrottleKey]) -> Vec<&ThrottleKey> {
 }
 
 impl LoginThrottle for PgAuthStore {
+    async fn locked_until(
+        &self,
+        keys: &[String],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar(
+            "SELECT max(locked_until) FROM login_failures WHERE key = ANY ($1) AND locked_until > $2",
+        )
+        .bind(keys)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .context("read throttling locks")
+    }
+
     #[tracing::instrument(skip_all)]
     async fn reserve(
         &self,

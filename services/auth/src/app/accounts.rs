@@ -4,7 +4,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tramita_identity::Role;
 
 use super::ports::{Actor, ClientRepository, SaveError, UserRepository, UserUpdate};
-use super::secrets::{random_token, SecretHasher};
+use super::secrets::{client_secret_digest, random_token, SecretHasher};
 use crate::domain::{
     ApiClient, ClientChange, ClientId, ClientName, DisplayName, Email, NewPassword, Roles, User,
     UserChange, UserId, Username,
@@ -243,7 +243,7 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
         command: RegisterClientCommand,
     ) -> Result<RegisteredClient, RegisterError> {
         let secret = random_token()?;
-        let hash = self.hasher.hash(secret.clone()).await?;
+        let hash = client_secret_digest(&secret);
         let client = ApiClient::register(command.id, command.name, command.roles, hash, now());
         match self.repository.insert_client(&client).await {
             Ok(()) => {

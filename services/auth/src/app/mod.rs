@@ -15,7 +15,10 @@ pub use ports::{
     Actor, ClientRepository, LoginThrottle, RotateError, SaveError, SessionStore, SigningKeyStore,
     ThrottleKey, UserRepository, UserUpdate,
 };
-pub use secrets::{random_token, HashCost, SecretHasher, TokenHash};
+pub use secrets::{
+    check_client_secret, client_secret_digest, random_token, ClientSecretCheck, HashCost,
+    HashLimits, SecretHasher, TokenHash, VerifyError,
+};
 pub use tokens::{
     ClientGrantError, IssuedTokens, PasswordGrantError, PasswordLogin, RefreshGrantError,
     TokenPolicy, TokenService,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::keys::StoredKey;
 use super::secrets::TokenHash;
-use crate::domain::{ApiClient, ClientId, User, UserEvent, UserId};
+use crate::domain::{ApiClient, ClientId, SecretHash, User, UserEvent, UserId};
 
 /// Why an account could not be saved.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,16 @@ pub trait ClientRepository: Send + Sync + 'static {
         expected_version: i64,
     ) -> impl Future<Output = Result<(), SaveError>> + Send;
 
+    /// Replaces the stored secret hash of client `id` by `new` if it is still
+    /// `old` (a legacy hash upgraded after a successful check; not a visible
+    /// change, so no new version). Errors are unexpected.
+    fn replace_secret_hash(
+        &self,
+        id: &ClientId,
+        old: &SecretHash,
+        new: &SecretHash,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
     /// The client with `id`, if any. Errors are unexpected.
     fn client(
         &self,
@@ -196,6 +206,14 @@ pub struct ThrottleKey {
 /// replicas. An attempt is reserved on all its keys before the secret is
 /// verified, then settled as a failure, or released or reset on success.
 pub trait LoginThrottle: Send + Sync + 'static {
+    /// The latest lock among `keys` that ends after `now`, if any (a check
+    /// without reservation, for fast verifications). Errors are unexpected.
+    fn locked_until(
+        &self,
+        keys: &[String],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<Option<DateTime<Utc>>>> + Send;
+
     /// Atomically, for all `keys` or none: refuses when a key is locked
     /// after `now`, or when its rule admits no more attempts in flight
     /// ([`crate::domain::LoginBackoff::admits`]); otherwise counts one more

@@ -1,5 +1,5 @@
-//! Secrets: Argon2id hashing of passwords and client secrets, opaque random
-//! tokens and their SHA-256 hashes.
+//! Secrets: Argon2id hashing of passwords, SHA-256 digests of client
+//! secrets, opaque random tokens and their SHA-256 hashes.
 
 use std::sync::Arc;
 
@@ -63,10 +63,88 @@ impl TokenHash {
     }
 }
 
-/// Hashes and verifies secrets with Argon2id off the async threads.
+/// The stored form of a client secret: `$sha256$` and the base64url SHA-256
+/// of the secret. Client secrets are 256-bit random tokens, so a fast hash
+/// is enough (nothing to brute-force) and costs no Argon2 per request.
+pub fn client_secret_digest(secret: &str) -> SecretHash {
+    SecretHash::new(format!(
+        "{SHA256_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+    ))
+}
+
+const SHA256_PREFIX: &str = "$sha256$";
+
+/// How a presented client secret compares with the stored one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSecretCheck {
+    /// A SHA-256 digest that matches.
+    Matches,
+    /// A SHA-256 digest that does not match (or no client: compared with a
+    /// dummy digest all the same).
+    Mismatch,
+    /// An Argon2id hash from before SHA-256 digests: verify it with the
+    /// [`SecretHasher`] and, when it matches, store the digest instead.
+    Legacy,
+}
+
+/// Compares `secret` with the stored `hash` in constant time; `None` (an
+/// unknown client) compares with a dummy digest and never matches.
+pub fn check_client_secret(secret: &str, hash: Option<&SecretHash>) -> ClientSecretCheck {
+    use subtle::ConstantTimeEq;
+    let presented = client_secret_digest(secret);
+    let Some(stored) = hash else {
+        let _ = presented.as_str().as_bytes().ct_eq(DUMMY_DIGEST.as_bytes());
+        return ClientSecretCheck::Mismatch;
+    };
+    if !stored.as_str().starts_with(SHA256_PREFIX) {
+        return ClientSecretCheck::Legacy;
+    }
+    if bool::from(
+        presented
+            .as_str()
+            .as_bytes()
+            .ct_eq(stored.as_str().as_bytes()),
+    ) {
+        ClientSecretCheck::Matches
+    } else {
+        ClientSecretCheck::Mismatch
+    }
+}
+
+/// Compared with when the client is unknown (the digest of nothing).
+const DUMMY_DIGEST: &str = "$sha256$47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
+
+/// Why a secret could not be verified.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Every hashing slot stayed busy for the whole wait: answer "try again
+    /// later" rather than queue without bound.
+    #[error("every password-hashing slot is busy")]
+    Busy,
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// How many Argon2 computations run at once, and how long a verification
+/// waits for a slot before giving up ([`VerifyError::Busy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashLimits {
+    /// Computations at once (at least 1).
+    pub concurrency: usize,
+    /// Longest wait of a verification for a slot.
+    pub wait: std::time::Duration,
+}
+
+/// Hashes and verifies secrets with Argon2id off the async threads, at most
+/// [`HashLimits::concurrency`] at once.
 #[derive(Clone)]
 pub struct SecretHasher {
     argon2: Arc<Argon2<'static>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+    busy: prometheus::IntCounter,
     /// Verified against when the account is unknown, so that answering takes
     /// as long as for a known one.
     dummy: SecretHash,
@@ -79,13 +157,21 @@ impl std::fmt::Debug for SecretHasher {
 }
 
 impl SecretHasher {
-    /// A hasher with `cost`; computes its dummy hash (so it takes a moment).
-    pub async fn new(cost: HashCost) -> anyhow::Result<Self> {
+    /// A hasher with `cost` and `limits`; computes its dummy hash (so it
+    /// takes a moment).
+    pub async fn new(cost: HashCost, limits: HashLimits) -> anyhow::Result<Self> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| anyhow::anyhow!("invalid Argon2 cost {cost:?}: {e}"))?;
         let argon2 = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
+        let busy = prometheus::IntCounter::new(
+            "tramita_auth_password_hashing_busy_total",
+            "Verifications refused because every password-hashing slot stayed busy",
+        )?;
         let mut hasher = Self {
             argon2,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.concurrency.max(1))),
+            wait: limits.wait,
+            busy,
             dummy: SecretHash::new(String::new()),
         };
         hasher.dummy = hasher.hash(random_token()?).await?;
@@ -93,7 +179,9 @@ impl SecretHasher {
     }
 
     /// The Argon2id PHC string of `secret`, with a fresh random salt.
+    /// It waits for a slot as long as it takes (admin actions and seeding).
     pub async fn hash(&self, secret: String) -> anyhow::Result<SecretHash> {
+        let _slot = self.slots.acquire().await.context("hashing slots closed")?;
         let argon2 = self.argon2.clone();
         let salt = random_bytes(16)?;
         tokio::task::spawn_blocking(move || {
@@ -111,7 +199,18 @@ impl SecretHasher {
     /// Whether `secret` matches `hash`. With `None` (unknown account) it
     /// verifies against the dummy hash, taking the same time, and answers
     /// `false`.
-    pub async fn verify(&self, secret: String, hash: Option<&SecretHash>) -> anyhow::Result<bool> {
+    /// It waits for a slot at most the configured wait: then
+    /// [`VerifyError::Busy`].
+    pub async fn verify(
+        &self,
+        secret: String,
+        hash: Option<&SecretHash>,
+    ) -> Result<bool, VerifyError> {
+        let Ok(slot) = tokio::time::timeout(self.wait, self.slots.acquire()).await else {
+            self.busy.inc();
+            return Err(VerifyError::Busy);
+        };
+        let _slot = slot.context("hashing slots closed")?;
         let known = hash.is_some();
         let phc = hash.unwrap_or(&self.dummy).as_str().to_owned();
         let argon2 = self.argon2.clone();
@@ -123,5 +222,46 @@ impl SecretHasher {
         .await
         .context("verification task")??;
         Ok(known && matches)
+    }
+
+    /// The counter of verifications refused for want of a slot, to
+    /// register with the service's metrics.
+    pub fn busy_counter(&self) -> prometheus::IntCounter {
+        self.busy.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_secret_is_stored_as_its_sha256_digest_and_compared_with_it() {
+        let digest = client_secret_digest("the-secret");
+        assert!(digest.as_str().starts_with("$sha256$"));
+        assert!(!digest.as_str().contains("the-secret"));
+        assert_eq!(
+            check_client_secret("the-secret", Some(&digest)),
+            ClientSecretCheck::Matches
+        );
+        assert_eq!(
+            check_client_secret("the-secreT", Some(&digest)),
+            ClientSecretCheck::Mismatch
+        );
+    }
+
+    #[test]
+    fn an_unknown_client_never_matches_and_an_argon2_hash_is_legacy() {
+        assert_eq!(
+            check_client_secret("", None),
+            ClientSecretCheck::Mismatch,
+            "not even the dummy's own secret"
+        );
+        assert_eq!(client_secret_digest("").as_str(), DUMMY_DIGEST);
+        let legacy = SecretHash::new("$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$aGFzaA".into());
+        assert_eq!(
+            check_client_secret("x", Some(&legacy)),
+            ClientSecretCheck::Legacy
+        );
     }
 }

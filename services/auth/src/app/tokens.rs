@@ -13,7 +13,10 @@ use super::ports::{
     ClientRepository, LoginThrottle, RotateError, SessionStore, SigningKeyStore, ThrottleKey,
     UserRepository,
 };
-use super::secrets::{random_token, SecretHasher, TokenHash};
+use super::secrets::{
+    check_client_secret, client_secret_digest, random_token, ClientSecretCheck, SecretHasher,
+    TokenHash, VerifyError,
+};
 use crate::domain::{ClientId, LoginBackoff, Roles, User, Username};
 
 /// How tokens are issued.
@@ -70,6 +73,9 @@ pub enum PasswordGrantError {
         /// How long to wait.
         retry_after: Duration,
     },
+    /// Every password-hashing slot is busy: try again shortly.
+    #[error("too busy to verify the password; retry shortly")]
+    Busy,
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -93,6 +99,16 @@ pub enum ClientGrantError {
     /// Unknown client, wrong secret or disabled client: one answer for all.
     #[error("client authentication failed")]
     InvalidClient,
+    /// Too many failures for this client id or address.
+    #[error("too many failed client authentications; retry later")]
+    Throttled {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// Every password-hashing slot is busy (a legacy Argon2 client hash):
+    /// try again shortly.
+    #[error("too busy to verify the secret; retry shortly")]
+    Busy,
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -122,6 +138,25 @@ fn login_keys(login: &PasswordLogin, policy: &TokenPolicy) -> [ThrottleKey; 3] {
         },
         ThrottleKey {
             key: format!("user:{username}"),
+            backoff: policy.user_backoff,
+        },
+    ]
+}
+
+/// The throttling keys of a client authentication, like a login's.
+fn client_keys(client_id: &str, source: &str, policy: &TokenPolicy) -> [ThrottleKey; 3] {
+    let id = Username::throttle_key(client_id);
+    [
+        ThrottleKey {
+            key: format!("client:{source} {id}"),
+            backoff: policy.backoff,
+        },
+        ThrottleKey {
+            key: format!("client-addr:{source}"),
+            backoff: policy.backoff,
+        },
+        ThrottleKey {
+            key: format!("client-id:{id}"),
             backoff: policy.user_backoff,
         },
     ]
@@ -177,13 +212,19 @@ where
                 .verify(login.password, user.as_ref().map(|u| &u.password_hash))
                 .await
                 .map(|verified| (user, verified)),
-            Err(error) => Err(error),
+            Err(error) => Err(error.into()),
         };
         let (user, verified) = match verified {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.store.release(&names(&keys)).await?;
-                return Err(error.into());
+                return Err(match error {
+                    VerifyError::Busy => {
+                        tracing::warn!("login refused: every password-hashing slot is busy");
+                        PasswordGrantError::Busy
+                    }
+                    VerifyError::Unexpected(error) => error.into(),
+                });
             }
         };
         let user = match user {
@@ -252,29 +293,62 @@ where
     }
 
     /// The `client_credentials` grant: an access token whose subject and
-    /// name are the client id.
-    #[tracing::instrument(skip_all, fields(client_id = %client_id))]
+    /// name are the client id. Failures are throttled per (client id,
+    /// address) and per address (hard), and per client id (slow down); the
+    /// secret is compared as a SHA-256 digest, and a legacy Argon2id hash is
+    /// verified once and replaced by the digest.
+    #[tracing::instrument(skip_all, fields(client_id = %client_id, source = %source))]
     pub async fn client_credentials(
         &self,
         client_id: &str,
         secret: String,
+        source: &str,
     ) -> Result<IssuedTokens, ClientGrantError> {
         let now = Utc::now();
+        let keys = client_keys(client_id, source, &self.policy);
+        if let Some(until) = self.store.locked_until(&names(&keys), now).await? {
+            let retry_after = (until - now).to_std().unwrap_or(Duration::from_secs(1));
+            tracing::warn!(
+                retry_after = retry_after.as_secs_f64(),
+                "client authentication refused while throttled"
+            );
+            return Err(ClientGrantError::Throttled { retry_after });
+        }
         let client = match ClientId::parse(client_id) {
             Ok(id) => self.store.client(&id).await?,
             Err(_) => None,
         };
-        let verified = self
-            .hasher
-            .verify(secret, client.as_ref().map(|c| &c.secret_hash))
-            .await?;
+        let stored = client.as_ref().map(|c| &c.secret_hash);
+        let verified = match check_client_secret(&secret, stored) {
+            ClientSecretCheck::Matches => true,
+            ClientSecretCheck::Mismatch => false,
+            ClientSecretCheck::Legacy => match self.hasher.verify(secret.clone(), stored).await {
+                Ok(true) => {
+                    if let (Some(client), Some(old)) = (&client, stored) {
+                        self.store
+                            .replace_secret_hash(&client.id, old, &client_secret_digest(&secret))
+                            .await?;
+                        tracing::info!("legacy Argon2id client secret hash replaced by SHA-256");
+                    }
+                    true
+                }
+                Ok(false) => false,
+                Err(VerifyError::Busy) => return Err(ClientGrantError::Busy),
+                Err(VerifyError::Unexpected(error)) => return Err(error.into()),
+            },
+        };
         let client = match client {
             Some(client) if verified && client.enabled => client,
             _ => {
+                // Counted after the fact: a digest check is too quick for
+                // parallel guesses to matter against a 256-bit secret.
+                self.store.record_failure(&keys, now).await?;
                 tracing::info!("client authentication failed");
                 return Err(ClientGrantError::InvalidClient);
             }
         };
+        let [pair, _, id] = keys;
+        self.store.reset(&[pair.key, id.key]).await?;
         Ok(IssuedTokens {
             access_token: self.access_token(
                 client.id.as_str(),

@@ -11,7 +11,8 @@ pub struct ApiClient {
     pub id: ClientId,
     /// What it is for.
     pub name: ClientName,
-    /// Argon2id PHC string of its secret.
+    /// `$sha256$` digest of its secret (Argon2id PHC string for clients
+    /// registered before digests, upgraded at their next token request).
     pub secret_hash: SecretHash,
     /// What it may do.
     pub roles: Roles,

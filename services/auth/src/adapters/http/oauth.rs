@@ -96,6 +96,22 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
     }
 
+    fn throttled(retry_after: std::time::Duration, description: &str) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", description);
+        error.retry_after = Some(retry_after_seconds(retry_after));
+        error
+    }
+
+    fn busy() -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "too many logins are being verified; try again in a moment",
+        );
+        error.retry_after = Some(1);
+        error
+    }
+
     fn server_error(error: &anyhow::Error) -> Self {
         tracing::error!(error = format!("{error:#}"), "unexpected error");
         Self::new(
@@ -222,8 +238,9 @@ fn token_response(tokens: IssuedTokens) -> HttpResponse {
 }
 
 /// Issues tokens (RFC 6749): `password`, `refresh_token` and
-/// `client_credentials` grants. Failed logins are throttled per username and
-/// per address.
+/// `client_credentials` grants. Failed logins and client authentications are
+/// throttled per account and address, per address, and (more leniently) per
+/// account.
 #[utoipa::path(
     post, path = "/auth/token", tag = "tokens",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
@@ -231,7 +248,8 @@ fn token_response(tokens: IssuedTokens) -> HttpResponse {
         (status = 200, description = "Tokens issued", body = TokenResponse, headers(("cache-control" = String, description = "no-store"))),
         (status = 400, description = "invalid_request, invalid_grant, unsupported_grant_type or invalid_scope", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody),
-        (status = 429, description = "slow_down: too many failed logins", body = OAuthErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = 429, description = "slow_down: too many failed logins or client authentications", body = OAuthErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "temporarily_unavailable: every password-hashing slot is busy", body = OAuthErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn token(
@@ -261,16 +279,11 @@ pub async fn token(
                 Err(PasswordGrantError::InvalidCredentials) => {
                     Err(OAuthError::invalid_grant("invalid username or password"))
                 }
-                Err(PasswordGrantError::Throttled { retry_after }) => {
-                    let seconds = retry_after_seconds(retry_after);
-                    let mut error = OAuthError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "slow_down",
-                        "too many failed logins; wait before trying again",
-                    );
-                    error.retry_after = Some(seconds);
-                    Err(error)
-                }
+                Err(PasswordGrantError::Throttled { retry_after }) => Err(OAuthError::throttled(
+                    retry_after,
+                    "too many failed logins; wait before trying again",
+                )),
+                Err(PasswordGrantError::Busy) => Err(OAuthError::busy()),
                 Err(PasswordGrantError::Unexpected(error)) => Err(OAuthError::server_error(&error)),
             }
         }
@@ -297,9 +310,17 @@ pub async fn token(
                     _ => return Err(OAuthError::invalid_client()),
                 },
             };
-            match tokens.client_credentials(&client_id, secret).await {
+            match tokens
+                .client_credentials(&client_id, secret, &address.of(&req))
+                .await
+            {
                 Ok(issued) => Ok(token_response(issued)),
                 Err(ClientGrantError::InvalidClient) => Err(OAuthError::invalid_client()),
+                Err(ClientGrantError::Throttled { retry_after }) => Err(OAuthError::throttled(
+                    retry_after,
+                    "too many failed client authentications; wait before trying again",
+                )),
+                Err(ClientGrantError::Busy) => Err(OAuthError::busy()),
                 Err(ClientGrantError::Unexpected(error)) => Err(OAuthError::server_error(&error)),
             }
         }
