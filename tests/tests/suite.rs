@@ -52,6 +52,8 @@ impl Suite {
             },
             hash_concurrency: 2,
             hash_wait: Duration::from_secs(5),
+            retention: Default::default(),
+            messaging_retention: Default::default(),
             admin_username: "admin".into(),
             admin_password: Some(ADMIN_PASSWORD.into()),
             admin_name: "Administrador, Tramita".into(),

@@ -19,8 +19,8 @@ use crate::adapters::events::AUTH_EVENTS;
 use crate::adapters::http::{self, ApiDoc, ClientAddress};
 use crate::adapters::postgres::{PgAuthStore, MIGRATOR};
 use crate::app::{
-    AccountService, AdminSeed, HashCost, HashLimits, KeyRing, SecretHasher, TokenPolicy,
-    TokenService,
+    run_retention, AccountService, AdminSeed, HashCost, HashLimits, KeyRing, RetentionPolicy,
+    SecretHasher, TokenPolicy, TokenService,
 };
 use crate::domain::{DisplayName, LoginBackoff, NewPassword, Username};
 
@@ -103,6 +103,13 @@ pub struct Settings {
     /// Longest wait of a login for a hashing slot before it is answered 503
     /// (`AUTH_HASH_WAIT_MS`, default 1000).
     pub hash_wait: Duration,
+    /// Retention of finished sessions and failure counters
+    /// (`AUTH_RETENTION_INTERVAL_SECONDS` default 3600,
+    /// `AUTH_REFRESH_RETENTION_SECONDS` default 604800).
+    pub retention: RetentionPolicy,
+    /// Retention of the outbox (`MESSAGING_OUTBOX_RETENTION`,
+    /// `MESSAGING_INBOX_RETENTION`, `MESSAGING_RETENTION_INTERVAL`).
+    pub messaging_retention: tramita_messaging::retention::RetentionConfig,
     /// First admin's username (`AUTH_ADMIN_USERNAME`, default `admin`).
     pub admin_username: String,
     /// First admin's password (`AUTH_ADMIN_PASSWORD`; required unless
@@ -158,6 +165,17 @@ impl Settings {
                 std::thread::available_parallelism().map_or(1, usize::from),
             )?,
             hash_wait: Duration::from_millis(parsed_or("AUTH_HASH_WAIT_MS", 1000)?),
+            retention: RetentionPolicy {
+                interval: Duration::from_secs(parsed_or(
+                    "AUTH_RETENTION_INTERVAL_SECONDS",
+                    RetentionPolicy::default().interval.as_secs(),
+                )?),
+                refresh_retention: Duration::from_secs(parsed_or(
+                    "AUTH_REFRESH_RETENTION_SECONDS",
+                    RetentionPolicy::default().refresh_retention.as_secs(),
+                )?),
+            },
+            messaging_retention: tramita_messaging::retention::RetentionConfig::from_env()?,
             admin_username: or_default("AUTH_ADMIN_USERNAME", "admin"),
             admin_password: Some(password).filter(|p| !p.is_empty()),
             admin_name: or_default("AUTH_ADMIN_NAME", "Administrador, Tramita"),
@@ -266,6 +284,7 @@ impl Application {
         if settings.demo_users {
             accounts.ensure_demo_users().await?;
         }
+        let retention_store = store.clone();
         let tokens = TokenService::new(
             store,
             keys.clone(),
@@ -326,6 +345,18 @@ impl Application {
         runtime.spawn(
             "signing-key-reloader",
             keys.reload_every(settings.key_reload_interval, shutdown.clone()),
+        );
+        runtime.spawn(
+            "auth-retention",
+            run_retention(retention_store, settings.retention, shutdown.clone()),
+        );
+        runtime.spawn(
+            "messaging-retention",
+            tramita_messaging::retention::run(
+                pool.clone(),
+                settings.messaging_retention.clone(),
+                shutdown.clone(),
+            ),
         );
         if settings.outbox_relay {
             let relay = OutboxRelay::new(

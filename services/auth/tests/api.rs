@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sha2::Digest;
 use sqlx::PgPool;
 use tramita_auth::app::HashCost;
 use tramita_auth::{Application, Environment, Settings, TrustedProxies};
@@ -52,6 +53,8 @@ fn settings(kafka: &KafkaSettings, database_url: String) -> Settings {
         },
         hash_concurrency: 2,
         hash_wait: Duration::from_secs(5),
+        retention: Default::default(),
+        messaging_retention: Default::default(),
         admin_username: "admin".into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         admin_name: "Administrador, Tramita".into(),
@@ -1522,6 +1525,143 @@ async fn a_disabled_configured_admin_does_not_stop_the_service_from_starting() {
         "nobody was added or promoted"
     );
     handle.stop().await;
+    auth.handle.stop().await;
+}
+
+/// Inserts a refresh family of `user` with `tokens` tokens; returns its id.
+async fn insert_family(
+    pool: &PgPool,
+    user: &str,
+    expires_in: &str,
+    revoked_ago: Option<&str>,
+    tokens: usize,
+) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO refresh_families (id, user_id, created_at, expires_at, revoked_at) \
+         VALUES ($1, $2::uuid, now() - interval '3 days', now() + $3::interval, \
+         now() - $4::interval)",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(expires_in)
+    .bind(revoked_ago)
+    .execute(pool)
+    .await
+    .unwrap();
+    for _ in 0..tokens {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, issued_at) \
+             VALUES (sha256(gen_random_uuid()::text::bytea), $1, now() - interval '3 days')",
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    id
+}
+
+#[tokio::test]
+async fn the_retention_sweep_deletes_finished_sessions_and_old_counters_but_keeps_reuse_detection()
+{
+    let auth = TestAuth::spawn_with(|s| {
+        s.retention.interval = Duration::from_secs(1);
+        s.retention.refresh_retention = Duration::from_secs(3600);
+    })
+    .await;
+    let reader = auth.user_id("reader").await;
+    let (_, used) = auth.tokens("reader", "reader-dev-only").await;
+    let rotated: Value = auth.refresh(&used).await.json().await.unwrap();
+    let live = rotated["refresh_token"].as_str().unwrap().to_owned();
+
+    let expired = insert_family(&auth.pool, &reader, "-2 hours", None, 2).await;
+    let revoked = insert_family(&auth.pool, &reader, "5 hours", Some("2 hours"), 1).await;
+    let recently_revoked =
+        insert_family(&auth.pool, &reader, "5 hours", Some("10 minutes"), 1).await;
+    let recently_expired = insert_family(&auth.pool, &reader, "-10 minutes", None, 1).await;
+    sqlx::query(
+        "INSERT INTO login_failures (key, failures, locked_until, last_failure) VALUES \
+         ('addr:192.0.2.1', 9, now() - interval '2 days', now() - interval '2 days'), \
+         ('addr:192.0.2.2', 1, NULL, now())",
+    )
+    .execute(&auth.pool)
+    .await
+    .unwrap();
+
+    let families_left = |ids: Vec<uuid::Uuid>| {
+        let pool = auth.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM refresh_families WHERE id = ANY ($1)",
+            )
+            .bind(ids)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the sweep deletes the finished families and the forgotten counter",
+        || {
+            let pool = auth.pool.clone();
+            let left = families_left(vec![expired, revoked]);
+            async move {
+                let counter: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM login_failures WHERE key = 'addr:192.0.2.1'",
+                )
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+                (left.await == 0 && counter == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    let orphans: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM refresh_tokens WHERE family_id = ANY ($1)")
+            .bind(vec![expired, revoked])
+            .fetch_one(&auth.pool)
+            .await
+            .unwrap();
+    assert_eq!(orphans, 0, "their tokens went with them");
+    assert_eq!(
+        families_left(vec![recently_revoked, recently_expired]).await,
+        2,
+        "kept for the retention"
+    );
+    let kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM login_failures WHERE key = 'addr:192.0.2.2'")
+            .fetch_one(&auth.pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, 1, "a recent failure still counts");
+    let live_tokens: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM refresh_tokens WHERE token_hash = ANY ($1)")
+            .bind(vec![
+                sha2::Sha256::digest(used.as_bytes()).to_vec(),
+                sha2::Sha256::digest(live.as_bytes()).to_vec(),
+            ])
+            .fetch_one(&auth.pool)
+            .await
+            .unwrap();
+    assert_eq!(live_tokens, 2, "a live login keeps its used token too");
+
+    // Reuse detection still works after sweeps: the used token revokes the
+    // family, so the live one stops working.
+    oauth_error(
+        auth.refresh(&used).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    oauth_error(
+        auth.refresh(&live).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
     auth.handle.stop().await;
 }
 

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::adapters::events;
 use crate::app::{
-    Actor, ClientRepository, LoginThrottle, RotateError, SaveError, SessionStore, SigningKeyStore,
-    StoredKey, ThrottleKey, TokenHash, UserRepository, UserUpdate,
+    Actor, ClientRepository, LoginThrottle, RetentionStore, RotateError, SaveError, SessionStore,
+    SigningKeyStore, StoredKey, Swept, ThrottleKey, TokenHash, UserRepository, UserUpdate,
 };
 use crate::domain::{
     ApiClient, ClientId, ClientName, DisplayName, Email, LoginBackoff, Roles, SecretHash, User,
@@ -603,6 +603,60 @@ impl LoginThrottle for PgAuthStore {
             .await
             .context("reset throttling keys")?;
         Ok(())
+    }
+}
+
+/// Rows deleted per statement, so that no delete holds locks for long.
+const SWEEP_CHUNK: i64 = 5_000;
+
+impl RetentionStore for PgAuthStore {
+    #[tracing::instrument(skip_all)]
+    async fn sweep(
+        &self,
+        refresh_retention: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Swept> {
+        let cutoff = now - chrono::Duration::from_std(refresh_retention)?;
+        let forget_before = now - chrono::Duration::from_std(LoginBackoff::FORGET_AFTER)?;
+        let pending_before = now - chrono::Duration::from_std(LoginBackoff::PENDING_EXPIRY)?;
+        let mut swept = Swept::default();
+        loop {
+            // Tokens go with their family (ON DELETE CASCADE).
+            let deleted = sqlx::query(
+                "DELETE FROM refresh_families WHERE id IN (SELECT id FROM refresh_families \
+                 WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(SWEEP_CHUNK)
+            .execute(&self.pool)
+            .await
+            .context("delete finished refresh families")?
+            .rows_affected();
+            swept.refresh_families += deleted;
+            if deleted < SWEEP_CHUNK as u64 {
+                break;
+            }
+        }
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM login_failures WHERE key IN (SELECT key FROM login_failures \
+                 WHERE last_failure < $1 AND (locked_until IS NULL OR locked_until <= $2) \
+                 AND (pending = 0 OR pending_since IS NULL OR pending_since < $3) LIMIT $4)",
+            )
+            .bind(forget_before)
+            .bind(now)
+            .bind(pending_before)
+            .bind(SWEEP_CHUNK)
+            .execute(&self.pool)
+            .await
+            .context("delete forgotten failure counters")?
+            .rows_affected();
+            swept.login_failures += deleted;
+            if deleted < SWEEP_CHUNK as u64 {
+                break;
+            }
+        }
+        Ok(swept)
     }
 }
 

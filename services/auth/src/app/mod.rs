@@ -3,6 +3,7 @@
 mod accounts;
 mod keys;
 mod ports;
+mod retention;
 mod secrets;
 mod tokens;
 
@@ -12,9 +13,10 @@ pub use accounts::{
 };
 pub use keys::{KeyRing, StoredKey};
 pub use ports::{
-    Actor, ClientRepository, LoginThrottle, RotateError, SaveError, SessionStore, SigningKeyStore,
-    ThrottleKey, UserRepository, UserUpdate,
+    Actor, ClientRepository, LoginThrottle, RetentionStore, RotateError, SaveError, SessionStore,
+    SigningKeyStore, ThrottleKey, UserRepository, UserUpdate,
 };
+pub use retention::{run as run_retention, RetentionPolicy, Swept};
 pub use secrets::{
     check_client_secret, client_secret_digest, random_token, ClientSecretCheck, HashCost,
     HashLimits, SecretHasher, TokenHash, VerifyError,

@@ -243,6 +243,20 @@ pub trait LoginThrottle: Send + Sync + 'static {
     fn reset(&self, keys: &[String]) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// Deletes what the service no longer needs.
+pub trait RetentionStore: Send + Sync + 'static {
+    /// Deletes refresh-token families (with their tokens) expired or revoked
+    /// before `now - refresh_retention`, and failure counters neither locked
+    /// nor pending whose last failure is older than
+    /// [`crate::domain::LoginBackoff::FORGET_AFTER`]. Idempotent. Errors are
+    /// unexpected.
+    fn sweep(
+        &self,
+        refresh_retention: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = anyhow::Result<super::retention::Swept>> + Send;
+}
+
 /// Stores the Ed25519 signing keys.
 pub trait SigningKeyStore: Send + Sync + 'static {
     /// Keys not retired, or retired after `retired_after`, oldest first.
