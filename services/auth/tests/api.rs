@@ -1448,47 +1448,66 @@ async fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted() {
 }
 
 #[tokio::test]
-async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
-    let auth = TestAuth::spawn().await;
-    let first = auth.admin_token().await;
-    let mut previous = ("admin".to_owned(), first);
-    for round in 0..5 {
-        let name = format!("admin-{round}");
-        let created = auth
-            .post_json(
-                "/auth/users",
-                Some(&previous.1),
-                &json!({"username": name, "display_name": "Admin, Otra", "email": "other@example.org", "roles": ["admin"], "password": "other-admin-password"}),
-            )
-            .await;
-        assert_eq!(created.status(), StatusCode::CREATED);
-        let token = auth.tokens(&name, "other-admin-password").await.0;
-        let (a, b) = (auth.user_id(&previous.0).await, auth.user_id(&name).await);
+async fn admins_demoting_each_other_at_once_always_leave_an_admin() {
+    let auth = TestAuth::spawn_with(|s| {
+        s.workers = 4;
+        s.pool_size = 12;
+    })
+    .await;
+    let mut survivor = ("admin".to_owned(), auth.admin_token().await);
+    for round in 0..3 {
+        // Eight admins (the survivor of the last round and seven new ones),
+        // each demoting the next one, all at once.
+        let mut admins = vec![survivor.clone()];
+        for n in 0..7 {
+            let name = format!("admin-{round}-{n}");
+            let created = auth
+                .post_json(
+                    "/auth/users",
+                    Some(&survivor.1),
+                    &json!({"username": name, "display_name": "Admin, Otra", "email": "other@example.org", "roles": ["admin"], "password": "other-admin-password"}),
+                )
+                .await;
+            assert_eq!(created.status(), StatusCode::CREATED);
+            let token = auth.tokens(&name, "other-admin-password").await.0;
+            admins.push((name, token));
+        }
+        let mut ids = Vec::new();
+        for (name, _) in &admins {
+            ids.push(auth.user_id(name).await);
+        }
         let demote = json!({"roles": ["clerk"]});
-        let (path_b, path_a) = (format!("/auth/users/{b}"), format!("/auth/users/{a}"));
-        let (one, other) = tokio::join!(
-            auth.patch_json(&path_b, &previous.1, &demote),
-            auth.patch_json(&path_a, &token, &demote),
+        let demotions = admins.iter().enumerate().map(|(i, (_, token))| {
+            let path = format!("/auth/users/{}", ids[(i + 1) % ids.len()]);
+            let (auth, demote) = (&auth, &demote);
+            async move { auth.patch_json(&path, token, demote).await.status() }
+        });
+        let statuses = futures::future::join_all(demotions).await;
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+            "round {round}: {statuses:?}"
         );
-        let mut statuses = [one.status(), other.status()];
-        statuses.sort();
         assert_eq!(
-            statuses,
-            [StatusCode::OK, StatusCode::CONFLICT],
-            "round {round}"
+            statuses
+                .iter()
+                .filter(|s| **s == StatusCode::CONFLICT)
+                .count(),
+            1,
+            "round {round}: exactly the last demotion is refused: {statuses:?}"
         );
-        let admins: Vec<String> = sqlx::query_scalar(
+        let left: Vec<String> = sqlx::query_scalar(
             "SELECT username FROM users WHERE enabled AND 'admin' = ANY (roles)",
         )
         .fetch_all(&auth.pool)
         .await
         .unwrap();
-        assert_eq!(admins.len(), 1, "round {round}: {admins:?}");
-        previous = if admins[0] == name {
-            (name, token)
-        } else {
-            previous
-        };
+        assert_eq!(left.len(), 1, "round {round}: {left:?}");
+        survivor = admins
+            .into_iter()
+            .find(|(name, _)| *name == left[0])
+            .unwrap();
     }
     auth.handle.stop().await;
 }
