@@ -34,8 +34,9 @@ pub struct TokenPolicy {
     /// address: a hard lock.
     pub backoff: LoginBackoff,
     /// Throttling per username alone, from any address: a much higher
-    /// threshold and short locks, so that failures elsewhere only slow the
-    /// real user down.
+    /// threshold, and then a short wait before each attempt is verified,
+    /// never a refusal, so that failures elsewhere only slow the real user
+    /// down.
     pub user_backoff: LoginBackoff,
 }
 
@@ -162,6 +163,15 @@ fn client_keys(client_id: &str, source: &str, policy: &TokenPolicy) -> [Throttle
     ]
 }
 
+/// How long an attempt on a slow-down key waits: what is left of its
+/// "lock", never more than the per-user cap.
+fn slow_down_for(until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Duration {
+    until
+        .and_then(|until| (until - now).to_std().ok())
+        .unwrap_or_default()
+        .min(LoginBackoff::USER_CAP)
+}
+
 fn names(keys: &[ThrottleKey]) -> Vec<String> {
     keys.iter().map(|k| k.key.clone()).collect()
 }
@@ -192,9 +202,12 @@ where
     pub async fn password(&self, login: PasswordLogin) -> Result<IssuedTokens, PasswordGrantError> {
         let now = Utc::now();
         let keys = login_keys(&login, &self.policy);
+        let [pair, address, username] = &keys;
+        let hard = [pair.clone(), address.clone()];
         // Reserved before the (slow) verification: parallel guesses are
         // counted one by one, not all checked against the same old count.
-        if let Err(until) = self.store.reserve(&keys, now).await? {
+        // Only the (username, address) and address keys can refuse.
+        if let Err(until) = self.store.reserve(&hard, now).await? {
             let retry_after = (until - now).to_std().unwrap_or(Duration::from_secs(1));
             tracing::warn!(
                 retry_after = retry_after.as_secs_f64(),
@@ -202,6 +215,7 @@ where
             );
             return Err(PasswordGrantError::Throttled { retry_after });
         }
+        let now = self.slow_down(username, now).await?;
         let user = match Username::parse(&login.username) {
             Ok(username) => self.store.user_by_username(username.as_str()).await,
             Err(_) => Ok(None),
@@ -217,7 +231,7 @@ where
         let (user, verified) = match verified {
             Ok(outcome) => outcome,
             Err(error) => {
-                self.store.release(&names(&keys)).await?;
+                self.store.release(&names(&hard)).await?;
                 return Err(match error {
                     VerifyError::Busy => {
                         tracing::warn!("login refused: every password-hashing slot is busy");
@@ -235,9 +249,12 @@ where
                 return Err(PasswordGrantError::InvalidCredentials);
             }
         };
-        let [pair, address, username] = keys;
-        self.store.reset(&[pair.key, username.key]).await?;
-        self.store.release(&[address.key]).await?;
+        self.store
+            .reset(&[pair.key.clone(), username.key.clone()])
+            .await?;
+        self.store
+            .release(std::slice::from_ref(&address.key))
+            .await?;
         let refresh_token = random_token()?;
         let expires_at = now
             + chrono::Duration::from_std(self.policy.refresh_ttl).map_err(anyhow::Error::from)?;
@@ -292,6 +309,30 @@ where
         })
     }
 
+    /// Waits what is left of a slow-down key's lock (at most the per-user
+    /// cap) before an attempt is verified; never refuses. Returns the time
+    /// after the wait, which the attempt's failure counts from.
+    async fn slow_down(
+        &self,
+        key: &ThrottleKey,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        let until = self
+            .store
+            .locked_until(std::slice::from_ref(&key.key), now)
+            .await?;
+        let pause = slow_down_for(until, now);
+        if !pause.is_zero() {
+            tracing::info!(
+                pause = pause.as_secs_f64(),
+                "many recent failures for this name: slowing down"
+            );
+            tokio::time::sleep(pause).await;
+            return Ok(Utc::now());
+        }
+        Ok(now)
+    }
+
     /// The `client_credentials` grant: an access token whose subject and
     /// name are the client id. Failures are throttled per (client id,
     /// address) and per address (hard), and per client id (slow down); the
@@ -306,7 +347,12 @@ where
     ) -> Result<IssuedTokens, ClientGrantError> {
         let now = Utc::now();
         let keys = client_keys(client_id, source, &self.policy);
-        if let Some(until) = self.store.locked_until(&names(&keys), now).await? {
+        let [pair, address, id] = &keys;
+        if let Some(until) = self
+            .store
+            .locked_until(&[pair.key.clone(), address.key.clone()], now)
+            .await?
+        {
             let retry_after = (until - now).to_std().unwrap_or(Duration::from_secs(1));
             tracing::warn!(
                 retry_after = retry_after.as_secs_f64(),
@@ -314,6 +360,7 @@ where
             );
             return Err(ClientGrantError::Throttled { retry_after });
         }
+        let now = self.slow_down(id, now).await?;
         let client = match ClientId::parse(client_id) {
             Ok(id) => self.store.client(&id).await?,
             Err(_) => None,
@@ -347,8 +394,9 @@ where
                 return Err(ClientGrantError::InvalidClient);
             }
         };
-        let [pair, _, id] = keys;
-        self.store.reset(&[pair.key, id.key]).await?;
+        self.store
+            .reset(&[pair.key.clone(), id.key.clone()])
+            .await?;
         Ok(IssuedTokens {
             access_token: self.access_token(
                 client.id.as_str(),
@@ -389,5 +437,29 @@ where
             roles: roles.names(),
             name: name.to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_down_is_what_is_left_of_the_lock_and_never_more_than_the_cap() {
+        let now = Utc::now();
+        assert_eq!(slow_down_for(None, now), Duration::ZERO);
+        assert_eq!(
+            slow_down_for(Some(now - chrono::Duration::seconds(5)), now),
+            Duration::ZERO,
+            "a lock that has ended"
+        );
+        assert_eq!(
+            slow_down_for(Some(now + chrono::Duration::milliseconds(700)), now),
+            Duration::from_millis(700)
+        );
+        assert_eq!(
+            slow_down_for(Some(now + chrono::Duration::seconds(50)), now),
+            LoginBackoff::USER_CAP
+        );
     }
 }

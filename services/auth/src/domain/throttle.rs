@@ -14,8 +14,9 @@ pub struct LoginBackoff {
 impl LoginBackoff {
     /// The default cap: 15 minutes.
     pub const DEFAULT_CAP: Duration = Duration::from_secs(15 * 60);
-    /// The cap of per-user locks: one minute.
-    pub const USER_CAP: Duration = Duration::from_secs(60);
+    /// The cap of the per-user slow-down: a login for a username with many
+    /// recent failures waits at most this long before it is verified.
+    pub const USER_CAP: Duration = Duration::from_secs(2);
     /// A reserved attempt not settled after this long (its process died)
     /// no longer counts as pending.
     pub const PENDING_EXPIRY: Duration = Duration::from_secs(60);
@@ -33,9 +34,10 @@ impl LoginBackoff {
         self.free_failures
     }
 
-    /// The per-user rule: many more free failures and locks of at most a
-    /// minute, so that failures from other addresses only slow a user down
-    /// and can never keep the real user out for long.
+    /// The per-user rule: many more free failures, then a "lock" of at most
+    /// [`Self::USER_CAP`] that never refuses anyone: it is how long each
+    /// attempt for that username waits before it is verified. Failures from
+    /// other addresses slow the real user down and can never keep them out.
     pub fn per_user(free_failures: u32) -> Self {
         Self::new(free_failures, Self::USER_CAP)
     }
@@ -105,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn the_per_user_rule_allows_many_failures_and_locks_at_most_a_minute() {
+    fn the_per_user_rule_allows_many_failures_and_slows_down_at_most_two_seconds() {
         let per_user = LoginBackoff::per_user(20);
         assert_eq!(per_user.lock_after(19), None);
         assert_eq!(per_user.lock_after(20), Some(Duration::from_secs(1)));
