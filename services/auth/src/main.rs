@@ -1,4 +1,8 @@
 //! Entry point of the auth service: wiring only.
+//!
+//! `tramita-auth` serves; `tramita-auth outbox parked` lists outbox rows set
+//! aside after failing every publish attempt, and `tramita-auth outbox
+//! replay [POSITION]` puts them back in line.
 
 use anyhow::Context;
 use tramita_auth::{Application, Settings};
@@ -7,6 +11,17 @@ use tramita_auth::{Application, Settings};
 async fn main() -> anyhow::Result<()> {
     let _telemetry = tramita_telemetry::init("auth")?;
     let settings = Settings::from_env().context("read settings")?;
-    let application = Application::build(settings).await?;
-    application.run_until_stopped().await
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("serve") => {
+            let application = Application::build(settings).await?;
+            application.run_until_stopped().await
+        }
+        Some("outbox") => {
+            tramita_messaging::relay::outbox_command(&settings.database_url, &args[1..]).await
+        }
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; use `serve` (default) or `outbox`")
+        }
+    }
 }

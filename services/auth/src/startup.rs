@@ -260,7 +260,7 @@ impl Application {
                 settings.events_partitions,
             )
             .await?;
-        let producer = settings.kafka.producer()?;
+        let producer = tramita_messaging::RenewableProducer::new(&settings.kafka)?;
 
         let store = PgAuthStore::new(pool.clone(), events_topic);
         let hasher = SecretHasher::new(
