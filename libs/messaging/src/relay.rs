@@ -266,35 +266,25 @@ impl OutboxRelay {
         let mut tx = self.pool.begin().await.context("begin outbox batch")?;
         // Heads: unsent rows with no older unsent row of their aggregate. A
         // head locked by another relay is skipped, and so (by the same rule)
-        // is every later row of its aggregate.
-        let heads: Vec<String> = sqlx::query_scalar(
-            "SELECT o.aggregate_id FROM messaging_outbox o \
-             WHERE o.sent_at IS NULL AND o.parked_at IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM messaging_outbox e \
-                 WHERE e.aggregate_id = o.aggregate_id AND e.sent_at IS NULL \
-                 AND e.position < o.position) \
-             ORDER BY o.position LIMIT $1 FOR UPDATE SKIP LOCKED",
+        // is every later row of its aggregate. Then the heads' rows, oldest
+        // first: nobody else can hold them, since claiming any of them needs
+        // the head this transaction holds. One round trip for both.
+        let rows: Vec<ClaimedRow> = sqlx::query_as(
+            "WITH heads AS (SELECT o.aggregate_id FROM messaging_outbox o \
+                 WHERE o.sent_at IS NULL AND o.parked_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM messaging_outbox e \
+                     WHERE e.aggregate_id = o.aggregate_id AND e.sent_at IS NULL \
+                     AND e.position < o.position) \
+                 ORDER BY o.position LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             SELECT position, aggregate_id, topic, envelope FROM messaging_outbox \
+             WHERE aggregate_id IN (SELECT aggregate_id FROM heads) \
+             AND sent_at IS NULL AND parked_at IS NULL \
+             ORDER BY position LIMIT $1 FOR UPDATE",
         )
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await
-        .context("claim outbox heads")?;
-        // Their rows, oldest first. Nobody else can hold them: claiming any of
-        // them needs the head this transaction holds.
-        let rows: Vec<ClaimedRow> = if heads.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_as(
-                "SELECT position, aggregate_id, topic, envelope FROM messaging_outbox \
-                 WHERE aggregate_id = ANY($1) AND sent_at IS NULL AND parked_at IS NULL \
-                 ORDER BY position LIMIT $2 FOR UPDATE",
-            )
-            .bind(&heads)
-            .bind(self.config.batch_size)
-            .fetch_all(&mut *tx)
-            .await
-            .context("claim outbox rows")?
-        };
+        .context("claim outbox rows")?;
         tracing::Span::current().record("claimed", rows.len());
         let claimed = rows.len();
 
