@@ -2,11 +2,13 @@
 //!
 //! Per-aggregate order holds however many relays run (one per replica) and
 //! however they crash:
-//! - a relay claims only an aggregate's oldest unsent row (its head) and the
-//!   rows after it, locking the heads with `FOR UPDATE SKIP LOCKED`; a row is
-//!   never claimed while an older unsent row of its aggregate exists, so no
-//!   other relay can publish an aggregate's later event while one is in
-//!   flight;
+//! - a relay claims the oldest unsent rows with `FOR UPDATE SKIP LOCKED`, and
+//!   publishes a claimed row only if no older unsent row of its aggregate
+//!   exists outside its own claim (one held by another relay, or parked);
+//!   such a row is blocked and released untouched, to be claimed again once
+//!   the older row is sent. Since a row is marked sent only after the broker
+//!   acknowledged it, no aggregate's later event goes out before an earlier
+//!   one;
 //! - within a batch, each aggregate's rows are published one after the other,
 //!   each only after the broker acknowledged the previous one, and a failure
 //!   stops that aggregate's chain (its later rows wait for the next claim).
@@ -42,8 +44,7 @@ use crate::outbox::NOTIFY_CHANNEL;
 /// How a relay behaves.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Aggregates claimed per transaction (each with its waiting rows, up to
-    /// this many rows in all).
+    /// Rows claimed per transaction.
     pub batch_size: i64,
     /// Fallback poll interval when no notification arrives.
     pub poll_interval: Duration,
@@ -91,8 +92,8 @@ impl PublishedBatch {
         self.sent.is_empty()
     }
 
-    /// How many rows were claimed (published, failed or waiting behind a
-    /// failed row of their aggregate).
+    /// How many rows were claimed (published, failed, blocked behind an
+    /// older unsent row of their aggregate, or behind a failed one).
     pub fn claimed(&self) -> usize {
         self.claimed
     }
@@ -250,43 +251,55 @@ impl OutboxRelay {
             }
             // With some rows failing and others sent, claim again at once:
             // each round counts an attempt on the failing rows until they
-            // are parked, and the rest keep flowing.
-            if failures == 0 && (claimed as i64) < self.config.batch_size {
+            // are parked, and the rest keep flowing. A batch in which nothing
+            // could be tried (every row blocked behind another relay's) ends
+            // the drain: the next notification or poll comes back for it.
+            if sent + failures == 0 || (failures == 0 && (claimed as i64) < self.config.batch_size)
+            {
                 self.refresh_backlog().await;
                 return Ok(());
             }
         }
     }
 
-    /// Claims the heads of the aggregates with unsent rows and the rows after
-    /// them, publishes each aggregate's rows in order and waits for the
-    /// broker's acknowledgements, leaving the rows locked and unmarked.
-    #[tracing::instrument(skip_all, fields(claimed))]
+    /// Claims the oldest unsent rows, publishes each aggregate's rows in
+    /// order (skipping those blocked behind an older unsent row held
+    /// elsewhere) and waits for the broker's acknowledgements, leaving the
+    /// rows locked and unmarked.
+    #[tracing::instrument(skip_all, fields(claimed, blocked))]
     pub async fn claim_and_publish(&self) -> anyhow::Result<PublishedBatch> {
         let mut tx = self.pool.begin().await.context("begin outbox batch")?;
-        // Heads: unsent rows with no older unsent row of their aggregate. A
-        // head locked by another relay is skipped, and so (by the same rule)
-        // is every later row of its aggregate. Then the heads' rows, oldest
-        // first: nobody else can hold them, since claiming any of them needs
-        // the head this transaction holds. One round trip for both.
-        let rows: Vec<ClaimedRow> = sqlx::query_as(
-            "WITH heads AS (SELECT o.aggregate_id FROM messaging_outbox o \
-                 WHERE o.sent_at IS NULL AND o.parked_at IS NULL \
-                 AND NOT EXISTS (SELECT 1 FROM messaging_outbox e \
-                     WHERE e.aggregate_id = o.aggregate_id AND e.sent_at IS NULL \
-                     AND e.position < o.position) \
-                 ORDER BY o.position LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             SELECT position, aggregate_id, topic, envelope FROM messaging_outbox \
-             WHERE aggregate_id IN (SELECT aggregate_id FROM heads) \
-             AND sent_at IS NULL AND parked_at IS NULL \
-             ORDER BY position LIMIT $1 FOR UPDATE",
-        )
-        .bind(self.config.batch_size)
-        .fetch_all(&mut *tx)
-        .await
-        .context("claim outbox rows")?;
-        tracing::Span::current().record("claimed", rows.len());
-        let claimed = rows.len();
+        // Rows of aggregates with a parked row are not claimed at all, so
+        // that a long queue behind a parked row never fills the batches.
+        // `blocked` is a correlated subquery, run per claimed row with its
+        // values as an index condition on (aggregate_id, position).
+        let claimed_rows: Vec<(i64, String, String, sqlx::types::Json<Envelope>, bool)> =
+            sqlx::query_as(
+                "WITH claimed AS (SELECT o.position, o.aggregate_id, o.topic, o.envelope \
+                     FROM messaging_outbox o \
+                     WHERE o.sent_at IS NULL AND o.parked_at IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM messaging_outbox p \
+                         WHERE p.parked_at IS NOT NULL AND p.aggregate_id = o.aggregate_id) \
+                     ORDER BY o.position LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 SELECT c.position, c.aggregate_id, c.topic, c.envelope, \
+                     EXISTS (SELECT 1 FROM messaging_outbox e \
+                         WHERE e.aggregate_id = c.aggregate_id AND e.sent_at IS NULL \
+                         AND e.position < c.position \
+                         AND e.position NOT IN (SELECT position FROM claimed)) AS blocked \
+                 FROM claimed c ORDER BY c.position",
+            )
+            .bind(self.config.batch_size)
+            .fetch_all(&mut *tx)
+            .await
+            .context("claim outbox rows")?;
+        let claimed = claimed_rows.len();
+        let rows: Vec<ClaimedRow> = claimed_rows
+            .into_iter()
+            .filter(|row| !row.4)
+            .map(|(position, aggregate, topic, envelope, _)| (position, aggregate, topic, envelope))
+            .collect();
+        tracing::Span::current().record("blocked", claimed - rows.len());
+        tracing::Span::current().record("claimed", claimed);
 
         let mut chains: Vec<Vec<ClaimedRow>> = Vec::new();
         let mut chain_of: HashMap<String, usize> = HashMap::new();

@@ -25,6 +25,8 @@ UPDATE messaging_outbox SET aggregate_id = envelope->>'aggregate_id'
     WHERE aggregate_id IS NULL AND sent_at IS NULL;
 CREATE INDEX IF NOT EXISTS messaging_outbox_unsent_aggregate
     ON messaging_outbox (aggregate_id, position) WHERE sent_at IS NULL;
+CREATE INDEX IF NOT EXISTS messaging_outbox_parked
+    ON messaging_outbox (aggregate_id) WHERE parked_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messaging_outbox_sent
     ON messaging_outbox (sent_at) WHERE sent_at IS NOT NULL;
 
