@@ -230,8 +230,10 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// Publishes batches until no claimable row is left (rows waiting
-    /// behind a failed row of their aggregate wait for the next drain).
+    /// Publishes batches until a batch is not full or nothing in it could be
+    /// tried (rows waiting behind a failed row of their aggregate wait for
+    /// the next drain; rows blocked behind another relay's batch for the
+    /// next notification or poll).
     pub async fn drain(&self) -> anyhow::Result<()> {
         loop {
             let batch = self.claim_and_publish().await?;
@@ -251,9 +253,13 @@ impl OutboxRelay {
             }
             // With some rows failing and others sent, claim again at once:
             // each round counts an attempt on the failing rows until they
-            // are parked, and the rest keep flowing. A batch in which nothing
-            // could be tried (every row blocked behind another relay's) ends
-            // the drain: the next notification or poll comes back for it.
+            // are parked, and the rest keep flowing. A batch that was not
+            // full, or in which nothing could be tried (every row blocked
+            // behind another relay's batch), ends the drain. A row another
+            // relay skipped as blocked in the instant this batch committed is
+            // taken by the next notification or poll: claiming once more
+            // after every batch to catch it cost a third of the pipeline's
+            // latency at 100 files/s.
             if sent + failures == 0 || (failures == 0 && (claimed as i64) < self.config.batch_size)
             {
                 self.refresh_backlog().await;

@@ -66,6 +66,9 @@ async fn concurrent_relays_never_publish_a_row_twice() {
     for result in results {
         result.unwrap();
     }
+    // A row one relay skipped as blocked behind another's batch, in the
+    // instant that batch committed, is left to the next poll: this is it.
+    relays[0].drain().await.unwrap();
     assert_eq!(
         count(&pool, "messaging_outbox WHERE sent_at IS NULL").await,
         0
@@ -114,6 +117,16 @@ async fn a_running_relay_wakes_on_commit() {
     running.await.unwrap().unwrap();
 }
 
+/// The effect every test handler applies: one row per applied message.
+async fn record_effect(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), HandlerError> {
+    sqlx::query("INSERT INTO effects (message_id) VALUES ($1)")
+        .bind(envelope.message_id)
+        .execute(conn)
+        .await
+        .map_err(|e| HandlerError::Transient(e.into()))?;
+    Ok(())
+}
+
 /// Records an effect; fails transiently for its first `failures` calls per message.
 struct Flaky {
     failures: u32,
@@ -127,11 +140,7 @@ impl MessageHandler for Flaky {
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        sqlx::query("INSERT INTO effects (message_id) VALUES ($1)")
-            .bind(envelope.message_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| HandlerError::Transient(e.into()))?;
+        record_effect(conn, envelope).await?;
         if call <= self.failures {
             // The effect above is rolled back with the inbox row.
             return Err(HandlerError::Transient(anyhow::anyhow!(
@@ -319,11 +328,7 @@ impl MessageHandler for RefusesOne {
                 "refused on purpose"
             )));
         }
-        sqlx::query("INSERT INTO effects (message_id) VALUES ($1)")
-            .bind(envelope.message_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| HandlerError::Transient(e.into()))?;
+        record_effect(conn, envelope).await?;
         Ok(())
     }
 }
@@ -651,11 +656,7 @@ impl MessageHandler for DropsItsConnection {
                 .await
                 .map_err(|e| HandlerError::Transient(e.into()))?;
         }
-        sqlx::query("INSERT INTO effects (message_id) VALUES ($1)")
-            .bind(envelope.message_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| HandlerError::Transient(e.into()))?;
+        record_effect(conn, envelope).await?;
         Ok(())
     }
 }
@@ -914,7 +915,14 @@ async fn relays_racing_and_crashing_keep_each_aggregates_order() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     victim.abort();
-    assert!(victim.await.unwrap_err().is_cancelled());
+    // Killed while waiting for acknowledgements, or (when librdkafka gave up
+    // on the dead broker first) ended with nothing acknowledged: either way
+    // it held its rows and let go of them unmarked.
+    let ended = victim.await;
+    assert!(
+        !matches!(ended, Ok(Ok(published)) if published > 0),
+        "the victim published nothing: {ended:?}"
+    );
     victim_pool.close().await;
     eventually(Duration::from_secs(120), "every row sent", || async {
         (count(&pool, "messaging_outbox WHERE sent_at IS NULL").await == 0).then_some(())
