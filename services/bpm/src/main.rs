@@ -1,0 +1,3 @@
+//! Entry point of the bpm service: wiring only.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Entry point of the docs service: wiring only.
+
+fn main() {}
