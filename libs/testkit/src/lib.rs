@@ -57,6 +57,23 @@ impl TestInfra {
         replace_database(&self.database_url, &name)
     }
 
+    /// The MongoDB-compatible server (`MONGODB_URI`, written by `scripts/infra up`).
+    pub fn mongodb_uri() -> String {
+        std::env::var("MONGODB_URI").unwrap_or_else(|_| {
+            panic!("MONGODB_URI is not set: run the tests with scripts/test (or `source .local/infra/env` after scripts/infra up)")
+        })
+    }
+
+    /// A client of the MongoDB-compatible server and a database name no
+    /// other test uses (created on first write).
+    pub async fn fresh_mongo_database() -> (mongodb::Client, mongodb::Database) {
+        let client = mongodb::Client::with_uri_str(Self::mongodb_uri())
+            .await
+            .expect("parse MONGODB_URI");
+        let database = client.database(&format!("test_{}", Uuid::new_v4().simple()));
+        (client, database)
+    }
+
     /// A unique topic prefix, so each test has its own topics.
     pub fn topic_prefix(&self) -> String {
         format!("test-{}.", Uuid::new_v4().simple())
