@@ -1,2 +1,5 @@
-//! The bpm service (being built under issue 7).
+//! The bpm service: procedure definitions, the process of each file, its
+//! phase history and deadlines.
 #![forbid(unsafe_code)]
+
+pub mod domain;
