@@ -359,6 +359,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
             name: UpstreamName::parse("bench")?,
             url: upstream_url.clone(),
             policy: policy.clone(),
+            body_limit: None,
         }],
         public_routes: PublicRoutes::parse(DEFAULT_PUBLIC_ROUTES)?,
         jwks_url: issuer.jwks_url.clone(),
@@ -367,6 +368,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
         body_limit: 10 * 1024 * 1024,
         public_body_limit: 8 * 1024,
         body_read_timeout: Duration::from_secs(15),
+        upload_timeout: Duration::from_secs(600),
         trusted_proxies: Default::default(),
         rate: RateLimit {
             per_second: 1_000_000,

@@ -103,6 +103,7 @@ impl Suite {
             name: tramita_gateway::domain::UpstreamName::parse(name).unwrap(),
             url: format!("http://127.0.0.1:{port}"),
             policy: tramita_gateway::app::UpstreamPolicy::default(),
+            body_limit: None,
         };
         let gateway = tramita_gateway::Application::build(tramita_gateway::Settings {
             host: "127.0.0.1".into(),
@@ -125,6 +126,7 @@ impl Suite {
             body_limit: 1024 * 1024,
             public_body_limit: 8 * 1024,
             body_read_timeout: Duration::from_secs(15),
+        upload_timeout: Duration::from_secs(600),
             trusted_proxies: Default::default(),
             rate: tramita_gateway::domain::RateLimit {
                 per_second: 1000,

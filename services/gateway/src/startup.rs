@@ -29,8 +29,13 @@ use crate::domain::{
 };
 
 /// The upstreams by default.
-pub const DEFAULT_UPSTREAMS: &str =
-    "auth=http://127.0.0.1:8083,files=http://127.0.0.1:8081,index=http://127.0.0.1:8082";
+pub const DEFAULT_UPSTREAMS: &str = "auth=http://127.0.0.1:8083,files=http://127.0.0.1:8081,\
+index=http://127.0.0.1:8082,docs=http://127.0.0.1:8084,bpm=http://127.0.0.1:8085";
+
+/// The body limit of the `docs` upstream unless `GATEWAY_DOCS_BODY_LIMIT`
+/// says otherwise: a 50 MiB document (the docs service's own default
+/// limit) and its multipart framing.
+pub const DOCS_BODY_LIMIT: usize = 51 * 1024 * 1024;
 
 /// One upstream: where it is and how it is called.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +46,10 @@ pub struct UpstreamSettings {
     pub url: String,
     /// Its resilience policy.
     pub policy: UpstreamPolicy,
+    /// Largest body of an authenticated request to it, in bytes
+    /// (`GATEWAY_<NAME>_BODY_LIMIT`; `None`: the gateway's `body_limit`,
+    /// except [`DOCS_BODY_LIMIT`] for `docs`).
+    pub body_limit: Option<usize>,
 }
 
 /// Everything the gateway reads from the environment.
@@ -76,9 +85,13 @@ pub struct Settings {
     /// Largest request body in bytes of a public route
     /// (`GATEWAY_PUBLIC_BODY_LIMIT`, default 8 KiB).
     pub public_body_limit: usize,
-    /// Longest time to receive a request body, whatever its size
-    /// (`GATEWAY_BODY_READ_TIMEOUT_MS`, default 15000).
+    /// Longest time to receive a buffered request body, and longest pause
+    /// between two pieces of a streamed one (`GATEWAY_BODY_READ_TIMEOUT_MS`,
+    /// default 15000).
     pub body_read_timeout: Duration,
+    /// Longest time to stream a large request body (an upload) to its
+    /// upstream (`GATEWAY_UPLOAD_TIMEOUT_MS`, default 600000).
+    pub upload_timeout: Duration,
     /// Peers (an ingress, a load balancer) whose `X-Forwarded-For`,
     /// `X-Forwarded-Proto` and `X-Forwarded-Host` are believed
     /// (`GATEWAY_TRUSTED_PROXIES`, addresses or CIDR networks, default none).
@@ -190,6 +203,7 @@ pub fn parse_upstreams(
             name,
             url: url.to_owned(),
             policy: policy.clone(),
+            body_limit: None,
         });
     }
     if upstreams.is_empty() {
@@ -218,6 +232,11 @@ impl Settings {
                     .replace('-', "_")
             );
             upstream.policy = policy_from_env(&prefix, &defaults)?;
+            let builtin = (upstream.name.as_str() == "docs").then_some(DOCS_BODY_LIMIT);
+            upstream.body_limit = match std::env::var(format!("{prefix}_BODY_LIMIT")) {
+                Ok(_) => Some(parsed_or(&format!("{prefix}_BODY_LIMIT"), 0)?),
+                Err(_) => builtin,
+            };
         }
         let routes = list_or("GATEWAY_PUBLIC_ROUTES", DEFAULT_PUBLIC_ROUTES);
         let public_routes = PublicRoutes::parse(&routes)
@@ -243,6 +262,10 @@ impl Settings {
                 "must be above 0",
             ));
         }
+        let upload_timeout: u64 = parsed_or("GATEWAY_UPLOAD_TIMEOUT_MS", 600_000)?;
+        if upload_timeout == 0 {
+            return Err(invalid("GATEWAY_UPLOAD_TIMEOUT_MS", 0, "must be above 0"));
+        }
         let workers: usize = parsed_or("GATEWAY_WORKERS", 2)?;
         if workers == 0 {
             return Err(invalid("GATEWAY_WORKERS", 0, "must be above 0"));
@@ -261,6 +284,7 @@ impl Settings {
             body_limit: parsed_or("GATEWAY_BODY_LIMIT", 10 * 1024 * 1024)?,
             public_body_limit: parsed_or("GATEWAY_PUBLIC_BODY_LIMIT", 8 * 1024)?,
             body_read_timeout: Duration::from_millis(body_read_timeout),
+            upload_timeout: Duration::from_millis(upload_timeout),
             trusted_proxies,
             rate,
             cors_origins: list_or("GATEWAY_CORS_ORIGINS", &[]),
@@ -362,8 +386,17 @@ impl Application {
             ProxyRules {
                 public_routes: settings.public_routes.clone(),
                 body_limit: settings.body_limit,
+                upstream_body_limits: settings
+                    .upstreams
+                    .iter()
+                    .filter_map(|u| {
+                        u.body_limit
+                            .map(|limit| (u.name.as_str().to_owned(), limit))
+                    })
+                    .collect(),
                 public_body_limit: settings.public_body_limit,
                 body_read_timeout: settings.body_read_timeout,
+                upload_timeout: settings.upload_timeout,
                 trusted_proxies: settings.trusted_proxies.clone(),
             },
         ));
@@ -529,9 +562,18 @@ mod tests {
         std::env::set_var("GATEWAY_TIMEOUT_MS", "2000");
         std::env::set_var("GATEWAY_FILES_TIMEOUT_MS", "500");
         std::env::set_var("GATEWAY_FILES_MAX_CONCURRENT", "3");
+        std::env::set_var("GATEWAY_BPM_BODY_LIMIT", "2048");
         let settings = Settings::from_env().unwrap();
         let names: Vec<&str> = settings.upstreams.iter().map(|u| u.name.as_str()).collect();
-        assert_eq!(names, ["auth", "files", "index"]);
+        assert_eq!(names, ["auth", "files", "index", "docs", "bpm"]);
+        let limits: Vec<Option<usize>> = settings.upstreams.iter().map(|u| u.body_limit).collect();
+        assert_eq!(
+            limits,
+            [None, None, None, Some(DOCS_BODY_LIMIT), Some(2048)],
+            "only docs lets documents through unless told otherwise"
+        );
+        assert_eq!(settings.upload_timeout, Duration::from_secs(600));
+        std::env::remove_var("GATEWAY_BPM_BODY_LIMIT");
         let files = &settings.upstreams[1];
         assert_eq!(files.url, "http://127.0.0.1:8081");
         assert_eq!(files.policy.timeout, Duration::from_millis(500));

@@ -273,6 +273,132 @@ async fn a_body_over_the_limit_is_refused_with_413() {
 }
 
 #[tokio::test]
+async fn an_upload_streams_through_whole_under_its_upstreams_own_limit_and_only_there() {
+    let issuer = TestIssuer::start().await;
+    let files = TestUpstream::start("files").await;
+    let docs = TestUpstream::start("docs").await;
+    let mut config = settings(&issuer, &[("files", &files), ("docs", &docs)]);
+    config.body_limit = 1024 * 1024;
+    config.upstreams[1].body_limit = Some(3 * 1024 * 1024);
+    let gateway = TestGateway::start(config).await;
+    let token = issuer.token("ana", &["clerk"]);
+
+    // 2 MiB with a declared length and 2 MiB chunked: both over the size
+    // that is streamed rather than buffered, both under docs' own limit.
+    let document: Vec<u8> = (0..2 * 1024 * 1024)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let declared: Value = gateway
+        .post("/api/v1/docs/uploads")
+        .header("authorization", bearer(&token))
+        .body(document.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(declared["body"].as_str().unwrap().as_bytes(), &document[..]);
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        document.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunked: Value = gateway
+        .post("/api/v1/docs/uploads")
+        .header("authorization", bearer(&token))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(chunked["body"].as_str().unwrap().as_bytes(), &document[..]);
+    assert_eq!(docs.received(), 2);
+
+    // The same 2 MiB to files: over the gateway's general limit.
+    let refused = gateway
+        .post("/api/v1/files")
+        .header("authorization", bearer(&token))
+        .body(document.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(refused, 413).await;
+    // Over docs' own limit, chunked so that only counting finds it out.
+    let pieces = (0..4).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 1024 * 1024]));
+    let too_big = gateway
+        .post("/api/v1/docs/uploads")
+        .header("authorization", bearer(&token))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(too_big, 413).await;
+    assert_eq!(files.received(), 0);
+    assert_eq!(docs.received(), 2, "no cut-short upload reached a handler");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn uploads_a_client_breaks_off_get_4xx_and_never_open_the_breaker() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let issuer = TestIssuer::start().await;
+    let docs = TestUpstream::start("docs").await;
+    let mut config = settings(&issuer, &[("docs", &docs)]);
+    config.upstreams[0].body_limit = Some(512 * 1024);
+    config.upstreams[0].policy.breaker.window = 4;
+    config.upstreams[0].policy.breaker.min_calls = 2;
+    config.body_read_timeout = Duration::from_millis(300);
+    let gateway = TestGateway::start(config).await;
+    let token = issuer.token("ana", &["clerk"]);
+
+    for _ in 0..4 {
+        let pieces = (0..3).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 256 * 1024]));
+        let too_big = gateway
+            .post("/api/v1/docs/uploads")
+            .header("authorization", bearer(&token))
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(pieces)))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(too_big, 413).await;
+    }
+    // A streamed body that stalls mid-way gets 408.
+    let address = gateway.url.trim_start_matches("http://");
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /api/v1/docs/uploads HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), slow.read(&mut answer))
+        .await
+        .expect("the gateway gave up on the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+
+    let state: Value = gateway
+        .internal("/health/ready")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["upstreams"][0]["breaker"], "closed", "{state}");
+    let after = gateway
+        .get("/api/v1/docs/things")
+        .header("authorization", bearer(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+    assert_eq!(docs.received(), 1);
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_over_its_burst_gets_429_and_others_are_unaffected() {
     let issuer = TestIssuer::start().await;
     let files = TestUpstream::start("files").await;

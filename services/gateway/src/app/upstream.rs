@@ -177,6 +177,11 @@ impl Upstream {
         self.name.as_str()
     }
 
+    /// How it is called.
+    pub fn policy(&self) -> &UpstreamPolicy {
+        &self.policy
+    }
+
     /// Its base URL.
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -228,6 +233,28 @@ impl Upstream {
     pub async fn call<T, F, Fut, E>(
         &self,
         idempotent: bool,
+        send: F,
+    ) -> Result<Admitted<T>, CallError>
+    where
+        T: Answer,
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_within(idempotent, self.policy.timeout, || false, send)
+            .await
+    }
+
+    /// [`Upstream::call`] with `timeout` for each attempt instead of the
+    /// policy's (an upload takes as long as its body takes to arrive), and
+    /// `client_fault` telling whether an attempt that got no answer failed
+    /// because the client broke off its body: the breaker does not count
+    /// that against the upstream.
+    pub async fn call_within<T, F, Fut, E>(
+        &self,
+        idempotent: bool,
+        timeout: Duration,
+        client_fault: impl Fn() -> bool,
         mut send: F,
     ) -> Result<Admitted<T>, CallError>
     where
@@ -249,10 +276,17 @@ impl Upstream {
                     return Err(CallError::Open { retry_after });
                 }
             };
-            let (outcome, result) = match tokio::time::timeout(self.policy.timeout, send()).await {
+            let (outcome, result) = match tokio::time::timeout(timeout, send()).await {
+                Err(_) if client_fault() => {
+                    (AttemptOutcome::ClientAborted, Err(CallError::Timeout))
+                }
                 Err(_) => (AttemptOutcome::TimedOut, Err(CallError::Timeout)),
                 Ok(Err(error)) => (
-                    AttemptOutcome::Unreachable,
+                    if client_fault() {
+                        AttemptOutcome::ClientAborted
+                    } else {
+                        AttemptOutcome::Unreachable
+                    },
                     Err(CallError::Unreachable(error.to_string())),
                 ),
                 Ok(Ok(answer)) => (AttemptOutcome::Answered(answer.status()), Ok(answer)),

@@ -12,6 +12,9 @@ pub enum AttemptOutcome {
     Unreachable,
     /// No answer within the timeout.
     TimedOut,
+    /// The client broke off the body it was streaming (too large, too
+    /// slow, gone): no fault of the upstream's.
+    ClientAborted,
 }
 
 impl AttemptOutcome {
@@ -20,6 +23,7 @@ impl AttemptOutcome {
         match self {
             Self::Answered(status) => status >= 500,
             Self::Unreachable | Self::TimedOut => true,
+            Self::ClientAborted => false,
         }
     }
 
@@ -28,6 +32,7 @@ impl AttemptOutcome {
         match self {
             Self::Answered(status) => matches!(status, 502..=504),
             Self::Unreachable | Self::TimedOut => true,
+            Self::ClientAborted => false,
         }
     }
 }

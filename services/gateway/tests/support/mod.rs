@@ -164,6 +164,7 @@ pub fn settings(issuer: &TestIssuer, upstreams: &[(&str, &TestUpstream)]) -> Set
                 name: UpstreamName::parse(name).unwrap(),
                 url: upstream.url.clone(),
                 policy: quick_policy(),
+                body_limit: None,
             })
             .collect(),
         public_routes: PublicRoutes::parse(tramita_gateway::domain::routing::DEFAULT_PUBLIC_ROUTES)
@@ -174,6 +175,7 @@ pub fn settings(issuer: &TestIssuer, upstreams: &[(&str, &TestUpstream)]) -> Set
         body_limit: 10 * 1024 * 1024,
         public_body_limit: 8 * 1024,
         body_read_timeout: Duration::from_secs(15),
+        upload_timeout: Duration::from_secs(600),
         trusted_proxies: TrustedProxies::default(),
         rate: RateLimit {
             per_second: 1000,

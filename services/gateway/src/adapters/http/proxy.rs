@@ -48,12 +48,19 @@ fn is_forwarding_header(name: &str) -> bool {
 pub struct ProxyRules {
     /// Routes that need no token.
     pub public_routes: PublicRoutes,
-    /// Largest body of an authenticated request, in bytes.
+    /// Largest body of an authenticated request, in bytes, unless its
+    /// upstream has its own limit.
     pub body_limit: usize,
+    /// Upstreams with their own limit for authenticated requests (`docs`,
+    /// which takes documents).
+    pub upstream_body_limits: HashMap<String, usize>,
     /// Largest body of a request to a public route, in bytes.
     pub public_body_limit: usize,
-    /// Longest time to receive a whole request body.
+    /// Longest time to receive a whole buffered request body, and longest
+    /// pause between two pieces of a streamed one.
     pub body_read_timeout: Duration,
+    /// Longest time to stream a large body (an upload) to its upstream.
+    pub upload_timeout: Duration,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: TrustedProxies,
 }
@@ -182,20 +189,61 @@ impl Proxy {
         let limit = if public {
             self.rules.public_body_limit
         } else {
-            self.rules.body_limit
+            self.rules
+                .upstream_body_limits
+                .get(to.upstream)
+                .copied()
+                .unwrap_or(self.rules.body_limit)
         };
-        let read = read_body(&req, payload, limit);
-        let body = match tokio::time::timeout(self.rules.body_read_timeout, read).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(problem)) => return closing(problem.error_response()),
-            Err(_) => return closing(body_timeout(self.rules.body_read_timeout)),
-        };
-
         let method = match reqwest::Method::from_bytes(req.method().as_str().as_bytes()) {
             Ok(method) => method,
             Err(_) => return Problem::bad_request("unsupported method").error_response(),
         };
         let headers = upstream_headers(&req, &origin);
+        let declared = declared_length(&req);
+        if declared.is_some_and(|length| length > limit) {
+            return closing(too_large(limit).error_response());
+        }
+        if declared.is_some_and(|length| length > STREAMED_BODY) || is_chunked(&req) {
+            // An upload: streamed to the upstream as it arrives, never held
+            // whole here, and never retried (it cannot be sent twice).
+            let (body, pump) = StreamedBody::start(
+                payload,
+                limit,
+                self.rules.body_read_timeout,
+                self.rules.upload_timeout,
+            );
+            let mut body = Some(body);
+            let result = upstream
+                .call_within(
+                    false,
+                    upstream.policy().timeout + self.rules.upload_timeout,
+                    || pump.failure().is_some(),
+                    || {
+                        let mut request = client
+                            .request(method.clone(), url.clone())
+                            .headers(headers.clone());
+                        if let Some(body) = body.take() {
+                            request = request.body(body.into_reqwest());
+                        }
+                        request.send()
+                    },
+                )
+                .await;
+            if let Some(problem) = pump.failure() {
+                return closing(problem.error_response());
+            }
+            return match result {
+                Ok(admitted) => respond(admitted.answer, admitted.permit).await,
+                Err(error) => refusal(upstream.name(), error),
+            };
+        }
+        let read = read_body(payload, limit);
+        let body = match tokio::time::timeout(self.rules.body_read_timeout, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(problem)) => return closing(problem.error_response()),
+            Err(_) => return closing(body_timeout(self.rules.body_read_timeout)),
+        };
         let idempotent = is_idempotent(
             req.method().as_str(),
             req.headers().contains_key(IDEMPOTENCY_KEY),
@@ -280,6 +328,10 @@ fn upstream_url(base: &str, path: &str, query: &str) -> Result<reqwest::Url, Pro
 }
 
 fn body_timeout(limit: Duration) -> HttpResponse {
+    body_timeout_problem(limit).error_response()
+}
+
+fn body_timeout_problem(limit: Duration) -> Problem {
     Problem::new(
         StatusCode::REQUEST_TIMEOUT,
         "request-timeout",
@@ -289,7 +341,6 @@ fn body_timeout(limit: Duration) -> HttpResponse {
         "the body did not arrive within {} ms",
         limit.as_millis()
     ))
-    .error_response()
 }
 
 /// `response` on a connection that is closed after it: the rest of the
@@ -301,37 +352,129 @@ fn closing(mut response: HttpResponse) -> HttpResponse {
     response
 }
 
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::Bytes, Problem> {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Payload too large",
-        )
-        .with_detail(format!("the body exceeds the limit of {limit} bytes"))
-    };
-    let declared = req
-        .headers()
+/// Bodies declared larger than this are streamed to the upstream rather
+/// than read whole first (bodies of unknown length are streamed too).
+const STREAMED_BODY: usize = 256 * 1024;
+
+fn too_large(limit: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "Payload too large",
+    )
+    .with_detail(format!("the body exceeds the limit of {limit} bytes"))
+}
+
+/// The body length the client declared, if it did.
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(too_large());
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Whether the body comes in chunks of unknown total length.
+fn is_chunked(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("chunked"))
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Problem> {
+    let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
             chunk.map_err(|e| Problem::bad_request(format!("cannot read the body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(too_large());
+            return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// A request body passed on piece by piece: a task on the worker's thread
+/// reads the client's payload into a small channel that the upstream
+/// request drains, so at most a few pieces are held at once.
+struct StreamedBody(tokio::sync::mpsc::Receiver<Result<web::Bytes, std::io::Error>>);
+
+/// Why a streamed body was cut short, once the pump has stopped.
+#[derive(Clone, Default)]
+struct Pump(Arc<std::sync::Mutex<Option<Problem>>>);
+
+impl Pump {
+    fn fail(&self, problem: Problem) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(problem);
+    }
+
+    /// The client's fault that ended the body early (too large, too slow,
+    /// broken), which is the answer whatever the upstream said.
+    fn failure(&self) -> Option<Problem> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl StreamedBody {
+    /// Starts pumping `payload`: at most `limit` bytes, each piece within
+    /// `pause` of the previous one, the whole within `total`.
+    fn start(
+        mut payload: web::Payload,
+        limit: usize,
+        pause: Duration,
+        total: Duration,
+    ) -> (Self, Pump) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let pump = Pump::default();
+        let failed = pump.clone();
+        actix_web::rt::spawn(async move {
+            let deadline = tokio::time::Instant::now() + total;
+            let mut received = 0usize;
+            loop {
+                let wait =
+                    pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                let problem = match tokio::time::timeout(wait, payload.next()).await {
+                    Ok(None) => return,
+                    Ok(Some(Ok(chunk))) => {
+                        received += chunk.len();
+                        if received <= limit {
+                            if sender.send(Ok(chunk)).await.is_err() {
+                                return; // the upstream request ended
+                            }
+                            continue;
+                        }
+                        too_large(limit)
+                    }
+                    Ok(Some(Err(error))) => {
+                        Problem::bad_request(format!("cannot read the body: {error}"))
+                    }
+                    Err(_) => body_timeout_problem(pause),
+                };
+                failed.fail(problem);
+                // The upstream sees a broken body and gives up on it.
+                let _ = sender
+                    .send(Err(std::io::Error::other(
+                        "the client's body was cut short",
+                    )))
+                    .await;
+                return;
+            }
+        });
+        (Self(receiver), pump)
+    }
+
+    fn into_reqwest(self) -> reqwest::Body {
+        let stream = futures::stream::unfold(self.0, |mut receiver| async move {
+            receiver.recv().await.map(|piece| (piece, receiver))
+        });
+        reqwest::Body::wrap_stream(stream)
+    }
 }
 
 fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
