@@ -1,3 +1,27 @@
 //! Entry point of the bpm service: wiring only.
+//!
+//! `tramita-bpm` serves and consumes `bpm.commands`; `tramita-bpm outbox
+//! parked` lists outbox rows set aside after failing every publish attempt,
+//! and `tramita-bpm outbox replay [POSITION]` puts them back in line.
 
-fn main() {}
+use anyhow::Context;
+use tramita_bpm::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = tramita_telemetry::init("bpm")?;
+    let settings = Settings::from_env().context("read settings")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("serve") => {
+            let application = Application::build(settings).await?;
+            application.run_until_stopped().await
+        }
+        Some("outbox") => {
+            tramita_messaging::relay::outbox_command(&settings.database_url, &args[1..]).await
+        }
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; use `serve` (default) or `outbox`")
+        }
+    }
+}

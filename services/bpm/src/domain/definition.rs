@@ -198,37 +198,59 @@ impl Problems {
         let Some((unit, amount)) = draft else {
             return Some(None);
         };
-        let unit = self.required(&format!("{at}/unit"), unit.as_deref(), |raw| match raw {
-            "calendar_days" => Ok(DurationUnit::CalendarDays),
-            "business_days" => Ok(DurationUnit::BusinessDays),
-            "months" => Ok(DurationUnit::Months),
-            other => Err(ValueError(format!(
-                "unknown unit {other:?}; use calendar_days, business_days or months"
-            ))),
-        });
-        let amount = match amount {
-            None => {
-                self.push(format!("{at}/amount"), "is required");
-                None
-            }
-            Some(amount) => Some(*amount),
-        };
-        let (unit, amount) = (unit?, amount?);
-        let checked = u32::try_from(amount)
-            .ok()
-            .and_then(|amount| MaxDuration::new(unit, amount).ok());
-        match checked {
-            Some(duration) => Some(Some(duration)),
-            None => {
-                let range = match unit {
-                    DurationUnit::Months => "1 to 120",
-                    _ => "1 to 3650",
-                };
-                self.push(format!("{at}/amount"), format!("must be {range}"));
+        match parse_max_duration(unit.as_deref(), *amount) {
+            Ok(duration) => Some(Some(duration)),
+            Err(problems) => {
+                for (field, message) in problems {
+                    self.push(format!("{at}/{field}"), message);
+                }
                 None
             }
         }
     }
+}
+
+/// Parses a maximum duration from its unit name (`calendar_days`,
+/// `business_days`, `months`) and amount (1 to 3650 days, 1 to 120
+/// months); on failure, each problem names its field (`unit`, `amount`).
+pub fn parse_max_duration(
+    unit: Option<&str>,
+    amount: Option<i64>,
+) -> Result<MaxDuration, Vec<(&'static str, String)>> {
+    let mut problems = Vec::new();
+    let unit = match unit {
+        None => {
+            problems.push(("unit", "is required".to_owned()));
+            None
+        }
+        Some("calendar_days") => Some(DurationUnit::CalendarDays),
+        Some("business_days") => Some(DurationUnit::BusinessDays),
+        Some("months") => Some(DurationUnit::Months),
+        Some(other) => {
+            let shown: String = other.chars().take(40).collect();
+            problems.push((
+                "unit",
+                format!("unknown unit {shown:?}; use calendar_days, business_days or months"),
+            ));
+            None
+        }
+    };
+    if amount.is_none() {
+        problems.push(("amount", "is required".to_owned()));
+    }
+    let (Some(unit), Some(amount)) = (unit, amount) else {
+        return Err(problems);
+    };
+    u32::try_from(amount)
+        .ok()
+        .and_then(|amount| MaxDuration::new(unit, amount).ok())
+        .ok_or_else(|| {
+            let range = match unit {
+                DurationUnit::Months => "1 to 120",
+                _ => "1 to 3650",
+            };
+            vec![("amount", format!("must be {range} for {unit}"))]
+        })
 }
 
 impl DefinitionDraft {
@@ -534,14 +556,9 @@ impl Definition {
                         name_en: Some(p.names.en.as_str().to_owned()),
                         initial: p.initial,
                         terminal: p.terminal,
-                        max_duration: p.max_duration.map(|d| {
-                            let unit = match d.unit() {
-                                DurationUnit::CalendarDays => "calendar_days",
-                                DurationUnit::BusinessDays => "business_days",
-                                DurationUnit::Months => "months",
-                            };
-                            (Some(unit.to_owned()), Some(i64::from(d.amount())))
-                        }),
+                        max_duration: p
+                            .max_duration
+                            .map(|d| (Some(d.unit().to_string()), Some(i64::from(d.amount())))),
                     })
                     .collect(),
             ),

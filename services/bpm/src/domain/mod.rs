@@ -3,6 +3,7 @@
 
 pub mod calendar;
 mod definition;
+mod holiday;
 mod process;
 mod standard;
 mod values;
@@ -11,9 +12,10 @@ mod values;
 mod tests;
 
 pub use definition::{
-    Definition, DefinitionDraft, DefinitionProblem, Phase, PhaseDraft, Transition, TransitionDraft,
-    ValidDefinition, MAX_PHASES, MAX_TRANSITIONS,
+    parse_max_duration, Definition, DefinitionDraft, DefinitionProblem, Phase, PhaseDraft,
+    Transition, TransitionDraft, ValidDefinition, MAX_PHASES, MAX_TRANSITIONS,
 };
+pub use holiday::Holiday;
 pub use process::{
     deadline_alert, AlertsSent, DeadlineAlert, EntryKind, ExtendError, Extension, MigrateError,
     Moment, PhaseRef, PhaseVisit, Process, ProcessEvent, ProcessEventKind, ProcessStatus,

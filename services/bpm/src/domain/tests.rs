@@ -411,7 +411,8 @@ fn given_the_rejection_loop_then_the_history_keeps_one_row_per_visit() {
             .transition(&d, &key(to), &[role], actor(who), None, moment(day), &h)
             .unwrap();
     }
-    let rows: Vec<(&str, u32, Option<u32>, &str, Option<&str>)> = process
+    type Row<'a> = (&'a str, u32, Option<u32>, &'a str, Option<&'a str>);
+    let rows: Vec<Row<'_>> = process
         .history
         .iter()
         .map(|v| {

@@ -1,0 +1,228 @@
+//! The `bpm.commands` consumer: `StartProcess` starts a file's process and
+//! answers on the topic the command names, in the inbox transaction.
+//!
+//! Kept in one file with its wiring in `startup.rs`, so the messaging lib's
+//! coming generalisation (handlers over a store port) touches only these.
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgConnection;
+use tramita_messaging::{Envelope, HandlerError, MessageHandler};
+use uuid::Uuid;
+
+use crate::adapters::events::{self, NamesV1};
+use crate::adapters::postgres;
+use crate::domain::{Actor, Key, Moment, Process};
+
+/// Type of the start command.
+pub const START_PROCESS: &str = "bpm.StartProcess.v1";
+/// Type of the reply to a started (or already running) process.
+pub const PROCESS_STARTED: &str = "bpm.ProcessStarted.v1";
+/// Type of the reply to a refused start.
+pub const START_REFUSED: &str = "bpm.StartRefused.v1";
+
+/// Longest accepted actor id, saga step or reply topic.
+const MAX_FIELD: usize = 249;
+/// How far back holidays matter for a due date counted from today.
+const HOLIDAYS_LOOKBACK_DAYS: u64 = 7;
+
+/// The payload of `bpm.StartProcess.v1`.
+#[derive(Debug, Deserialize)]
+struct StartProcessV1 {
+    saga_id: Uuid,
+    step: String,
+    reply_to: String,
+    file_id: Uuid,
+    definition_key: String,
+}
+
+/// Handles commands sent to bpm.
+#[derive(Debug, Clone)]
+pub struct CommandHandler {
+    events_topic: String,
+    time_zone: Tz,
+}
+
+impl CommandHandler {
+    /// A handler announcing on `events_topic` (full name), counting dates
+    /// in `time_zone`.
+    pub fn new(events_topic: String, time_zone: Tz) -> Self {
+        Self {
+            events_topic,
+            time_zone,
+        }
+    }
+}
+
+fn permanent(message: String) -> HandlerError {
+    HandlerError::Permanent(anyhow::anyhow!(message))
+}
+
+/// Whether `topic` is a name Kafka accepts.
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= MAX_FIELD
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl MessageHandler for CommandHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        if envelope.message_type != START_PROCESS {
+            tracing::debug!(message_type = %envelope.message_type, "ignoring unknown command type");
+            return Ok(());
+        }
+        let command: StartProcessV1 = serde_json::from_value(envelope.payload.clone())
+            .context("StartProcess payload is malformed")
+            .map_err(HandlerError::Permanent)?;
+        if !valid_topic(&command.reply_to) {
+            return Err(permanent(format!(
+                "reply_to {:?} is not a topic name",
+                command.reply_to
+            )));
+        }
+        if command.step.is_empty()
+            || command.step.len() > MAX_FIELD
+            || command.step.chars().any(char::is_control)
+        {
+            return Err(permanent(
+                "step is empty, too long or has control characters".into(),
+            ));
+        }
+        if command.definition_key.len() > MAX_FIELD
+            || command.definition_key.chars().any(char::is_control)
+        {
+            return Err(permanent(
+                "definition_key is too long or has control characters".into(),
+            ));
+        }
+        if command.file_id.to_string() != envelope.aggregate_id {
+            return Err(permanent(format!(
+                "payload file_id {} differs from aggregate id {}",
+                command.file_id, envelope.aggregate_id
+            )));
+        }
+        self.start(conn, envelope, &command)
+            .await
+            .map_err(HandlerError::Transient)
+    }
+}
+
+impl CommandHandler {
+    /// Starts the process unless the file has one, and answers.
+    #[tracing::instrument(skip_all, fields(file_id = %command.file_id, saga_id = %command.saga_id))]
+    async fn start(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        command: &StartProcessV1,
+    ) -> anyhow::Result<()> {
+        let refuse = |reason: &str, detail: String| {
+            json!({
+                "saga_id": command.saga_id,
+                "step": command.step,
+                "file_id": command.file_id,
+                "definition_key": command.definition_key,
+                "reason": reason,
+                "detail": detail,
+            })
+        };
+        let (message_type, payload) = match self.start_or_find(conn, envelope, command).await? {
+            Err((reason, detail)) => {
+                tracing::info!(reason, "start refused");
+                (START_REFUSED, refuse(reason, detail))
+            }
+            Ok(process) => {
+                let current = process.current();
+                (
+                    PROCESS_STARTED,
+                    json!({
+                        "saga_id": command.saga_id,
+                        "step": command.step,
+                        "file_id": command.file_id,
+                        "definition_key": process.definition_key.as_str(),
+                        "definition_version": process.definition_version,
+                        "phase": current.phase.key.as_str(),
+                        "phase_names": NamesV1::from(&current.phase.names),
+                        "due_date": current.due_date,
+                    }),
+                )
+            }
+        };
+        let reply = Envelope::new(message_type, command.file_id.to_string(), payload)
+            .with_actor(envelope.actor.clone())
+            .caused_by(envelope.correlation_id, Some(envelope.message_id));
+        tramita_messaging::outbox::enqueue(conn, &command.reply_to, &reply).await
+    }
+
+    /// The file's process, started now unless it existed; or why it could
+    /// not start.
+    async fn start_or_find(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        command: &StartProcessV1,
+    ) -> anyhow::Result<Result<Process, (&'static str, String)>> {
+        if let Some(existing) = postgres::load_process(conn, command.file_id).await? {
+            tracing::info!("the file already has a process; answering as started");
+            return Ok(Ok(existing));
+        }
+        let Some(actor) = envelope
+            .actor
+            .as_ref()
+            .filter(|a| !a.is_empty() && a.len() <= MAX_FIELD && !a.chars().any(char::is_control))
+        else {
+            return Ok(Err((
+                "missing_actor",
+                "the command names no (valid) actor to start the process as".into(),
+            )));
+        };
+        let definition = match Key::parse(&command.definition_key) {
+            Ok(key) => postgres::latest_definition(conn, &key).await?,
+            Err(_) => None,
+        };
+        let Some(definition) = definition else {
+            return Ok(Err((
+                "unknown_definition",
+                format!("no definition has the key {:?}", command.definition_key),
+            )));
+        };
+        let at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+        let today = at.with_timezone(&self.time_zone).date_naive();
+        let from = today
+            .checked_sub_days(chrono::Days::new(HOLIDAYS_LOOKBACK_DAYS))
+            .unwrap_or(NaiveDate::MIN);
+        let holidays = postgres::holidays_from(conn, from).await?;
+        let (process, event) = Process::start(
+            command.file_id,
+            &definition,
+            Actor {
+                id: actor.clone(),
+                name: None,
+            },
+            Moment { at, today },
+            &holidays,
+        );
+        let event = events::process_envelope(&event)
+            .caused_by(envelope.correlation_id, Some(envelope.message_id));
+        let inserted = postgres::insert_process(conn, &process, &event, &self.events_topic).await?;
+        if inserted {
+            tracing::info!(definition = %definition.key, version = definition.version, "process started");
+            Ok(Ok(process))
+        } else {
+            // Another consumer started it between the read and the insert.
+            let existing = postgres::load_process(conn, command.file_id)
+                .await?
+                .context("a process that conflicted on insert is gone")?;
+            Ok(Ok(existing))
+        }
+    }
+}
