@@ -344,3 +344,532 @@ async fn a_process_started_by_command_is_moved_by_a_clerk_and_finished_by_a_vali
     assert_eq!(change["comment"], "a finished");
     bpm.handle.stop().await;
 }
+
+#[tokio::test]
+async fn a_start_for_an_unknown_definition_is_refused_and_stores_nothing() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    let saga_id = Uuid::now_v7();
+    bpm.send_command(&bpm.start_command(file_id, saga_id, "no-such-procedure"))
+        .await;
+    let replies = bpm.infra.read_topic(&bpm.replies_topic(), 1, WAIT).await;
+    assert_eq!(types(&replies), ["bpm.StartRefused.v1"]);
+    let reply = payload(&replies[0]);
+    assert_eq!(reply["saga_id"], saga_id.to_string());
+    assert_eq!(reply["reason"], "unknown_definition");
+    assert!(reply["detail"].as_str().unwrap().contains("no-such-procedure"));
+    assert_eq!(count(&bpm.pool, "processes").await, 0);
+    assert_eq!(bpm.outbox("bpm.ProcessStarted.v1").await, 0);
+    assert_problem(bpm.get(&bpm.reader, file_id).await, StatusCode::NOT_FOUND).await;
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_if_match_is_a_conflict_and_of_two_concurrent_moves_one_wins() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    bpm.start(file_id).await;
+    let read = bpm.get(&bpm.clerk, file_id).await;
+    assert_eq!(read.headers()["etag"], "\"1\"");
+    let url = bpm.url(&format!("/bpm/processes/{file_id}/transitions"));
+    let stale = bpm
+        .clerk
+        .post(&url)
+        .header("if-match", "\"0\"")
+        .json(&json!({"to": "technical_analysis"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(stale, StatusCode::CONFLICT).await;
+    assert!(problem["detail"].as_str().unwrap().contains("version 1"), "{problem}");
+    let fresh = bpm
+        .clerk
+        .post(&url)
+        .header("if-match", "\"1\"")
+        .json(&json!({"to": "technical_analysis"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), StatusCode::OK);
+    assert_eq!(fresh.headers()["etag"], "\"2\"");
+
+    // Two moves from the same phase at once, both based on version 2:
+    // exactly one wins (either order would be valid on its own).
+    let based_on_2 = |client: &reqwest::Client, to: &str| {
+        client
+            .post(&url)
+            .header("if-match", "\"2\"")
+            .json(&json!({"to": to}))
+            .send()
+    };
+    let (a, b) = tokio::join!(
+        based_on_2(&bpm.clerk, "validation"),
+        based_on_2(&bpm.validator, "rejected"),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let loser = if a.status() == StatusCode::CONFLICT { a } else { b };
+    assert_problem(loser, StatusCode::CONFLICT).await;
+    let after: Value = bpm.get(&bpm.clerk, file_id).await.json().await.unwrap();
+    assert_eq!(after["version"], 3);
+    assert_eq!(after["history"].as_array().unwrap().len(), 3);
+    assert_eq!(bpm.outbox("bpm.PhaseChanged.v1").await, 2);
+
+    // The store's own check, without If-Match: two changes read at the same
+    // version, the second save loses.
+    use tramita_bpm::app::{ProcessStore, SaveError};
+    let store = PgBpmStore::new(bpm.pool.clone(), bpm.events_topic());
+    let first = store.get(file_id).await.unwrap().unwrap();
+    let mut second = first.clone();
+    let mut first = first;
+    first.version += 1;
+    second.version += 1;
+    store.save(&first, 3, &[]).await.unwrap();
+    assert!(matches!(
+        store.save(&second, 3, &[]).await,
+        Err(SaveError::VersionConflict)
+    ));
+    bpm.handle.stop().await;
+}
+
+/// Version 2 of the standard procedure: "rejected" renamed, or gone (the
+/// validation phase then sends files back to the initial phase).
+fn standard_v2(without_rejected: bool) -> Value {
+    let both = json!(["clerk", "validator"]);
+    let mut phases = vec![
+        json!({"key": "initial", "names": {"es": "Fase inicial", "en": "Initial phase"}, "initial": true, "max_duration": {"unit": "business_days", "amount": 10}}),
+        json!({"key": "technical_analysis", "names": {"es": "Fase de análisis", "en": "Analysis phase"}, "max_duration": {"unit": "calendar_days", "amount": 15}}),
+        json!({"key": "validation", "names": {"es": "Fase de validación", "en": "Validation phase"}, "max_duration": {"unit": "business_days", "amount": 5}}),
+        json!({"key": "finished", "names": {"es": "Finalizado", "en": "Finished"}, "terminal": true}),
+    ];
+    let mut transitions = vec![
+        json!({"from": "initial", "to": "technical_analysis", "roles": both}),
+        json!({"from": "technical_analysis", "to": "validation", "roles": both}),
+        json!({"from": "validation", "to": "finished", "roles": ["validator"]}),
+    ];
+    if without_rejected {
+        transitions.push(json!({"from": "validation", "to": "initial", "roles": both}));
+    } else {
+        phases.push(json!({"key": "rejected", "names": {"es": "Fase rechazado", "en": "Rejected phase"}, "max_duration": {"unit": "months", "amount": 1}}));
+        transitions.push(json!({"from": "technical_analysis", "to": "rejected", "roles": both}));
+        transitions.push(json!({"from": "rejected", "to": "initial", "roles": both}));
+    }
+    json!({"key": "standard", "names": {"es": "Procedimiento estándar", "en": "Standard procedure"}, "phases": phases, "transitions": transitions})
+}
+
+#[tokio::test]
+async fn a_file_stays_on_version_1_after_version_2_until_migrated() {
+    let bpm = TestBpm::spawn().await;
+    let (stays, rejected) = (Uuid::now_v7(), Uuid::now_v7());
+    bpm.start(stays).await;
+    bpm.start(rejected).await;
+    for to in ["technical_analysis", "rejected"] {
+        assert_eq!(bpm.move_to(&bpm.clerk, rejected, to).await.status(), StatusCode::OK);
+    }
+
+    let published = bpm
+        .admin
+        .post(bpm.url("/bpm/definitions"))
+        .json(&standard_v2(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), StatusCode::CREATED);
+    assert_eq!(published.headers()["location"], "/bpm/definitions/standard/versions/2");
+    let published: Value = published.json().await.unwrap();
+    assert_eq!(published["version"], 2);
+    assert_eq!(published["published_by"]["id"], "admin-1");
+
+    // Nothing moves on its own.
+    let before: Value = bpm.get(&bpm.reader, stays).await.json().await.unwrap();
+    assert_eq!(before["definition_version"], 1);
+    assert_eq!(before["phase"]["key"], "initial");
+    // New files start on the latest version.
+    let newer = Uuid::now_v7();
+    assert_eq!(bpm.start(newer).await["definition_version"], 2);
+
+    // Migrated: recorded in the history, due date kept.
+    let migrated = bpm
+        .post(&bpm.admin, stays, "migrate", json!({"version": 2, "comment": "Nueva versión"}))
+        .await;
+    assert_eq!(migrated.status(), StatusCode::OK);
+    let migrated: Value = migrated.json().await.unwrap();
+    assert_eq!(migrated["definition_version"], 2);
+    assert_eq!(migrated["version"], 2);
+    let history = migrated["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["left_by"]["id"], "admin-1");
+    assert_eq!(history[1]["entry"], "migration");
+    assert_eq!(history[1]["definition_version"], 2);
+    assert_eq!(history[1]["entered_by"]["id"], "admin-1");
+    assert_eq!(history[1]["comment"], "Nueva versión");
+    assert_eq!(history[1]["due_date"], history[0]["due_date"]);
+    // It now follows version 2: analysis is named as there.
+    let moved: Value = bpm
+        .move_to(&bpm.clerk, stays, "technical_analysis")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(moved["phase"]["names"]["es"], "Fase de análisis");
+    assert_eq!(bpm.outbox("bpm.ProcessMigrated.v1").await, 1);
+
+    // Refused when the current phase is missing there, naming it.
+    let refused = bpm.post(&bpm.admin, rejected, "migrate", json!({"version": 2})).await;
+    let problem = assert_problem(refused, StatusCode::CONFLICT).await;
+    assert!(problem["detail"].as_str().unwrap().contains("\"rejected\""), "{problem}");
+    let unchanged: Value = bpm.get(&bpm.reader, rejected).await.json().await.unwrap();
+    assert_eq!(unchanged["definition_version"], 1);
+    assert_eq!(unchanged["version"], 3);
+    // Not newer, or no such version.
+    let same = bpm.post(&bpm.admin, stays, "migrate", json!({"version": 2})).await;
+    assert_problem(same, StatusCode::CONFLICT).await;
+    let missing = bpm.post(&bpm.admin, rejected, "migrate", json!({"version": 9})).await;
+    assert_problem(missing, StatusCode::NOT_FOUND).await;
+    assert_eq!(bpm.outbox("bpm.ProcessMigrated.v1").await, 1);
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn definitions_are_versioned_and_readable() {
+    let bpm = TestBpm::spawn().await;
+    let mut licence = standard_v2(false);
+    licence["key"] = json!("licencias");
+    let publish = |body: Value| {
+        bpm.admin
+            .post(bpm.url("/bpm/definitions"))
+            .json(&body)
+            .send()
+    };
+    // Concurrent publications of one key get consecutive versions.
+    let (a, b) = tokio::join!(publish(licence.clone()), publish(licence.clone()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.status(), b.status()), (StatusCode::CREATED, StatusCode::CREATED));
+    let mut versions = [
+        a.json::<Value>().await.unwrap()["version"].as_i64().unwrap(),
+        b.json::<Value>().await.unwrap()["version"].as_i64().unwrap(),
+    ];
+    versions.sort();
+    assert_eq!(versions, [1, 2]);
+
+    let list: Value = bpm
+        .reader
+        .get(bpm.url("/bpm/definitions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<(&str, i64)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["key"].as_str().unwrap(), d["version"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(listed, [("licencias", 2), ("standard", 1)]);
+    let latest: Value = bpm
+        .reader
+        .get(bpm.url("/bpm/definitions/licencias"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(latest["version"], 2);
+    let standard: Value = bpm
+        .clerk
+        .get(bpm.url("/bpm/definitions/standard/versions/1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = standard["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["names"]["es"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Fase inicial", "Fase de análisis técnico", "Fase de validación", "Fase rechazado", "Finalizado"]
+    );
+    assert_eq!(standard["phases"][1]["max_duration"], json!({"unit": "business_days", "amount": 10}));
+    assert!(standard["published_by"].is_null());
+    let finish = standard["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["to"] == "finished")
+        .unwrap();
+    assert_eq!(finish["roles"], json!(["validator"]));
+    assert_eq!(bpm.outbox("bpm.DefinitionPublished.v1").await, 3);
+    let events = bpm.infra.read_topic(&bpm.events_topic(), 3, WAIT).await;
+    let published: Vec<Value> = events.iter().map(payload).collect();
+    assert!(published
+        .iter()
+        .all(|p| p["phases"][0]["names"]["es"] == "Fase inicial"));
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_starting_at_once_install_the_standard_procedure_once() {
+    let infra = TestInfra::from_env();
+    let issuer = TestIssuer::start().await;
+    let kafka = KafkaSettings {
+        brokers: infra.kafka_brokers.clone(),
+        topic_prefix: infra.topic_prefix(),
+    };
+    let database_url = infra.fresh_database().await;
+    let one = settings(&issuer, database_url.clone(), kafka.clone());
+    let two = settings(&issuer, database_url.clone(), kafka.clone());
+    let (a, b) = tokio::join!(Application::build(one), Application::build(two));
+    let (a, b) = (a.expect("replica one"), b.expect("replica two"));
+    let pool = a.pool().clone();
+    assert_eq!(count(&pool, "definitions").await, 1);
+    let published: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messaging_outbox WHERE envelope->>'message_type' = 'bpm.DefinitionPublished.v1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(published, 1);
+    let (ha, hb) = (a.handle(), b.handle());
+    tokio::spawn(a.run_until_stopped());
+    tokio::spawn(b.run_until_stopped());
+    ha.stop().await;
+    hb.stop().await;
+}
+
+#[tokio::test]
+async fn holidays_are_kept_by_admins_and_move_due_dates() {
+    let bpm = TestBpm::spawn().await;
+    let holidays_url = bpm.url("/bpm/holidays");
+    let plain = Holidays::default();
+    // The first business day after today is inside every 10-business-day term.
+    let holiday = plain.next_business_day(today().checked_add_days(Days::new(1)).unwrap());
+    let added = bpm
+        .admin
+        .post(&holidays_url)
+        .json(&json!({"date": holiday.to_string(), "name": "Fiesta local"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::CREATED);
+    let added: Value = added.json().await.unwrap();
+    assert_eq!(added["created_by"]["id"], "admin-1");
+    let again = bpm
+        .admin
+        .post(&holidays_url)
+        .json(&json!({"date": holiday.to_string(), "name": "Otra"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(again, StatusCode::CONFLICT).await;
+    let by_clerk = bpm
+        .clerk
+        .post(&holidays_url)
+        .json(&json!({"date": "2030-01-02", "name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(by_clerk, StatusCode::FORBIDDEN).await;
+
+    let year = chrono::Datelike::year(&holiday);
+    let listed: Value = bpm
+        .reader
+        .get(format!("{holidays_url}?year={year}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["date"], holiday.to_string());
+    let other_year: Value = bpm
+        .reader
+        .get(format!("{holidays_url}?year={}", year + 5))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(other_year["items"].as_array().unwrap().is_empty());
+
+    let file_id = Uuid::now_v7();
+    let process = bpm.start(file_id).await;
+    let term = MaxDuration::BusinessDays(10);
+    let with = calendar::due_date(today(), term, &Holidays::new([holiday]));
+    let without = calendar::due_date(today(), term, &plain);
+    assert_ne!(with, without);
+    assert_eq!(date(&process["due_date"]), with, "the holiday does not count");
+
+    let delete = |date: String| bpm.admin.delete(format!("{holidays_url}/{date}")).send();
+    assert_eq!(delete(holiday.to_string()).await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_problem(delete(holiday.to_string()).await.unwrap(), StatusCode::NOT_FOUND).await;
+    assert_problem(delete("not-a-date".into()).await.unwrap(), StatusCode::NOT_FOUND).await;
+    let second = Uuid::now_v7();
+    assert_eq!(date(&bpm.start(second).await["due_date"]), without);
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn suspending_resuming_and_extending_move_the_due_date() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    let process = bpm.start(file_id).await;
+    let due = date(&process["due_date"]);
+
+    let suspended = bpm
+        .post(&bpm.clerk, file_id, "suspend", json!({"reason": "Requerimiento al interesado"}))
+        .await;
+    assert_eq!(suspended.status(), StatusCode::OK);
+    let suspended: Value = suspended.json().await.unwrap();
+    assert_eq!(suspended["suspended"], true);
+    assert!(suspended["available_transitions"].as_array().unwrap().is_empty());
+    let blocked = bpm.move_to(&bpm.clerk, file_id, "technical_analysis").await;
+    assert_problem(blocked, StatusCode::CONFLICT).await;
+    let twice = bpm
+        .post(&bpm.validator, file_id, "suspend", json!({"reason": "otra"}))
+        .await;
+    assert_problem(twice, StatusCode::CONFLICT).await;
+    let by_reader = bpm
+        .post(&bpm.reader, file_id, "resume", json!({}))
+        .await;
+    assert_problem(by_reader, StatusCode::FORBIDDEN).await;
+
+    // The clock stopped a week ago (days cannot pass in a test).
+    let stopped_on = today().checked_sub_days(Days::new(7)).unwrap();
+    sqlx::query("UPDATE suspensions SET suspended_on = $1 WHERE file_id = $2")
+        .bind(stopped_on)
+        .bind(file_id)
+        .execute(&bpm.pool)
+        .await
+        .unwrap();
+    let resumed = bpm
+        .post(&bpm.validator, file_id, "resume", json!({"comment": "Recibida la documentación"}))
+        .await;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let resumed: Value = resumed.json().await.unwrap();
+    let expected = calendar::resumed_due_date(
+        due,
+        DurationUnit::BusinessDays,
+        stopped_on,
+        today(),
+        &Holidays::default(),
+    );
+    assert_eq!(date(&resumed["due_date"]), expected);
+    assert!(expected > due, "the suspended days do not count");
+    assert_eq!(resumed["suspended"], false);
+    let suspension = &resumed["history"][0]["suspensions"][0];
+    assert_eq!(suspension["suspended_by"]["id"], "clerk-1");
+    assert_eq!(suspension["resumed_by"]["id"], "validator-1");
+    assert_eq!(suspension["reason"], "Requerimiento al interesado");
+
+    // Extended once, by a validator or an admin.
+    let by_clerk = bpm
+        .post(&bpm.clerk, file_id, "extend", json!({"duration": {"unit": "business_days", "amount": 5}, "reason": "x"}))
+        .await;
+    assert_problem(by_clerk, StatusCode::FORBIDDEN).await;
+    let extended = bpm
+        .post(&bpm.validator, file_id, "extend", json!({"duration": {"unit": "business_days", "amount": 5}, "reason": "Informe pendiente"}))
+        .await;
+    assert_eq!(extended.status(), StatusCode::OK);
+    let extended: Value = extended.json().await.unwrap();
+    let longer = calendar::extended_due_date(expected, MaxDuration::BusinessDays(5), &Holidays::default());
+    assert_eq!(date(&extended["due_date"]), longer);
+    assert_eq!(extended["history"][0]["extension"]["reason"], "Informe pendiente");
+    let twice = bpm
+        .post(&bpm.admin, file_id, "extend", json!({"duration": {"unit": "calendar_days", "amount": 5}, "reason": "otra"}))
+        .await;
+    let problem = assert_problem(twice, StatusCode::CONFLICT).await;
+    assert!(problem["detail"].as_str().unwrap().contains("once"), "{problem}");
+
+    for (kind, n) in [
+        ("bpm.ProcessSuspended.v1", 1),
+        ("bpm.ProcessResumed.v1", 1),
+        ("bpm.DeadlineExtended.v1", 1),
+    ] {
+        assert_eq!(bpm.outbox(kind).await, n, "{kind}");
+    }
+    let events = bpm.infra.read_topic(&bpm.events_topic(), 5, WAIT).await;
+    let resumed_event = events
+        .iter()
+        .find(|e| header(e, "message-type").as_deref() == Some("bpm.ProcessResumed.v1"))
+        .expect("ProcessResumed.v1 published");
+    let resumed_event = payload(resumed_event);
+    assert_eq!(resumed_event["previous_due_date"], due.to_string());
+    assert_eq!(resumed_event["due_date"], expected.to_string());
+    assert_eq!(resumed_event["phase_names"]["es"], "Fase inicial");
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn the_sweeper_emits_due_soon_and_overdue_once_each_with_two_replicas() {
+    let bpm = TestBpm::spawn().await;
+    let (late, soon, suspended) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for file in [late, soon, suspended] {
+        bpm.start(file).await;
+    }
+    bpm.post(&bpm.clerk, suspended, "suspend", json!({"reason": "parado"}))
+        .await;
+    let set_due = |file: Uuid, due: NaiveDate| {
+        sqlx::query("UPDATE phase_visits SET due_date = $1 WHERE file_id = $2")
+            .bind(due)
+            .bind(file)
+            .execute(&bpm.pool)
+    };
+    let yesterday = today().checked_sub_days(Days::new(1)).unwrap();
+    set_due(late, yesterday).await.unwrap();
+    set_due(suspended, yesterday).await.unwrap();
+    set_due(soon, today().checked_add_days(Days::new(2)).unwrap())
+        .await
+        .unwrap();
+
+    let (one, two) = (bpm.replica().await, bpm.replica().await);
+    let (a, b) = tokio::join!(one.sweep_deadlines(), two.sweep_deadlines());
+    assert_eq!(a.unwrap() + b.unwrap(), 2, "one alert per visit across replicas");
+    assert_eq!(one.sweep_deadlines().await.unwrap(), 0, "nothing the second time");
+    assert_eq!(bpm.outbox("bpm.PhaseOverdue.v1").await, 1);
+    assert_eq!(bpm.outbox("bpm.PhaseDueSoon.v1").await, 1);
+
+    // Published, started three times, suspended, two alerts.
+    let events = bpm.infra.read_topic(&bpm.events_topic(), 7, WAIT).await;
+    let alerts: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                header(e, "message-type").as_deref(),
+                Some("bpm.PhaseOverdue.v1" | "bpm.PhaseDueSoon.v1")
+            )
+        })
+        .collect();
+    assert_eq!(alerts.len(), 2);
+    let overdue = alerts
+        .iter()
+        .find(|e| header(e, "message-type").as_deref() == Some("bpm.PhaseOverdue.v1"))
+        .unwrap();
+    assert_eq!(header(overdue, "aggregate-id"), Some(late.to_string()));
+    let overdue = payload(overdue);
+    assert_eq!(overdue["phase"], "initial");
+    assert_eq!(overdue["phase_names"]["es"], "Fase inicial");
+    assert_eq!(overdue["due_date"], yesterday.to_string());
+
+    // A new visit is watched anew.
+    bpm.move_to(&bpm.clerk, late, "technical_analysis").await;
+    set_due(late, yesterday).await.unwrap();
+    sqlx::query("UPDATE phase_visits SET due_date = NULL WHERE file_id = $1 AND seq = 1")
+        .bind(late)
+        .execute(&bpm.pool)
+        .await
+        .unwrap();
+    assert_eq!(one.sweep_deadlines().await.unwrap(), 1);
+    assert_eq!(bpm.outbox("bpm.PhaseOverdue.v1").await, 2);
+    bpm.handle.stop().await;
+}
