@@ -27,7 +27,6 @@ struct TestBpm {
     infra: TestInfra,
     kafka: KafkaSettings,
     issuer: TestIssuer,
-    settings: Settings,
     clerk: reqwest::Client,
     validator: reqwest::Client,
     admin: reqwest::Client,
@@ -92,7 +91,6 @@ impl TestBpm {
             reader: bearer_client(&issuer.token("reader-1", &["reader"])),
             issuer,
             infra,
-            settings,
         }
     }
 
@@ -172,15 +170,28 @@ impl TestBpm {
             .unwrap()
     }
 
-    async fn move_to(&self, client: &reqwest::Client, file_id: Uuid, to: &str) -> reqwest::Response {
-        self.post(client, file_id, "transitions", json!({"to": to, "comment": format!("a {to}")}))
-            .await
+    async fn move_to(
+        &self,
+        client: &reqwest::Client,
+        file_id: Uuid,
+        to: &str,
+    ) -> reqwest::Response {
+        self.post(
+            client,
+            file_id,
+            "transitions",
+            json!({"to": to, "comment": format!("a {to}")}),
+        )
+        .await
     }
 
     /// A second replica's use cases over the same database (for sweeps).
     async fn replica(&self) -> BpmService<PgBpmStore> {
         BpmService::new(
-            PgBpmStore::new(self.infra.pool(&self.database_url).await, self.events_topic()),
+            PgBpmStore::new(
+                self.infra.pool(&self.database_url).await,
+                self.events_topic(),
+            ),
             chrono_tz::Europe::Madrid,
             3,
         )
@@ -188,16 +199,20 @@ impl TestBpm {
 
     /// Outbox rows of `message_type`.
     async fn outbox(&self, message_type: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM messaging_outbox WHERE envelope->>'message_type' = $1")
-            .bind(message_type)
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "SELECT count(*) FROM messaging_outbox WHERE envelope->>'message_type' = $1",
+        )
+        .bind(message_type)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
     }
 }
 
 fn today() -> NaiveDate {
-    Utc::now().with_timezone(&chrono_tz::Europe::Madrid).date_naive()
+    Utc::now()
+        .with_timezone(&chrono_tz::Europe::Madrid)
+        .date_naive()
 }
 
 fn date(value: &Value) -> NaiveDate {
@@ -206,7 +221,10 @@ fn date(value: &Value) -> NaiveDate {
 
 async fn assert_problem(response: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status, "unexpected status");
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(content_type, "application/problem+json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], status.as_u16(), "{body}");
@@ -251,18 +269,45 @@ async fn a_process_started_by_command_is_moved_by_a_clerk_and_finished_by_a_vali
     assert_eq!(reply["phase"], "initial");
     assert_eq!(reply["phase_names"]["en"], "Initial phase");
     assert_eq!(reply["definition_version"], 1);
-    assert_eq!(header(&replies[0], "causation-id"), Some(command.message_id.to_string()));
-    assert_eq!(header(&replies[0], "correlation-id"), Some(command.correlation_id.to_string()));
-    assert_eq!(header(&replies[0], "aggregate-id"), Some(file_id.to_string()));
+    assert_eq!(
+        header(&replies[0], "causation-id"),
+        Some(command.message_id.to_string())
+    );
+    assert_eq!(
+        header(&replies[0], "correlation-id"),
+        Some(command.correlation_id.to_string())
+    );
+    assert_eq!(
+        header(&replies[0], "aggregate-id"),
+        Some(file_id.to_string())
+    );
     // A second start of the same file, by another command: no-op, answered again.
     let again = bpm.start_command(file_id, Uuid::now_v7(), "standard");
     bpm.send_command(&again).await;
-    let replies = bpm.infra.read_topic(&bpm.replies_topic(), 3, Duration::from_secs(8)).await;
-    assert_eq!(replies.len(), 2, "one reply per distinct command: {:?}", types(&replies));
-    assert_eq!(header(&replies[1], "causation-id"), Some(again.message_id.to_string()));
-    assert_eq!(types(&replies), ["bpm.ProcessStarted.v1", "bpm.ProcessStarted.v1"]);
+    let replies = bpm
+        .infra
+        .read_topic(&bpm.replies_topic(), 3, Duration::from_secs(8))
+        .await;
+    assert_eq!(
+        replies.len(),
+        2,
+        "one reply per distinct command: {:?}",
+        types(&replies)
+    );
+    assert_eq!(
+        header(&replies[1], "causation-id"),
+        Some(again.message_id.to_string())
+    );
+    assert_eq!(
+        types(&replies),
+        ["bpm.ProcessStarted.v1", "bpm.ProcessStarted.v1"]
+    );
     assert_eq!(count(&bpm.pool, "processes").await, 1);
-    assert_eq!(bpm.outbox("bpm.ProcessStarted.v1").await, 3, "one event and two replies");
+    assert_eq!(
+        bpm.outbox("bpm.ProcessStarted.v1").await,
+        3,
+        "one event and two replies"
+    );
 
     // Moved by a clerk.
     for to in ["technical_analysis", "validation"] {
@@ -280,7 +325,10 @@ async fn a_process_started_by_command_is_moved_by_a_clerk_and_finished_by_a_vali
     // Refused to a clerk at "Finalizado".
     let refused = bpm.move_to(&bpm.clerk, file_id, "finished").await;
     let problem = assert_problem(refused, StatusCode::FORBIDDEN).await;
-    assert!(problem["detail"].as_str().unwrap().contains("validator"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("validator"),
+        "{problem}"
+    );
     // Finished by a validator.
     let finished = bpm.move_to(&bpm.validator, file_id, "finished").await;
     assert_eq!(finished.status(), StatusCode::OK);
@@ -288,12 +336,20 @@ async fn a_process_started_by_command_is_moved_by_a_clerk_and_finished_by_a_vali
     assert_eq!(finished["status"], "finished");
     assert_eq!(finished["phase"]["names"]["es"], "Finalizado");
     assert_eq!(finished["finished_by"]["id"], "validator-1");
-    assert!(finished["available_transitions"].as_array().unwrap().is_empty());
+    assert!(finished["available_transitions"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let history: Vec<(&str, &str)> = finished["history"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["phase"]["key"].as_str().unwrap(), v["entered_by"]["id"].as_str().unwrap()))
+        .map(|v| {
+            (
+                v["phase"]["key"].as_str().unwrap(),
+                v["entered_by"]["id"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         history,
@@ -333,7 +389,10 @@ async fn a_process_started_by_command_is_moved_by_a_clerk_and_finished_by_a_vali
     let finished_payload = payload(finished_event);
     assert_eq!(finished_payload["phase_names"]["es"], "Finalizado");
     assert_eq!(finished_payload["actor"]["id"], "validator-1");
-    assert_eq!(header(finished_event, "actor").as_deref(), Some("validator-1"));
+    assert_eq!(
+        header(finished_event, "actor").as_deref(),
+        Some("validator-1")
+    );
     let last_change = events
         .iter()
         .rfind(|e| header(e, "message-type").as_deref() == Some("bpm.PhaseChanged.v1"))
@@ -357,7 +416,10 @@ async fn a_start_for_an_unknown_definition_is_refused_and_stores_nothing() {
     let reply = payload(&replies[0]);
     assert_eq!(reply["saga_id"], saga_id.to_string());
     assert_eq!(reply["reason"], "unknown_definition");
-    assert!(reply["detail"].as_str().unwrap().contains("no-such-procedure"));
+    assert!(reply["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-procedure"));
     assert_eq!(count(&bpm.pool, "processes").await, 0);
     assert_eq!(bpm.outbox("bpm.ProcessStarted.v1").await, 0);
     assert_problem(bpm.get(&bpm.reader, file_id).await, StatusCode::NOT_FOUND).await;
@@ -381,7 +443,10 @@ async fn a_stale_if_match_is_a_conflict_and_of_two_concurrent_moves_one_wins() {
         .await
         .unwrap();
     let problem = assert_problem(stale, StatusCode::CONFLICT).await;
-    assert!(problem["detail"].as_str().unwrap().contains("version 1"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("version 1"),
+        "{problem}"
+    );
     let fresh = bpm
         .clerk
         .post(&url)
@@ -410,7 +475,11 @@ async fn a_stale_if_match_is_a_conflict_and_of_two_concurrent_moves_one_wins() {
     let mut statuses = [a.status(), b.status()];
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
-    let loser = if a.status() == StatusCode::CONFLICT { a } else { b };
+    let loser = if a.status() == StatusCode::CONFLICT {
+        a
+    } else {
+        b
+    };
     assert_problem(loser, StatusCode::CONFLICT).await;
     let after: Value = bpm.get(&bpm.clerk, file_id).await.json().await.unwrap();
     assert_eq!(after["version"], 3);
@@ -466,7 +535,10 @@ async fn a_file_stays_on_version_1_after_version_2_until_migrated() {
     bpm.start(stays).await;
     bpm.start(rejected).await;
     for to in ["technical_analysis", "rejected"] {
-        assert_eq!(bpm.move_to(&bpm.clerk, rejected, to).await.status(), StatusCode::OK);
+        assert_eq!(
+            bpm.move_to(&bpm.clerk, rejected, to).await.status(),
+            StatusCode::OK
+        );
     }
 
     let published = bpm
@@ -477,7 +549,10 @@ async fn a_file_stays_on_version_1_after_version_2_until_migrated() {
         .await
         .unwrap();
     assert_eq!(published.status(), StatusCode::CREATED);
-    assert_eq!(published.headers()["location"], "/bpm/definitions/standard/versions/2");
+    assert_eq!(
+        published.headers()["location"],
+        "/bpm/definitions/standard/versions/2"
+    );
     let published: Value = published.json().await.unwrap();
     assert_eq!(published["version"], 2);
     assert_eq!(published["published_by"]["id"], "admin-1");
@@ -492,7 +567,12 @@ async fn a_file_stays_on_version_1_after_version_2_until_migrated() {
 
     // Migrated: recorded in the history, due date kept.
     let migrated = bpm
-        .post(&bpm.admin, stays, "migrate", json!({"version": 2, "comment": "Nueva versión"}))
+        .post(
+            &bpm.admin,
+            stays,
+            "migrate",
+            json!({"version": 2, "comment": "Nueva versión"}),
+        )
         .await;
     assert_eq!(migrated.status(), StatusCode::OK);
     let migrated: Value = migrated.json().await.unwrap();
@@ -517,16 +597,25 @@ async fn a_file_stays_on_version_1_after_version_2_until_migrated() {
     assert_eq!(bpm.outbox("bpm.ProcessMigrated.v1").await, 1);
 
     // Refused when the current phase is missing there, naming it.
-    let refused = bpm.post(&bpm.admin, rejected, "migrate", json!({"version": 2})).await;
+    let refused = bpm
+        .post(&bpm.admin, rejected, "migrate", json!({"version": 2}))
+        .await;
     let problem = assert_problem(refused, StatusCode::CONFLICT).await;
-    assert!(problem["detail"].as_str().unwrap().contains("\"rejected\""), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("\"rejected\""),
+        "{problem}"
+    );
     let unchanged: Value = bpm.get(&bpm.reader, rejected).await.json().await.unwrap();
     assert_eq!(unchanged["definition_version"], 1);
     assert_eq!(unchanged["version"], 3);
     // Not newer, or no such version.
-    let same = bpm.post(&bpm.admin, stays, "migrate", json!({"version": 2})).await;
+    let same = bpm
+        .post(&bpm.admin, stays, "migrate", json!({"version": 2}))
+        .await;
     assert_problem(same, StatusCode::CONFLICT).await;
-    let missing = bpm.post(&bpm.admin, rejected, "migrate", json!({"version": 9})).await;
+    let missing = bpm
+        .post(&bpm.admin, rejected, "migrate", json!({"version": 9}))
+        .await;
     assert_problem(missing, StatusCode::NOT_FOUND).await;
     assert_eq!(bpm.outbox("bpm.ProcessMigrated.v1").await, 1);
     bpm.handle.stop().await;
@@ -546,10 +635,17 @@ async fn definitions_are_versioned_and_readable() {
     // Concurrent publications of one key get consecutive versions.
     let (a, b) = tokio::join!(publish(licence.clone()), publish(licence.clone()));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!((a.status(), b.status()), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(
+        (a.status(), b.status()),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
     let mut versions = [
-        a.json::<Value>().await.unwrap()["version"].as_i64().unwrap(),
-        b.json::<Value>().await.unwrap()["version"].as_i64().unwrap(),
+        a.json::<Value>().await.unwrap()["version"]
+            .as_i64()
+            .unwrap(),
+        b.json::<Value>().await.unwrap()["version"]
+            .as_i64()
+            .unwrap(),
     ];
     versions.sort();
     assert_eq!(versions, [1, 2]);
@@ -597,9 +693,18 @@ async fn definitions_are_versioned_and_readable() {
         .collect();
     assert_eq!(
         names,
-        ["Fase inicial", "Fase de análisis técnico", "Fase de validación", "Fase rechazado", "Finalizado"]
+        [
+            "Fase inicial",
+            "Fase de análisis técnico",
+            "Fase de validación",
+            "Fase rechazado",
+            "Finalizado"
+        ]
     );
-    assert_eq!(standard["phases"][1]["max_duration"], json!({"unit": "business_days", "amount": 10}));
+    assert_eq!(
+        standard["phases"][1]["max_duration"],
+        json!({"unit": "business_days", "amount": 10})
+    );
     assert!(standard["published_by"].is_null());
     let finish = standard["transitions"]
         .as_array()
@@ -708,12 +813,27 @@ async fn holidays_are_kept_by_admins_and_move_due_dates() {
     let with = calendar::due_date(today(), term, &Holidays::new([holiday]));
     let without = calendar::due_date(today(), term, &plain);
     assert_ne!(with, without);
-    assert_eq!(date(&process["due_date"]), with, "the holiday does not count");
+    assert_eq!(
+        date(&process["due_date"]),
+        with,
+        "the holiday does not count"
+    );
 
     let delete = |date: String| bpm.admin.delete(format!("{holidays_url}/{date}")).send();
-    assert_eq!(delete(holiday.to_string()).await.unwrap().status(), StatusCode::NO_CONTENT);
-    assert_problem(delete(holiday.to_string()).await.unwrap(), StatusCode::NOT_FOUND).await;
-    assert_problem(delete("not-a-date".into()).await.unwrap(), StatusCode::NOT_FOUND).await;
+    assert_eq!(
+        delete(holiday.to_string()).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_problem(
+        delete(holiday.to_string()).await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        delete("not-a-date".into()).await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let second = Uuid::now_v7();
     assert_eq!(date(&bpm.start(second).await["due_date"]), without);
     bpm.handle.stop().await;
@@ -727,21 +847,32 @@ async fn suspending_resuming_and_extending_move_the_due_date() {
     let due = date(&process["due_date"]);
 
     let suspended = bpm
-        .post(&bpm.clerk, file_id, "suspend", json!({"reason": "Requerimiento al interesado"}))
+        .post(
+            &bpm.clerk,
+            file_id,
+            "suspend",
+            json!({"reason": "Requerimiento al interesado"}),
+        )
         .await;
     assert_eq!(suspended.status(), StatusCode::OK);
     let suspended: Value = suspended.json().await.unwrap();
     assert_eq!(suspended["suspended"], true);
-    assert!(suspended["available_transitions"].as_array().unwrap().is_empty());
+    assert!(suspended["available_transitions"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let blocked = bpm.move_to(&bpm.clerk, file_id, "technical_analysis").await;
     assert_problem(blocked, StatusCode::CONFLICT).await;
     let twice = bpm
-        .post(&bpm.validator, file_id, "suspend", json!({"reason": "otra"}))
+        .post(
+            &bpm.validator,
+            file_id,
+            "suspend",
+            json!({"reason": "otra"}),
+        )
         .await;
     assert_problem(twice, StatusCode::CONFLICT).await;
-    let by_reader = bpm
-        .post(&bpm.reader, file_id, "resume", json!({}))
-        .await;
+    let by_reader = bpm.post(&bpm.reader, file_id, "resume", json!({})).await;
     assert_problem(by_reader, StatusCode::FORBIDDEN).await;
 
     // The clock stopped a week ago (days cannot pass in a test).
@@ -753,7 +884,12 @@ async fn suspending_resuming_and_extending_move_the_due_date() {
         .await
         .unwrap();
     let resumed = bpm
-        .post(&bpm.validator, file_id, "resume", json!({"comment": "Recibida la documentación"}))
+        .post(
+            &bpm.validator,
+            file_id,
+            "resume",
+            json!({"comment": "Recibida la documentación"}),
+        )
         .await;
     assert_eq!(resumed.status(), StatusCode::OK);
     let resumed: Value = resumed.json().await.unwrap();
@@ -774,7 +910,12 @@ async fn suspending_resuming_and_extending_move_the_due_date() {
 
     // Extended once, by a validator or an admin.
     let by_clerk = bpm
-        .post(&bpm.clerk, file_id, "extend", json!({"duration": {"unit": "business_days", "amount": 5}, "reason": "x"}))
+        .post(
+            &bpm.clerk,
+            file_id,
+            "extend",
+            json!({"duration": {"unit": "business_days", "amount": 5}, "reason": "x"}),
+        )
         .await;
     assert_problem(by_clerk, StatusCode::FORBIDDEN).await;
     let extended = bpm
@@ -782,14 +923,26 @@ async fn suspending_resuming_and_extending_move_the_due_date() {
         .await;
     assert_eq!(extended.status(), StatusCode::OK);
     let extended: Value = extended.json().await.unwrap();
-    let longer = calendar::extended_due_date(expected, MaxDuration::BusinessDays(5), &Holidays::default());
+    let longer =
+        calendar::extended_due_date(expected, MaxDuration::BusinessDays(5), &Holidays::default());
     assert_eq!(date(&extended["due_date"]), longer);
-    assert_eq!(extended["history"][0]["extension"]["reason"], "Informe pendiente");
+    assert_eq!(
+        extended["history"][0]["extension"]["reason"],
+        "Informe pendiente"
+    );
     let twice = bpm
-        .post(&bpm.admin, file_id, "extend", json!({"duration": {"unit": "calendar_days", "amount": 5}, "reason": "otra"}))
+        .post(
+            &bpm.admin,
+            file_id,
+            "extend",
+            json!({"duration": {"unit": "calendar_days", "amount": 5}, "reason": "otra"}),
+        )
         .await;
     let problem = assert_problem(twice, StatusCode::CONFLICT).await;
-    assert!(problem["detail"].as_str().unwrap().contains("once"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("once"),
+        "{problem}"
+    );
 
     for (kind, n) in [
         ("bpm.ProcessSuspended.v1", 1),
@@ -817,8 +970,13 @@ async fn the_sweeper_emits_due_soon_and_overdue_once_each_with_two_replicas() {
     for file in [late, soon, suspended] {
         bpm.start(file).await;
     }
-    bpm.post(&bpm.clerk, suspended, "suspend", json!({"reason": "parado"}))
-        .await;
+    bpm.post(
+        &bpm.clerk,
+        suspended,
+        "suspend",
+        json!({"reason": "parado"}),
+    )
+    .await;
     let set_due = |file: Uuid, due: NaiveDate| {
         sqlx::query("UPDATE phase_visits SET due_date = $1 WHERE file_id = $2")
             .bind(due)
@@ -834,8 +992,16 @@ async fn the_sweeper_emits_due_soon_and_overdue_once_each_with_two_replicas() {
 
     let (one, two) = (bpm.replica().await, bpm.replica().await);
     let (a, b) = tokio::join!(one.sweep_deadlines(), two.sweep_deadlines());
-    assert_eq!(a.unwrap() + b.unwrap(), 2, "one alert per visit across replicas");
-    assert_eq!(one.sweep_deadlines().await.unwrap(), 0, "nothing the second time");
+    assert_eq!(
+        a.unwrap() + b.unwrap(),
+        2,
+        "one alert per visit across replicas"
+    );
+    assert_eq!(
+        one.sweep_deadlines().await.unwrap(),
+        0,
+        "nothing the second time"
+    );
     assert_eq!(bpm.outbox("bpm.PhaseOverdue.v1").await, 1);
     assert_eq!(bpm.outbox("bpm.PhaseDueSoon.v1").await, 1);
 
@@ -872,4 +1038,387 @@ async fn the_sweeper_emits_due_soon_and_overdue_once_each_with_two_replicas() {
     assert_eq!(one.sweep_deadlines().await.unwrap(), 1);
     assert_eq!(bpm.outbox("bpm.PhaseOverdue.v1").await, 2);
     bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_and_stores_and_emits_nothing() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    bpm.start(file_id).await;
+    let outbox_before = count(&bpm.pool, "messaging_outbox").await;
+    let definitions_url = bpm.url("/bpm/definitions");
+    let raw = |client: &reqwest::Client, url: &str, body: &str| {
+        client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+
+    // Malformed JSON, wrong shapes, unknown fields, not JSON.
+    assert_problem(
+        raw(&bpm.admin, &definitions_url, "{\"key\": ")
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_problem(
+        raw(&bpm.admin, &definitions_url, "[1]").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_problem(
+        raw(
+            &bpm.admin,
+            &definitions_url,
+            r#"{"key": "x", "colour": "red"}"#,
+        )
+        .await
+        .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let not_json = bpm
+        .admin
+        .post(&definitions_url)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+
+    // An invalid definition: every problem listed, each with a pointer.
+    let invalid = json!({
+        "key": "Bad Key",
+        "names": {"es": "Nombre\u{0}", "en": "Name"},
+        "phases": [
+            {"key": "a", "names": {"es": "A", "en": "A"}, "initial": true, "max_duration": {"unit": "weeks", "amount": 2}},
+            {"key": "a", "names": {"es": "B", "en": "B"}, "initial": true},
+            {"key": "c", "names": {"es": "C", "en": "C"}}
+        ],
+        "transitions": [
+            {"from": "a", "to": "zzz", "roles": ["superuser"]}
+        ]
+    });
+    let problem = assert_problem(
+        bpm.admin
+            .post(&definitions_url)
+            .json(&invalid)
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "/key",
+        "/names/es",
+        "/phases/0/max_duration/unit",
+        "/phases/1/key",
+        "/phases/1/initial",
+        "/phases",
+        "/transitions/0/to",
+        "/transitions/0/roles/0",
+        "/phases/2",
+    ] {
+        assert!(
+            pointers.contains(&expected),
+            "{expected} missing from {pointers:?}"
+        );
+    }
+    let empty = assert_problem(
+        bpm.admin
+            .post(&definitions_url)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(empty["errors"].as_array().unwrap().len(), 5, "{empty}");
+
+    // Unknown ids.
+    let unknown = Uuid::now_v7();
+    assert_problem(bpm.get(&bpm.reader, unknown).await, StatusCode::NOT_FOUND).await;
+    assert_problem(
+        bpm.move_to(&bpm.clerk, unknown, "technical_analysis").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        bpm.clerk
+            .get(bpm.url("/bpm/processes/not-a-uuid"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for path in [
+        "/bpm/definitions/nothing",
+        "/bpm/definitions/standard/versions/9",
+        "/bpm/definitions/NO%20KEY",
+        "/bpm/definitions/standard/versions/x",
+    ] {
+        assert_problem(
+            bpm.reader.get(bpm.url(path)).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+    assert_problem(
+        bpm.move_to(&bpm.clerk, file_id, "nowhere").await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+
+    // Text with NUL or control characters, blanks, oversize, bad dates.
+    let nul = bpm
+        .post(
+            &bpm.clerk,
+            file_id,
+            "transitions",
+            json!({"to": "technical_analysis", "comment": "hola\u{0}"}),
+        )
+        .await;
+    let problem = assert_problem(nul, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "comment");
+    let escape = bpm
+        .post(
+            &bpm.clerk,
+            file_id,
+            "suspend",
+            json!({"reason": "\u{1b}[31mrojo"}),
+        )
+        .await;
+    assert_problem(escape, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let blank = bpm
+        .post(&bpm.clerk, file_id, "suspend", json!({"reason": "  "}))
+        .await;
+    assert_problem(blank, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let long = bpm
+        .post(
+            &bpm.clerk,
+            file_id,
+            "transitions",
+            json!({"to": "technical_analysis", "comment": "x".repeat(2001)}),
+        )
+        .await;
+    assert_problem(long, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let missing_to = bpm
+        .post(&bpm.clerk, file_id, "transitions", json!({}))
+        .await;
+    assert_problem(missing_to, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let bad_extension = bpm
+        .post(
+            &bpm.validator,
+            file_id,
+            "extend",
+            json!({"duration": {"unit": "years", "amount": 0}, "reason": "r"}),
+        )
+        .await;
+    let problem = assert_problem(bad_extension, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "duration.unit");
+    let bad_version = bpm
+        .post(&bpm.admin, file_id, "migrate", json!({"version": -1}))
+        .await;
+    assert_problem(bad_version, StatusCode::UNPROCESSABLE_ENTITY).await;
+    for body in [
+        json!({"date": "2026-02-30", "name": "x"}),
+        json!({"date": "mañana", "name": "x"}),
+        json!({"date": "2026-12-08", "name": "Fiesta\u{7}"}),
+        json!({"date": "2026-12-08"}),
+    ] {
+        let refused = bpm
+            .admin
+            .post(bpm.url("/bpm/holidays"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    assert_problem(
+        bpm.reader
+            .get(bpm.url("/bpm/holidays?year=abc"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let bad_if_match = bpm
+        .clerk
+        .post(bpm.url(&format!("/bpm/processes/{file_id}/transitions")))
+        .header("if-match", "version one")
+        .json(&json!({"to": "technical_analysis"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad_if_match, StatusCode::BAD_REQUEST).await;
+
+    let after: Value = bpm.get(&bpm.reader, file_id).await.json().await.unwrap();
+    assert_eq!(after["version"], 1, "the process did not change");
+    assert_eq!(count(&bpm.pool, "definitions").await, 1, "nothing stored");
+    assert_eq!(count(&bpm.pool, "holidays").await, 0);
+    assert_eq!(count(&bpm.pool, "suspensions").await, 0);
+    assert_eq!(
+        count(&bpm.pool, "messaging_outbox").await,
+        outbox_before,
+        "nothing emitted"
+    );
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_commands_go_to_the_dead_letter_topic_unanswered() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    let no_saga = Envelope::new(
+        "bpm.StartProcess.v1",
+        file_id.to_string(),
+        json!({"file_id": file_id, "definition_key": "standard", "reply_to": bpm.replies_topic()}),
+    )
+    .with_actor(Some("clerk-1".into()));
+    let mut nul_key = bpm.start_command(file_id, Uuid::now_v7(), "standard");
+    nul_key.payload["definition_key"] = json!("stan\u{0}dard");
+    let mut bad_topic = bpm.start_command(file_id, Uuid::now_v7(), "standard");
+    bad_topic.payload["reply_to"] = json!("no topic/here");
+    for command in [&no_saga, &nul_key, &bad_topic] {
+        bpm.send_command(command).await;
+    }
+    let dead = bpm
+        .infra
+        .read_topic(&bpm.kafka.topic("bpm.commands.dlq"), 3, WAIT)
+        .await;
+    assert_eq!(dead.len(), 3);
+    assert_eq!(count(&bpm.pool, "processes").await, 0);
+    assert_eq!(
+        count(&bpm.pool, "messaging_outbox").await,
+        1,
+        "only the standard's publication"
+    );
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn no_token_is_401_and_each_role_may_do_only_its_part() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    bpm.start(file_id).await;
+    let anonymous = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/bpm/definitions".to_owned()),
+        ("POST", "/bpm/definitions".to_owned()),
+        ("GET", format!("/bpm/processes/{file_id}")),
+        ("POST", format!("/bpm/processes/{file_id}/transitions")),
+        ("GET", "/bpm/holidays".to_owned()),
+    ] {
+        let request = match method {
+            "GET" => anonymous.get(bpm.url(&path)),
+            _ => anonymous.post(bpm.url(&path)).json(&json!({})),
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer",
+            "{method} {path}"
+        );
+        assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    for (name, token) in bpm.issuer.bad_tokens() {
+        let response = anonymous
+            .get(bpm.url(&format!("/bpm/processes/{file_id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+    }
+
+    let nobody = bearer_client(&bpm.issuer.token("nobody", &[]));
+    assert_problem(bpm.get(&nobody, file_id).await, StatusCode::FORBIDDEN).await;
+    let forbidden = [
+        (
+            &bpm.reader,
+            "transitions",
+            json!({"to": "technical_analysis"}),
+        ),
+        (&bpm.reader, "suspend", json!({"reason": "r"})),
+        (&bpm.admin, "suspend", json!({"reason": "r"})),
+        (
+            &bpm.clerk,
+            "extend",
+            json!({"duration": {"unit": "calendar_days", "amount": 2}, "reason": "r"}),
+        ),
+        (&bpm.validator, "migrate", json!({"version": 1})),
+        (&nobody, "transitions", json!({"to": "technical_analysis"})),
+    ];
+    for (client, action, body) in forbidden {
+        let response = bpm.post(client, file_id, action, body).await;
+        assert_problem(response, StatusCode::FORBIDDEN).await;
+    }
+    for client in [&bpm.clerk, &bpm.validator, &bpm.reader] {
+        let response = client
+            .post(bpm.url("/bpm/definitions"))
+            .json(&standard_v2(false))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, StatusCode::FORBIDDEN).await;
+    }
+    let after: Value = bpm.get(&bpm.reader, file_id).await.json().await.unwrap();
+    assert_eq!(after["version"], 1, "nothing changed");
+    assert_eq!(count(&bpm.pool, "definitions").await, 1);
+    // Reading is open to every role.
+    for client in [&bpm.admin, &bpm.clerk, &bpm.validator, &bpm.reader] {
+        assert_eq!(bpm.get(client, file_id).await.status(), StatusCode::OK);
+    }
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn health_metrics_and_docs_are_served() {
+    let bpm = TestBpm::spawn().await;
+    let get = |path: &str| bpm.reader.get(bpm.url(path)).send();
+    assert_eq!(get("/health/live").await.unwrap().status(), StatusCode::OK);
+    let ready: Value = get("/health/ready").await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["postgres", "kafka", "commands"]);
+    get("/bpm/definitions").await.unwrap();
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tramita_bpm_http_requests_total"));
+    let openapi: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+    assert!(openapi["paths"]["/bpm/processes/{file_id}/transitions"]["post"].is_object());
+    let docs = get("/docs/").await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(
+        !docs.text().await.unwrap().contains("unpkg"),
+        "Swagger UI is vendored"
+    );
+    bpm.handle.stop().await;
+}
+
+#[test]
+fn the_openapi_document_is_under_review() {
+    use utoipa::OpenApi;
+    let document = tramita_bpm::adapters::http::ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    tramita_testkit::assert_snapshot(&path, &document);
 }
