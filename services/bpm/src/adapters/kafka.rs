@@ -5,7 +5,7 @@
 //! coming generalisation (handlers over a store port) touches only these.
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::json;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::adapters::events::{self, NamesV1};
 use crate::adapters::postgres;
-use crate::domain::{Actor, Key, Moment, Process};
+use crate::domain::{Actor, Key, Process};
 
 /// Type of the start command.
 pub const START_PROCESS: &str = "bpm.StartProcess.v1";
@@ -195,9 +195,9 @@ impl CommandHandler {
                 format!("no definition has the key {:?}", command.definition_key),
             )));
         };
-        let at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
-        let today = at.with_timezone(&self.time_zone).date_naive();
-        let from = today
+        let now = crate::app::moment(self.time_zone);
+        let from = now
+            .today
             .checked_sub_days(chrono::Days::new(HOLIDAYS_LOOKBACK_DAYS))
             .unwrap_or(NaiveDate::MIN);
         let holidays = postgres::holidays_from(conn, from).await?;
@@ -208,7 +208,7 @@ impl CommandHandler {
                 id: actor.clone(),
                 name: None,
             },
-            Moment { at, today },
+            now,
             &holidays,
         );
         let event = events::process_envelope(&event)

@@ -7,6 +7,6 @@ pub use ports::{
     AddHolidayError, DeadlineStore, DefinitionStore, HolidayStore, ProcessStore, SaveError,
 };
 pub use use_cases::{
-    BpmService, ChangeError, ExtendCommand, GetDefinitionError, GetProcessError, MigrateCommand,
-    ProcessView, PublishError, RemoveHolidayError, TransitionCommand,
+    moment, BpmService, ChangeError, ExtendCommand, GetDefinitionError, GetProcessError,
+    MigrateCommand, ProcessView, PublishError, RemoveHolidayError, TransitionCommand,
 };

@@ -149,6 +149,15 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// Now, and today's date in `time_zone` (deadlines count in civil dates).
+pub fn moment(time_zone: Tz) -> Moment {
+    let at = now();
+    Moment {
+        at,
+        today: at.with_timezone(&time_zone).date_naive(),
+    }
+}
+
 /// How far back holidays matter: a resumed clock counts from the day it was
 /// suspended, which may be long ago.
 const HOLIDAYS_LOOKBACK_DAYS: u64 = 3 * 366;
@@ -177,11 +186,7 @@ where
 
     /// Now, and today's date in the administration's time zone.
     pub fn moment(&self) -> Moment {
-        let at = now();
-        Moment {
-            at,
-            today: at.with_timezone(&self.time_zone).date_naive(),
-        }
+        moment(self.time_zone)
     }
 
     async fn holidays(&self, today: NaiveDate) -> anyhow::Result<Holidays> {
