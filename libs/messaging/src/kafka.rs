@@ -91,6 +91,19 @@ impl KafkaSettings {
             .await
     }
 
+    /// Creates event topics whose events are changes rather than snapshots
+    /// (a phase change, a document added) when missing, and keeps every
+    /// event for ever ([`HISTORY_TOPIC_CONFIG`]): compacting them would
+    /// leave each aggregate's last change only.
+    pub async fn ensure_history_topics(
+        &self,
+        topics: &[String],
+        partitions: i32,
+    ) -> anyhow::Result<()> {
+        self.ensure_topics_with(topics, partitions, HISTORY_TOPIC_CONFIG)
+            .await
+    }
+
     /// Creates dead-letter topics (full names, one partition) when missing,
     /// and keeps their long retention ([`DEAD_LETTER_TOPIC_CONFIG`]).
     pub async fn ensure_dead_letter_topics(&self, topics: &[String]) -> anyhow::Result<()> {
@@ -158,6 +171,12 @@ pub const EVENT_TOPIC_CONFIG: &[(&str, &str)] = &[
     ("cleanup.policy", "compact"),
     ("min.compaction.lag.ms", "86400000"),
 ];
+
+/// Settings of event topics that carry changes, not snapshots: every
+/// event is kept, so a read model rebuilt years later replays the whole
+/// history.
+pub const HISTORY_TOPIC_CONFIG: &[(&str, &str)] =
+    &[("cleanup.policy", "delete"), ("retention.ms", "-1")];
 
 /// Settings of dead-letter topics: a letter is kept 90 days, time enough
 /// to find and fix its cause and replay it.

@@ -147,7 +147,7 @@ impl Application {
         };
         settings
             .kafka
-            .ensure_event_topics(
+            .ensure_history_topics(
                 std::slice::from_ref(&events_topic),
                 settings.topic_partitions,
             )

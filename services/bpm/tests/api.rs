@@ -1410,6 +1410,17 @@ async fn health_metrics_and_docs_are_served() {
         !docs.text().await.unwrap().contains("unpkg"),
         "Swagger UI is vendored"
     );
+    // Phase changes are history, not snapshots: compaction would keep each
+    // file's last change only, so bpm.events keeps every event.
+    let config: std::collections::HashMap<String, String> = bpm
+        .kafka
+        .topic_config(&bpm.events_topic())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(config["cleanup.policy"], "delete");
+    assert_eq!(config["retention.ms"], "-1");
     bpm.handle.stop().await;
 }
 
