@@ -126,7 +126,7 @@ impl Suite {
             body_limit: 1024 * 1024,
             public_body_limit: 8 * 1024,
             body_read_timeout: Duration::from_secs(15),
-        upload_timeout: Duration::from_secs(600),
+            upload_timeout: Duration::from_secs(600),
             trusted_proxies: Default::default(),
             rate: tramita_gateway::domain::RateLimit {
                 per_second: 1000,
