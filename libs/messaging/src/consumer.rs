@@ -1,5 +1,6 @@
 //! The consumer runner: idempotent effects, retries, dead letters.
 //!
+//! Written once over the [`MessageStore`] port (PostgreSQL or MongoDB).
 //! For each message: open a transaction, record the message id in the inbox
 //! (a seen id is skipped), apply the handler's effect in the same transaction,
 //! commit, and only then store and commit the Kafka offset. Messages already
@@ -28,7 +29,6 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header};
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
-use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tramita_web::ReadinessCheck;
@@ -36,7 +36,7 @@ use tramita_web::ReadinessCheck;
 use crate::envelope::Envelope;
 use crate::kafka::RenewableProducer;
 use crate::metrics::MessagingMetrics;
-use crate::store::is_outage;
+use crate::port::MessageStore;
 
 /// Suffix of dead-letter topics.
 pub const DLQ_SUFFIX: &str = ".dlq";
@@ -68,17 +68,25 @@ pub enum HandlerError {
     Permanent(anyhow::Error),
 }
 
-/// Applies one message's effect inside the inbox transaction.
+/// Applies one message's effect inside the inbox transaction of store `S`.
 ///
 /// Implementations return [`HandlerError::Permanent`] for messages that can
 /// never be applied and [`HandlerError::Transient`] for failures that may
 /// pass; unknown message types should be ignored (`Ok`), so producers can add
 /// types without breaking consumers.
-pub trait MessageHandler: Send + Sync + 'static {
-    /// Applies `envelope` using `conn`, which is inside the inbox transaction.
+///
+/// With PostgreSQL ([`crate::postgres::PgStore`]) the transaction is a
+/// `sqlx::Transaction` (`&mut **tx` is a `&mut PgConnection`). With MongoDB
+/// ([`crate::mongo::MongoStore`]) it is a `ClientSession` with a transaction
+/// started: pass it to every operation (`.session(&mut *tx)`), and return
+/// the error of any write that fails, since the server aborts the whole
+/// transaction on a write error (a swallowed one makes the commit fail with
+/// a transient label, retried for ever).
+pub trait MessageHandler<S: MessageStore>: Send + Sync + 'static {
+    /// Applies `envelope` inside `tx`, the inbox transaction.
     fn handle(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut S::Tx,
         envelope: &Envelope,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
@@ -150,14 +158,14 @@ enum Failure {
     Permanent(anyhow::Error),
 }
 
-impl From<AttemptError> for Failure {
-    fn from(error: AttemptError) -> Self {
+impl Failure {
+    fn of<S: MessageStore>(error: AttemptError, store: &S) -> Self {
         match error {
             AttemptError::Unreachable(error) => Failure::Outage(error),
-            // A store error that is not an outage (a value PostgreSQL refuses,
+            // A store error that is not an outage (a value the store refuses,
             // a constraint) would fail the same way forever: it counts.
             AttemptError::Store(error) | AttemptError::Handler(HandlerError::Transient(error)) => {
-                if is_outage(&error) {
+                if store.is_outage(&error) {
                     Failure::Outage(error)
                 } else {
                     Failure::Transient(error)
@@ -206,8 +214,8 @@ impl ConsumerHealth {
 }
 
 /// Runs one consumer group member until shutdown.
-pub struct ConsumerRunner<H> {
-    pool: PgPool,
+pub struct ConsumerRunner<S, H> {
+    store: S,
     consumer: StreamConsumer,
     dlq_producer: RenewableProducer,
     handler: H,
@@ -216,7 +224,7 @@ pub struct ConsumerRunner<H> {
     health: ConsumerHealth,
 }
 
-impl<H> std::fmt::Debug for ConsumerRunner<H> {
+impl<S, H> std::fmt::Debug for ConsumerRunner<S, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumerRunner")
             .field("config", &self.config)
@@ -224,10 +232,10 @@ impl<H> std::fmt::Debug for ConsumerRunner<H> {
     }
 }
 
-impl<H: MessageHandler> ConsumerRunner<H> {
-    /// A runner; call [`ConsumerRunner::run`] to start consuming.
+impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
+    /// A runner over `store`; call [`ConsumerRunner::run`] to start consuming.
     pub fn new(
-        pool: PgPool,
+        store: S,
         consumer: StreamConsumer,
         dlq_producer: impl Into<RenewableProducer>,
         handler: H,
@@ -235,7 +243,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
         metrics: MessagingMetrics,
     ) -> Self {
         Self {
-            pool,
+            store,
             consumer,
             dlq_producer: dlq_producer.into(),
             handler,
@@ -343,20 +351,35 @@ impl<H: MessageHandler> ConsumerRunner<H> {
         let span =
             tracing::info_span!("consume_batch", consumer = %self.config.name, size = batch.len());
         async {
-            let mut tx = self.pool.begin().await.ok()?;
+            let mut tx = self.store.begin().await.ok()?;
             let mut outcomes = Vec::with_capacity(envelopes.len());
             for envelope in &envelopes {
-                if !record_in_inbox(&mut tx, &self.config.name, envelope).await.ok()? {
-                    outcomes.push(Outcome::Duplicate);
-                    continue;
-                }
-                if let Err(error) = self.handler.handle(&mut tx, envelope).await {
-                    tracing::debug!(error = %error, "batch failed; handling its messages one by one");
-                    return None;
-                }
-                outcomes.push(Outcome::Applied);
+                let recorded = self
+                    .store
+                    .record_in_inbox(&mut tx, &self.config.name, envelope)
+                    .await;
+                let failure = match recorded {
+                    Ok(false) => {
+                        outcomes.push(Outcome::Duplicate);
+                        continue;
+                    }
+                    Ok(true) => match self.handler.handle(&mut tx, envelope).await {
+                        Ok(()) => {
+                            outcomes.push(Outcome::Applied);
+                            continue;
+                        }
+                        Err(error) => anyhow::Error::new(error),
+                    },
+                    Err(error) => error,
+                };
+                tracing::debug!(
+                    error = format!("{failure:#}"),
+                    "batch failed; handling its messages one by one"
+                );
+                self.roll_back(tx).await;
+                return None;
             }
-            tx.commit().await.ok()?;
+            self.store.commit(tx).await.ok()?;
             Some(outcomes)
         }
         .instrument(span)
@@ -392,7 +415,7 @@ impl<H: MessageHandler> ConsumerRunner<H> {
             loop {
                 let error = match self.attempt(&envelope).await {
                     Ok(outcome) => return Some(outcome),
-                    Err(error) => Failure::from(error),
+                    Err(error) => Failure::of(error, &self.store),
                 };
                 let pause = match error {
                     Failure::Outage(error) => {
@@ -445,27 +468,43 @@ impl<H: MessageHandler> ConsumerRunner<H> {
     /// One try: inbox check and effect in one transaction.
     async fn attempt(&self, envelope: &Envelope) -> Result<Outcome, AttemptError> {
         let mut tx = self
-            .pool
+            .store
             .begin()
             .await
-            .context("begin inbox transaction")
             .map_err(AttemptError::Unreachable)?;
-        let recorded = record_in_inbox(&mut tx, &self.config.name, envelope)
+        let recorded = match self
+            .store
+            .record_in_inbox(&mut tx, &self.config.name, envelope)
             .await
-            .map_err(AttemptError::Store)?;
+        {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                self.roll_back(tx).await;
+                return Err(AttemptError::Store(error));
+            }
+        };
         if !recorded {
             tracing::debug!("already processed; skipping");
+            self.roll_back(tx).await;
             return Ok(Outcome::Duplicate);
         }
-        self.handler
-            .handle(&mut tx, envelope)
-            .await
-            .map_err(AttemptError::Handler)?;
-        tx.commit()
-            .await
-            .context("commit inbox transaction")
-            .map_err(AttemptError::Store)?;
+        if let Err(error) = self.handler.handle(&mut tx, envelope).await {
+            self.roll_back(tx).await;
+            return Err(AttemptError::Handler(error));
+        }
+        self.store.commit(tx).await.map_err(AttemptError::Store)?;
         Ok(Outcome::Applied)
+    }
+
+    /// Rolls `tx` back; a failure (the connection is gone) only means the
+    /// store rolls it back by itself.
+    async fn roll_back(&self, tx: S::Tx) {
+        if let Err(error) = self.store.rollback(tx).await {
+            tracing::debug!(
+                error = format!("{error:#}"),
+                "rollback failed; the store drops the transaction"
+            );
+        }
     }
 
     /// Copies the message to its DLQ, retrying until the broker takes it.
@@ -564,32 +603,12 @@ impl<H: MessageHandler> ConsumerRunner<H> {
     }
 }
 
-impl<H> ConsumerRunner<H> {
+impl<S, H> ConsumerRunner<S, H> {
     fn stalled_gauge(&self) -> prometheus::IntGauge {
         self.metrics
             .consumer_stalled
             .with_label_values(&[self.config.name.as_str()])
     }
-}
-
-/// Records `envelope` as seen by `consumer`; `false` if it already was.
-async fn record_in_inbox(
-    conn: &mut PgConnection,
-    consumer: &str,
-    envelope: &Envelope,
-) -> anyhow::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO messaging_inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(envelope.message_id)
-    .bind(&envelope.message_type)
-    .execute(conn)
-    .await
-    .context("record message in inbox")?
-    .rows_affected();
-    Ok(inserted == 1)
 }
 
 /// Sleeps `pause`; `false` if shutdown came first.

@@ -1,5 +1,6 @@
 //! The messaging backbone: envelope, transactional outbox and relay,
-//! idempotent consumers with retries and dead letters.
+//! idempotent consumers with retries and dead letters, over a PostgreSQL or
+//! a MongoDB store.
 #![forbid(unsafe_code)]
 
 pub mod backoff;
@@ -7,7 +8,10 @@ pub mod consumer;
 pub mod envelope;
 pub mod kafka;
 pub mod metrics;
+pub mod mongo;
 pub mod outbox;
+pub mod port;
+pub mod postgres;
 pub mod relay;
 pub mod replay;
 pub mod retention;
@@ -18,4 +22,7 @@ pub use consumer::{ConsumerConfig, ConsumerHealth, ConsumerRunner, HandlerError,
 pub use envelope::Envelope;
 pub use kafka::{KafkaSettings, RenewableProducer};
 pub use metrics::MessagingMetrics;
+pub use mongo::MongoStore;
+pub use port::{MessageStore, OutboxStore};
+pub use postgres::PgStore;
 pub use relay::{OutboxRelay, RelayConfig};

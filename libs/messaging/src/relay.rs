@@ -1,14 +1,18 @@
 //! The outbox relay: publishes committed outbox rows to Kafka.
 //!
+//! The relay is written once over the [`OutboxStore`] port; the stores
+//! ([`crate::postgres`], [`crate::mongo`]) say how rows are claimed and how
+//! a relay is woken.
+//!
 //! Per-aggregate order holds however many relays run (one per replica) and
 //! however they crash:
-//! - a relay claims the oldest unsent rows with `FOR UPDATE SKIP LOCKED`, and
-//!   publishes a claimed row only if no older unsent row of its aggregate
-//!   exists outside its own claim (one held by another relay, or parked);
-//!   such a row is blocked and released untouched, to be claimed again once
-//!   the older row is sent. Since a row is marked sent only after the broker
-//!   acknowledged it, no aggregate's later event goes out before an earlier
-//!   one;
+//! - a relay claims the oldest unsent rows no other relay holds (PostgreSQL:
+//!   `FOR UPDATE SKIP LOCKED`; MongoDB: a lease), and publishes a claimed row
+//!   only if no older unsent row of its aggregate exists outside its own
+//!   claim (one held by another relay, or parked); such a row is blocked and
+//!   released untouched, to be claimed again once the older row is sent.
+//!   Since a row is marked sent only after the broker acknowledged it, no
+//!   aggregate's later event goes out before an earlier one;
 //! - within a batch, each aggregate's rows are published one after the other,
 //!   each only after the broker acknowledged the previous one, and a failure
 //!   stops that aggregate's chain (its later rows wait for the next claim).
@@ -18,13 +22,15 @@
 //! at-least-once delivery, exactly-once effects, order kept apart from those
 //! duplicates.
 //!
-//! A row that fails to publish counts an attempt and records the error; after
-//! `max_attempts` it is parked: set aside, counted in `tramita_outbox_parked`,
-//! and left for an operator to replay ([`unpark`]). Other aggregates' rows go
-//! on being published; the parked row's aggregate waits behind it, because
-//! publishing its later events first would reorder them.
+//! A row that fails to publish (or cannot be read) counts an attempt and
+//! records the error; after `max_attempts` it is parked: set aside, counted
+//! in `tramita_outbox_parked`, and left for an operator to replay
+//! ([`unpark`]). Other aggregates' rows go on being published; the parked
+//! row's aggregate waits behind it, because publishing its later events
+//! first would reorder them.
 //!
-//! A relay wakes on `LISTEN/NOTIFY` and polls as a fallback.
+//! A relay wakes when its store signals written rows (PostgreSQL:
+//! `LISTEN/NOTIFY`) and polls every `poll_interval` as well.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,21 +38,21 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use sqlx::postgres::PgListener;
-use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
-use crate::envelope::Envelope;
 use crate::kafka::RenewableProducer;
 use crate::metrics::MessagingMetrics;
-use crate::outbox::NOTIFY_CHANNEL;
+pub use crate::port::ParkedRow;
+use crate::port::{ClaimedRow, FailedRow, OutboxStore};
+use crate::postgres::PgStore;
 
 /// How a relay behaves.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Rows claimed per transaction.
     pub batch_size: i64,
-    /// Fallback poll interval when no notification arrives.
+    /// Fallback poll interval when no notification arrives (the only wake-up
+    /// of a store without notifications, such as MongoDB).
     pub poll_interval: Duration,
     /// How long to wait for the broker's acknowledgement of one row.
     pub publish_timeout: Duration,
@@ -65,23 +71,26 @@ impl Default for RelayConfig {
     }
 }
 
-/// A row that could not be published in this batch.
-#[derive(Debug)]
-struct FailedRow {
-    position: i64,
-    error: String,
-}
-
-/// Rows claimed (locked) and published in an open transaction.
-#[derive(Debug)]
-pub struct PublishedBatch {
-    tx: Transaction<'static, Postgres>,
+/// Rows claimed and published, not yet marked: the claim still holds them.
+pub struct PublishedBatch<S: OutboxStore> {
+    store: S,
+    claim: S::Claim,
     claimed: usize,
     sent: Vec<i64>,
     failed: Vec<FailedRow>,
 }
 
-impl PublishedBatch {
+impl<S: OutboxStore> std::fmt::Debug for PublishedBatch<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishedBatch")
+            .field("claimed", &self.claimed)
+            .field("sent", &self.sent)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl<S: OutboxStore> PublishedBatch<S> {
     /// How many rows the broker acknowledged.
     pub fn len(&self) -> usize {
         self.sent.len()
@@ -101,57 +110,30 @@ impl PublishedBatch {
     /// Marks the published rows sent, counts an attempt on each failed row
     /// (parking those out of attempts), and releases them all. Returns how
     /// many rows were sent and how many were parked.
-    pub async fn mark_sent(mut self, max_attempts: i32) -> anyhow::Result<(usize, usize)> {
-        sqlx::query("UPDATE messaging_outbox SET sent_at = now() WHERE position = ANY($1)")
-            .bind(&self.sent)
-            .execute(&mut *self.tx)
-            .await
-            .context("mark outbox rows sent")?;
-        let mut parked = 0;
-        for failed in &self.failed {
-            let newly_parked: bool = sqlx::query_scalar(
-                "UPDATE messaging_outbox SET attempts = attempts + 1, last_error = $2, \
-                 parked_at = CASE WHEN attempts + 1 >= $3 THEN now() END \
-                 WHERE position = $1 RETURNING parked_at IS NOT NULL",
-            )
-            .bind(failed.position)
-            .bind(&failed.error)
-            .bind(max_attempts)
-            .fetch_one(&mut *self.tx)
-            .await
-            .context("count a failed publish")?;
-            if newly_parked {
-                parked += 1;
-                tracing::error!(
-                    position = failed.position,
-                    error = %failed.error,
-                    "outbox row parked after failing every publish attempt; replay it once its cause is fixed"
-                );
-            }
-        }
-        self.tx.commit().await.context("commit outbox batch")?;
+    pub async fn mark_sent(self, max_attempts: i32) -> anyhow::Result<(usize, usize)> {
+        let parked = self
+            .store
+            .settle(self.claim, &self.sent, &self.failed, max_attempts)
+            .await?;
         Ok((self.sent.len(), parked))
     }
 
     /// Releases the rows without marking them, as a crash would.
     pub async fn abandon(self) -> anyhow::Result<()> {
-        self.tx.rollback().await.context("roll back outbox batch")
+        self.store.release(self.claim).await
     }
 }
 
-/// Rows claimed in one batch, oldest first.
-type ClaimedRow = (i64, String, String, sqlx::types::Json<Envelope>);
-
-/// Publishes outbox rows of one service database.
+/// Publishes the outbox rows of one service's store.
 #[derive(Clone)]
-pub struct OutboxRelay {
-    pool: PgPool,
+pub struct OutboxRelay<S = PgStore> {
+    store: S,
     producer: RenewableProducer,
     config: RelayConfig,
     metrics: MessagingMetrics,
 }
 
-impl std::fmt::Debug for OutboxRelay {
+impl<S> std::fmt::Debug for OutboxRelay<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutboxRelay")
             .field("config", &self.config)
@@ -159,17 +141,17 @@ impl std::fmt::Debug for OutboxRelay {
     }
 }
 
-impl OutboxRelay {
-    /// A relay over `pool`'s outbox publishing with `producer` (renewed
+impl<S: OutboxStore> OutboxRelay<S> {
+    /// A relay over `store`'s outbox publishing with `producer` (renewed
     /// after a fatal error when it is a [`RenewableProducer`]).
     pub fn new(
-        pool: PgPool,
+        store: S,
         producer: impl Into<RenewableProducer>,
         config: RelayConfig,
         metrics: MessagingMetrics,
     ) -> Self {
         Self {
-            pool,
+            store,
             producer: producer.into(),
             config,
             metrics,
@@ -178,13 +160,7 @@ impl OutboxRelay {
 
     /// Runs until `shutdown` is cancelled, then flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .context("connect outbox listener")?;
-        listener
-            .listen(NOTIFY_CHANNEL)
-            .await
-            .context("listen for outbox notifications")?;
+        let mut wakeups = self.store.wakeups().await?;
         self.refresh_parked().await;
         let mut failures: u32 = 0;
         loop {
@@ -213,11 +189,7 @@ impl OutboxRelay {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                notification = listener.recv() => {
-                    if let Err(error) = notification {
-                        tracing::warn!(error = %error, "outbox listener lost; polling until it reconnects");
-                    }
-                }
+                _ = S::next_wakeup(&mut wakeups) => {}
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
             }
         }
@@ -271,46 +243,21 @@ impl OutboxRelay {
     /// Claims the oldest unsent rows, publishes each aggregate's rows in
     /// order (skipping those blocked behind an older unsent row held
     /// elsewhere) and waits for the broker's acknowledgements, leaving the
-    /// rows locked and unmarked.
+    /// rows claimed and unmarked.
     #[tracing::instrument(skip_all, fields(claimed, blocked))]
-    pub async fn claim_and_publish(&self) -> anyhow::Result<PublishedBatch> {
-        let mut tx = self.pool.begin().await.context("begin outbox batch")?;
-        // Rows of aggregates with a parked row are not claimed at all, so
-        // that a long queue behind a parked row never fills the batches.
-        // `blocked` is a correlated subquery, run per claimed row with its
-        // values as an index condition on (aggregate_id, position).
-        let claimed_rows: Vec<(i64, String, String, sqlx::types::Json<Envelope>, bool)> =
-            sqlx::query_as(
-                "WITH claimed AS (SELECT o.position, o.aggregate_id, o.topic, o.envelope \
-                     FROM messaging_outbox o \
-                     WHERE o.sent_at IS NULL AND o.parked_at IS NULL \
-                     AND NOT EXISTS (SELECT 1 FROM messaging_outbox p \
-                         WHERE p.parked_at IS NOT NULL AND p.aggregate_id = o.aggregate_id) \
-                     ORDER BY o.position LIMIT $1 FOR UPDATE SKIP LOCKED) \
-                 SELECT c.position, c.aggregate_id, c.topic, c.envelope, \
-                     EXISTS (SELECT 1 FROM messaging_outbox e \
-                         WHERE e.aggregate_id = c.aggregate_id AND e.sent_at IS NULL \
-                         AND e.position < c.position \
-                         AND e.position NOT IN (SELECT position FROM claimed)) AS blocked \
-                 FROM claimed c ORDER BY c.position",
-            )
-            .bind(self.config.batch_size)
-            .fetch_all(&mut *tx)
-            .await
-            .context("claim outbox rows")?;
-        let claimed = claimed_rows.len();
-        let rows: Vec<ClaimedRow> = claimed_rows
-            .into_iter()
-            .filter(|row| !row.4)
-            .map(|(position, aggregate, topic, envelope, _)| (position, aggregate, topic, envelope))
-            .collect();
-        tracing::Span::current().record("blocked", claimed - rows.len());
+    pub async fn claim_and_publish(&self) -> anyhow::Result<PublishedBatch<S>> {
+        let batch = self
+            .store
+            .claim(self.config.batch_size, self.config.publish_timeout)
+            .await?;
+        let claimed = batch.claimed;
+        tracing::Span::current().record("blocked", claimed - batch.rows.len());
         tracing::Span::current().record("claimed", claimed);
 
         let mut chains: Vec<Vec<ClaimedRow>> = Vec::new();
         let mut chain_of: HashMap<String, usize> = HashMap::new();
-        for row in rows {
-            let index = *chain_of.entry(row.1.clone()).or_insert_with(|| {
+        for row in batch.rows {
+            let index = *chain_of.entry(row.aggregate_id.clone()).or_insert_with(|| {
                 chains.push(Vec::new());
                 chains.len() - 1
             });
@@ -330,7 +277,8 @@ impl OutboxRelay {
             failed.extend(failure);
         }
         Ok(PublishedBatch {
-            tx,
+            store: self.store.clone(),
+            claim: batch.claim,
             claimed,
             sent,
             failed,
@@ -345,7 +293,19 @@ impl OutboxRelay {
         chain: &[ClaimedRow],
     ) -> (Vec<i64>, Option<FailedRow>) {
         let mut sent = Vec::with_capacity(chain.len());
-        for (position, _, topic, envelope) in chain {
+        for row in chain {
+            let (position, topic) = (row.position, row.topic.as_str());
+            let envelope = match &row.envelope {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    tracing::warn!(position, topic, error = %error, "outbox row unreadable");
+                    let failure = FailedRow {
+                        position,
+                        error: format!("unreadable outbox row: {error}"),
+                    };
+                    return (sent, Some(failure));
+                }
+            };
             let headers = envelope.kafka_headers();
             let payload = envelope.payload_bytes();
             let record = FutureRecord::to(topic)
@@ -353,11 +313,11 @@ impl OutboxRelay {
                 .payload(&payload)
                 .headers(headers);
             match producer.send(record, self.config.publish_timeout).await {
-                Ok(_) => sent.push(*position),
+                Ok(_) => sent.push(position),
                 Err((error, _)) => {
                     tracing::warn!(position, topic, error = %error, "outbox row failed to publish");
                     let failure = FailedRow {
-                        position: *position,
+                        position,
                         error: format!("publish to {topic}: {error}"),
                     };
                     return (sent, Some(failure));
@@ -368,81 +328,32 @@ impl OutboxRelay {
     }
 
     async fn refresh_parked(&self) {
-        let parked: Result<i64, _> =
-            sqlx::query_scalar("SELECT count(*) FROM messaging_outbox WHERE parked_at IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await;
-        if let Ok(count) = parked {
+        if let Ok(count) = self.store.count_parked().await {
             self.metrics.outbox_parked.set(count);
         }
     }
 
     async fn refresh_backlog(&self) {
-        let backlog: Result<i64, _> =
-            sqlx::query_scalar("SELECT count(*) FROM messaging_outbox WHERE sent_at IS NULL")
-                .fetch_one(&self.pool)
-                .await;
-        if let Ok(count) = backlog {
+        if let Ok(count) = self.store.count_unsent().await {
             self.metrics.outbox_backlog.set(count);
         }
     }
 }
 
-/// A parked outbox row, for operators.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
-pub struct ParkedRow {
-    /// The row's position in the outbox.
-    pub position: i64,
-    /// The message it carries.
-    pub message_id: uuid::Uuid,
-    /// Its topic.
-    pub topic: String,
-    /// Its aggregate.
-    pub aggregate_id: Option<String>,
-    /// Failed publish attempts.
-    pub attempts: i32,
-    /// The last publish error.
-    pub last_error: Option<String>,
-    /// When it was parked.
-    pub parked_at: chrono::DateTime<chrono::Utc>,
-}
-
 /// The parked rows of an outbox, oldest first.
-pub async fn parked(pool: &PgPool) -> anyhow::Result<Vec<ParkedRow>> {
-    sqlx::query_as(
-        "SELECT position, message_id, topic, aggregate_id, attempts, last_error, parked_at \
-         FROM messaging_outbox WHERE parked_at IS NOT NULL ORDER BY position",
-    )
-    .fetch_all(pool)
-    .await
-    .context("list parked outbox rows")
+pub async fn parked<S: OutboxStore>(store: &S) -> anyhow::Result<Vec<ParkedRow>> {
+    store.parked().await
 }
 
 /// Puts parked rows back in line for publishing, with their attempts reset:
-/// all of them, or the one at `position`. Returns how many; a running relay
-/// is woken and takes them on its next claim.
-pub async fn unpark(pool: &PgPool, position: Option<i64>) -> anyhow::Result<u64> {
-    let mut tx = pool.begin().await.context("begin unpark")?;
-    let unparked = sqlx::query(
-        "UPDATE messaging_outbox SET parked_at = NULL, attempts = 0 \
-         WHERE parked_at IS NOT NULL AND ($1::bigint IS NULL OR position = $1)",
-    )
-    .bind(position)
-    .execute(&mut *tx)
-    .await
-    .context("unpark outbox rows")?
-    .rows_affected();
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *tx)
-        .await
-        .context("notify outbox relays")?;
-    tx.commit().await.context("commit unpark")?;
-    Ok(unparked)
+/// all of them, or the one at `position`. Returns how many; running relays
+/// take them on their next claim.
+pub async fn unpark<S: OutboxStore>(store: &S, position: Option<i64>) -> anyhow::Result<u64> {
+    store.unpark(position).await
 }
 
-/// The `outbox` command of a service's binary, for operators:
-/// `outbox parked` lists parked rows (one JSON object a line);
+/// The `outbox` command of a service's binary over PostgreSQL, for
+/// operators: `outbox parked` lists parked rows (one JSON object a line);
 /// `outbox replay [POSITION]` puts all parked rows, or one, back in line.
 pub async fn outbox_command(database_url: &str, args: &[String]) -> anyhow::Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -451,6 +362,12 @@ pub async fn outbox_command(database_url: &str, args: &[String]) -> anyhow::Resu
         .await
         .context("connect to the service database")?;
     crate::schema::ensure_schema(&pool).await?;
+    run_outbox_command(&PgStore::new(pool), args).await
+}
+
+/// The `outbox` command over any store (see [`outbox_command`] and
+/// [`crate::mongo::outbox_command`]).
+pub async fn run_outbox_command<S: OutboxStore>(store: &S, args: &[String]) -> anyhow::Result<()> {
     match args
         .iter()
         .map(String::as_str)
@@ -458,13 +375,13 @@ pub async fn outbox_command(database_url: &str, args: &[String]) -> anyhow::Resu
         .as_slice()
     {
         ["parked"] => {
-            for row in parked(&pool).await? {
+            for row in parked(store).await? {
                 println!("{}", serde_json::to_string(&row)?);
             }
             Ok(())
         }
         ["replay"] => {
-            let count = unpark(&pool, None).await?;
+            let count = unpark(store, None).await?;
             println!("{count} parked outbox rows put back in line");
             Ok(())
         }
@@ -472,7 +389,7 @@ pub async fn outbox_command(database_url: &str, args: &[String]) -> anyhow::Resu
             let position: i64 = position
                 .parse()
                 .with_context(|| format!("{position:?} is not an outbox position"))?;
-            let count = unpark(&pool, Some(position)).await?;
+            let count = unpark(store, Some(position)).await?;
             anyhow::ensure!(count == 1, "no parked outbox row at position {position}");
             println!("outbox row {position} put back in line");
             Ok(())

@@ -1,6 +1,7 @@
 //! Retention of the outbox and inbox: sent outbox rows and old inbox rows
 //! are deleted in small batches by a background job in every service with a
-//! store (several replicas may run it at once: deletions are idempotent).
+//! store, PostgreSQL or MongoDB (several replicas may run it at once:
+//! deletions are idempotent).
 //!
 //! What is never deleted: unsent or parked outbox rows, and inbox rows
 //! younger than the inbox retention. A message can reach a consumer twice
@@ -14,9 +15,9 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+use crate::port::{MessageStore, OutboxStore};
 
 /// Rows deleted per statement, so no delete holds locks for long.
 const CHUNK: i64 = 5_000;
@@ -77,53 +78,41 @@ pub struct Swept {
 }
 
 /// Deletes sent outbox rows and inbox rows older than their retention.
-pub async fn sweep(pool: &PgPool, config: &RetentionConfig) -> anyhow::Result<Swept> {
-    let outbox = delete_in_chunks(
-        pool,
-        "DELETE FROM messaging_outbox WHERE position IN (SELECT position FROM messaging_outbox \
-         WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1) LIMIT $2)",
-        config.outbox_sent,
-    )
-    .await
-    .context("delete sent outbox rows")?;
-    let inbox = delete_in_chunks(
-        pool,
-        "DELETE FROM messaging_inbox WHERE (consumer, message_id) IN \
-         (SELECT consumer, message_id FROM messaging_inbox \
-          WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)",
-        config.inbox,
-    )
-    .await
-    .context("delete old inbox rows")?;
-    Ok(Swept { outbox, inbox })
-}
-
-async fn delete_in_chunks(pool: &PgPool, sql: &str, older_than: Duration) -> sqlx::Result<u64> {
-    let mut total = 0;
+#[tracing::instrument(skip_all)]
+pub async fn sweep<S: MessageStore + OutboxStore>(
+    store: &S,
+    config: &RetentionConfig,
+) -> anyhow::Result<Swept> {
+    let mut swept = Swept::default();
     loop {
-        let deleted = sqlx::query(sql)
-            .bind(older_than.as_secs_f64())
-            .bind(CHUNK)
-            .execute(pool)
-            .await?
-            .rows_affected();
-        total += deleted;
+        let deleted = store
+            .delete_sent_older_than(config.outbox_sent, CHUNK)
+            .await?;
+        swept.outbox += deleted;
         if deleted < CHUNK as u64 {
-            return Ok(total);
+            break;
         }
     }
+    loop {
+        let deleted = store.delete_inbox_older_than(config.inbox, CHUNK).await?;
+        swept.inbox += deleted;
+        if deleted < CHUNK as u64 {
+            break;
+        }
+    }
+    Ok(swept)
 }
 
-/// Sweeps every `interval` until `shutdown`; a failed sweep is logged and
-/// tried again at the next tick. Never fails (the result is for
+/// Sweeps `store` every `interval` until `shutdown`; a failed sweep is
+/// logged and tried again at the next tick. Never fails (the result is for
 /// `ServiceRuntime::spawn`).
-pub async fn run(
-    pool: PgPool,
+pub async fn run<S: MessageStore + OutboxStore>(
+    store: S,
     config: RetentionConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        match sweep(&pool, &config).await {
+        match sweep(&store, &config).await {
             Ok(swept) if swept != Swept::default() => {
                 tracing::info!(
                     outbox = swept.outbox,

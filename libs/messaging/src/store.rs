@@ -1,4 +1,5 @@
-//! PostgreSQL and Kafka glue every service with an outbox needs at start.
+//! PostgreSQL and Kafka glue every service with an outbox needs at start
+//! (the MongoDB counterparts are in [`crate::mongo`]).
 
 use std::time::Duration;
 
@@ -30,19 +31,24 @@ pub async fn connect(url: &str, pool_size: u32, migrator: &Migrator) -> anyhow::
 /// Readiness checks of a service's two dependencies: its database and Kafka
 /// (the brokers answer, and its producer has no fatal error).
 pub fn readiness(pool: PgPool, producer: impl Into<RenewableProducer>) -> Vec<ReadinessCheck> {
-    let producer = producer.into();
     vec![
         ReadinessCheck::new("postgres", move || postgres_reachable(pool.clone())),
-        ReadinessCheck::new("kafka", move || {
-            let producer = producer.clone();
-            async move {
-                if let Some(fatal) = producer.fatal_error() {
-                    return Err(format!("producer unusable until renewed: {fatal}"));
-                }
-                broker_reachable(&producer.get(), Duration::from_secs(2)).await
-            }
-        }),
+        kafka_readiness(producer.into()),
     ]
+}
+
+/// The `kafka` readiness check: the brokers answer, and `producer` has no
+/// fatal error.
+pub(crate) fn kafka_readiness(producer: RenewableProducer) -> ReadinessCheck {
+    ReadinessCheck::new("kafka", move || {
+        let producer = producer.clone();
+        async move {
+            if let Some(fatal) = producer.fatal_error() {
+                return Err(format!("producer unusable until renewed: {fatal}"));
+            }
+            broker_reachable(&producer.get(), Duration::from_secs(2)).await
+        }
+    })
 }
 
 /// Whether `error` means the database could not be reached or is going

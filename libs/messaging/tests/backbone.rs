@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use tramita_messaging::{
     ConsumerConfig, ConsumerHealth, ConsumerRunner, Envelope, HandlerError, KafkaSettings,
-    MessageHandler, MessagingMetrics, OutboxRelay, RelayConfig,
+    MessageHandler, MessagingMetrics, OutboxRelay, PgStore, RelayConfig,
 };
 use tramita_testkit::{count, eventually, header, TestInfra};
 use uuid::Uuid;
@@ -34,7 +34,7 @@ async fn setup() -> (TestInfra, KafkaSettings, PgPool) {
 
 fn relay(pool: &PgPool, kafka: &KafkaSettings, batch_size: i64) -> OutboxRelay {
     OutboxRelay::new(
-        pool.clone(),
+        PgStore::new(pool.clone()),
         kafka.producer().unwrap(),
         RelayConfig {
             batch_size,
@@ -93,7 +93,7 @@ async fn a_running_relay_wakes_on_commit() {
         .await
         .unwrap();
     let relay = OutboxRelay::new(
-        pool.clone(),
+        PgStore::new(pool.clone()),
         kafka.producer().unwrap(),
         RelayConfig {
             // So long that only the notification can explain a quick publish.
@@ -118,7 +118,11 @@ async fn a_running_relay_wakes_on_commit() {
 }
 
 /// The effect every test handler applies: one row per applied message.
-async fn record_effect(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), HandlerError> {
+async fn record_effect(
+    tx: &mut Transaction<'static, Postgres>,
+    envelope: &Envelope,
+) -> Result<(), HandlerError> {
+    let conn: &mut PgConnection = tx;
     sqlx::query("INSERT INTO effects (message_id) VALUES ($1)")
         .bind(envelope.message_id)
         .execute(conn)
@@ -133,14 +137,14 @@ struct Flaky {
     calls: Arc<AtomicU32>,
 }
 
-impl MessageHandler for Flaky {
+impl MessageHandler<PgStore> for Flaky {
     async fn handle(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'static, Postgres>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        record_effect(conn, envelope).await?;
+        record_effect(tx, envelope).await?;
         if call <= self.failures {
             // The effect above is rolled back with the inbox row.
             return Err(HandlerError::Transient(anyhow::anyhow!(
@@ -151,7 +155,7 @@ impl MessageHandler for Flaky {
     }
 }
 
-async fn run_consumer<H: MessageHandler>(
+async fn run_consumer<H: MessageHandler<PgStore>>(
     kafka: &KafkaSettings,
     pool: &PgPool,
     topic: &str,
@@ -317,10 +321,10 @@ struct RefusesOne {
     refused: Uuid,
 }
 
-impl MessageHandler for RefusesOne {
+impl MessageHandler<PgStore> for RefusesOne {
     async fn handle(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'static, Postgres>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
         if envelope.message_id == self.refused {
@@ -328,7 +332,7 @@ impl MessageHandler for RefusesOne {
                 "refused on purpose"
             )));
         }
-        record_effect(conn, envelope).await?;
+        record_effect(tx, envelope).await?;
         Ok(())
     }
 }
@@ -393,7 +397,7 @@ impl RunningConsumer {
 }
 
 /// A consumer in group `group` on an existing topic.
-fn start_consumer<H: MessageHandler>(
+fn start_consumer<H: MessageHandler<PgStore>>(
     kafka: &KafkaSettings,
     pool: &PgPool,
     topic: &str,
@@ -409,7 +413,7 @@ fn start_consumer<H: MessageHandler>(
     };
     let metrics = MessagingMetrics::unregistered();
     let runner = ConsumerRunner::new(
-        pool.clone(),
+        PgStore::new(pool.clone()),
         kafka.consumer(group).unwrap(),
         kafka.producer().unwrap(),
         handler,
@@ -642,21 +646,21 @@ struct DropsItsConnection {
     drops: Arc<AtomicU32>,
 }
 
-impl MessageHandler for DropsItsConnection {
+impl MessageHandler<PgStore> for DropsItsConnection {
     async fn handle(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'static, Postgres>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
         let left = self.drops.load(Ordering::SeqCst);
         if left > 0 {
             self.drops.store(left - 1, Ordering::SeqCst);
             sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
-                .execute(&mut *conn)
+                .execute(&mut **tx)
                 .await
                 .map_err(|e| HandlerError::Transient(e.into()))?;
         }
-        record_effect(conn, envelope).await?;
+        record_effect(tx, envelope).await?;
         Ok(())
     }
 }
@@ -696,8 +700,12 @@ async fn a_database_dropping_connections_mid_handler_never_dead_letters_the_mess
 /// Refuses every message for good.
 struct RefusesAll;
 
-impl MessageHandler for RefusesAll {
-    async fn handle(&self, _: &mut PgConnection, _: &Envelope) -> Result<(), HandlerError> {
+impl MessageHandler<PgStore> for RefusesAll {
+    async fn handle(
+        &self,
+        _: &mut Transaction<'static, Postgres>,
+        _: &Envelope,
+    ) -> Result<(), HandlerError> {
         Err(HandlerError::Permanent(anyhow::anyhow!("still broken")))
     }
 }
@@ -801,7 +809,7 @@ async fn a_poison_outbox_row_is_parked_while_the_rest_is_published_and_can_be_re
     enqueue(behind.clone()).await;
 
     let relay = OutboxRelay::new(
-        pool.clone(),
+        PgStore::new(pool.clone()),
         kafka.producer().unwrap(),
         RelayConfig {
             batch_size: 10,
@@ -815,7 +823,9 @@ async fn a_poison_outbox_row_is_parked_while_the_rest_is_published_and_can_be_re
     }
     let published = infra.read_topic(&topic, 21, Duration::from_secs(10)).await;
     assert_eq!(published.len(), 20, "every healthy row is published");
-    let parked = tramita_messaging::relay::parked(&pool).await.unwrap();
+    let parked = tramita_messaging::relay::parked(&PgStore::new(pool.clone()))
+        .await
+        .unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].message_id, poison.message_id);
     assert_eq!(parked[0].attempts, 3);
@@ -837,7 +847,9 @@ async fn a_poison_outbox_row_is_parked_while_the_rest_is_published_and_can_be_re
         .await
         .unwrap();
     assert_eq!(
-        tramita_messaging::relay::unpark(&pool, None).await.unwrap(),
+        tramita_messaging::relay::unpark(&PgStore::new(pool.clone()), None)
+            .await
+            .unwrap(),
         1
     );
     relay.drain().await.unwrap();
@@ -1019,7 +1031,7 @@ async fn retention_deletes_only_sent_outbox_rows_and_old_inbox_rows() {
     .await
     .unwrap();
     let config = tramita_messaging::retention::RetentionConfig::default();
-    let swept = tramita_messaging::retention::sweep(&pool, &config)
+    let swept = tramita_messaging::retention::sweep(&PgStore::new(pool.clone()), &config)
         .await
         .unwrap();
     assert_eq!(swept.outbox, 1);
@@ -1039,7 +1051,7 @@ async fn retention_deletes_only_sent_outbox_rows_and_old_inbox_rows() {
         1,
         "a message seen within the inbox retention is still recognised"
     );
-    let again = tramita_messaging::retention::sweep(&pool, &config)
+    let again = tramita_messaging::retention::sweep(&PgStore::new(pool.clone()), &config)
         .await
         .unwrap();
     assert_eq!(again, tramita_messaging::retention::Swept::default());
@@ -1076,7 +1088,7 @@ async fn a_producer_with_a_fatal_error_turns_readiness_red_and_the_relay_renews_
         .unwrap();
     tx.commit().await.unwrap();
     let relay = OutboxRelay::new(
-        pool.clone(),
+        PgStore::new(pool.clone()),
         producer.clone(),
         RelayConfig::default(),
         MessagingMetrics::unregistered(),
