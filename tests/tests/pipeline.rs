@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tramita_identity::IdentitySettings;
-use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
+use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, PgStore, RelayConfig};
 use tramita_testkit::{count, eventually, header, TestInfra, TestIssuer};
 use tramita_web::ServiceHandle;
 use uuid::Uuid;
@@ -214,7 +214,7 @@ async fn a_message_delivered_twice_has_one_effect() {
 
     // A relay publishes and "crashes" before marking the row sent...
     let relay = OutboxRelay::new(
-        files.pool.clone(),
+        PgStore::new(files.pool.clone()),
         suite.kafka.producer().unwrap(),
         RelayConfig::default(),
         MessagingMetrics::unregistered(),

@@ -9,7 +9,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tramita_identity::{KeySource, TokenValidator, ValidationSettings};
-use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
+use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, PgStore, RelayConfig};
 use tramita_settings::SettingsError;
 use tramita_web::client_address::TrustedProxies;
 use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
@@ -353,14 +353,14 @@ impl Application {
         runtime.spawn(
             "messaging-retention",
             tramita_messaging::retention::run(
-                pool.clone(),
+                PgStore::new(pool.clone()),
                 settings.messaging_retention.clone(),
                 shutdown.clone(),
             ),
         );
         if settings.outbox_relay {
             let relay = OutboxRelay::new(
-                pool.clone(),
+                PgStore::new(pool.clone()),
                 producer,
                 RelayConfig::default(),
                 messaging_metrics,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tramita_identity::IdentitySettings;
-use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
+use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, PgStore, RelayConfig};
 use tramita_settings::SettingsError;
 use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
@@ -140,7 +140,7 @@ impl Application {
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
         if settings.outbox_relay {
             let relay = OutboxRelay::new(
-                pool.clone(),
+                PgStore::new(pool.clone()),
                 producer,
                 RelayConfig::default(),
                 messaging_metrics,
@@ -149,7 +149,11 @@ impl Application {
         }
         runtime.spawn(
             "messaging-retention",
-            tramita_messaging::retention::run(pool.clone(), settings.retention.clone(), shutdown),
+            tramita_messaging::retention::run(
+                PgStore::new(pool.clone()),
+                settings.retention.clone(),
+                shutdown,
+            ),
         );
         tracing::info!(port, "files service listening");
         Ok(Self {

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tramita_files::{Application, Settings};
 use tramita_identity::IdentitySettings;
-use tramita_messaging::{Envelope, KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig};
+use tramita_messaging::{
+    Envelope, KafkaSettings, MessagingMetrics, OutboxRelay, PgStore, RelayConfig,
+};
 use tramita_testkit::{bearer_client, count, header, TestInfra, TestIssuer};
 use tramita_web::ServiceHandle;
 
@@ -404,7 +406,7 @@ async fn a_rolled_back_transaction_emits_nothing() {
     tx.commit().await.unwrap();
 
     let relay = OutboxRelay::new(
-        files.pool.clone(),
+        PgStore::new(files.pool.clone()),
         files.kafka.producer().unwrap(),
         RelayConfig::default(),
         MessagingMetrics::unregistered(),

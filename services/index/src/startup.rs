@@ -9,7 +9,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tramita_identity::IdentitySettings;
-use tramita_messaging::{ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics};
+use tramita_messaging::{ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics, PgStore};
 use tramita_settings::SettingsError;
 use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
@@ -109,7 +109,7 @@ impl Application {
         let messaging_metrics = MessagingMetrics::register(&registry)?;
         let metrics = tramita_web::metrics("index", registry)?;
         let runner = ConsumerRunner::new(
-            pool.clone(),
+            PgStore::new(pool.clone()),
             consumer,
             producer.clone(),
             FilesEventsProjection,
@@ -144,7 +144,11 @@ impl Application {
         runtime.spawn("files-events-projection", runner.run(shutdown.clone()));
         runtime.spawn(
             "messaging-retention",
-            tramita_messaging::retention::run(pool.clone(), settings.retention.clone(), shutdown),
+            tramita_messaging::retention::run(
+                PgStore::new(pool.clone()),
+                settings.retention.clone(),
+                shutdown,
+            ),
         );
         tracing::info!(port, "index service listening");
         Ok(Self {

@@ -3,8 +3,8 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sqlx::PgConnection;
-use tramita_messaging::{Envelope, HandlerError, MessageHandler};
+use sqlx::{Postgres, Transaction};
+use tramita_messaging::{Envelope, HandlerError, MessageHandler, PgStore};
 use uuid::Uuid;
 
 use crate::adapters::postgres;
@@ -49,10 +49,10 @@ fn actor(a: Option<ActorV1>) -> Option<ActorRef> {
 #[derive(Debug, Clone, Default)]
 pub struct FilesEventsProjection;
 
-impl MessageHandler for FilesEventsProjection {
+impl MessageHandler<PgStore> for FilesEventsProjection {
     async fn handle(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Transaction<'static, Postgres>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
         if !SNAPSHOT_TYPES.contains(&envelope.message_type.as_str()) {
@@ -87,7 +87,7 @@ impl MessageHandler for FilesEventsProjection {
             updated_by: actor(snapshot.updated_by),
             version: snapshot.version,
         };
-        let stored = postgres::upsert_if_newer(conn, &view)
+        let stored = postgres::upsert_if_newer(tx, &view)
             .await
             .map_err(HandlerError::Transient)?;
         tracing::debug!(file_id = %view.id, version = view.version, stored, "projected file");
