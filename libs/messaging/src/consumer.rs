@@ -38,6 +38,9 @@ use crate::kafka::RenewableProducer;
 use crate::metrics::MessagingMetrics;
 use crate::port::MessageStore;
 
+/// The longest wait for a failed attempt's rollback.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Suffix of dead-letter topics.
 pub const DLQ_SUFFIX: &str = ".dlq";
 
@@ -496,14 +499,19 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
         Ok(Outcome::Applied)
     }
 
-    /// Rolls `tx` back; a failure (the connection is gone) only means the
-    /// store rolls it back by itself.
+    /// Rolls `tx` back, so that what it wrote (its inbox record) stops
+    /// holding up the next try at once. A failure, or no answer within
+    /// [`ROLLBACK_TIMEOUT`] (an unreachable store), leaves the transaction
+    /// to the store, which rolls it back when its connection or session
+    /// goes.
     async fn roll_back(&self, tx: S::Tx) {
-        if let Err(error) = self.store.rollback(tx).await {
-            tracing::debug!(
+        match tokio::time::timeout(ROLLBACK_TIMEOUT, self.store.rollback(tx)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(
                 error = format!("{error:#}"),
                 "rollback failed; the store drops the transaction"
-            );
+            ),
+            Err(_) => tracing::debug!("rollback unanswered; the store drops the transaction"),
         }
     }
 
