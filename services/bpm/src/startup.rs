@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tramita_identity::IdentitySettings;
+use tramita_messaging::postgres::PgStore;
 use tramita_messaging::{
     ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig,
 };
@@ -168,7 +169,7 @@ impl Application {
         let metrics = tramita_web::metrics("bpm", registry)?;
 
         let runner = ConsumerRunner::new(
-            pool.clone(),
+            PgStore::new(pool.clone()),
             consumer,
             producer.clone(),
             CommandHandler::new(events_topic, settings.time_zone),
@@ -201,7 +202,7 @@ impl Application {
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
         if settings.outbox_relay {
             let relay = OutboxRelay::new(
-                pool.clone(),
+                PgStore::new(pool.clone()),
                 producer,
                 RelayConfig::default(),
                 messaging_metrics,
@@ -217,7 +218,11 @@ impl Application {
         }
         runtime.spawn(
             "messaging-retention",
-            tramita_messaging::retention::run(pool.clone(), settings.retention.clone(), shutdown),
+            tramita_messaging::retention::run(
+                PgStore::new(pool.clone()),
+                settings.retention.clone(),
+                shutdown,
+            ),
         );
         tracing::info!(port, "bpm service listening");
         Ok(Self {

@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgConnection;
+use tramita_messaging::postgres::PgStore;
 use tramita_messaging::{Envelope, HandlerError, MessageHandler};
 use uuid::Uuid;
 
@@ -70,12 +71,13 @@ fn valid_topic(topic: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-impl MessageHandler for CommandHandler {
+impl MessageHandler<PgStore> for CommandHandler {
     async fn handle(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
+        let conn: &mut PgConnection = tx;
         if envelope.message_type != START_PROCESS {
             tracing::debug!(message_type = %envelope.message_type, "ignoring unknown command type");
             return Ok(());
