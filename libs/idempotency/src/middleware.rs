@@ -315,17 +315,14 @@ where
         }
         Begun::Claimed => {
             req.set_payload(body.payload());
-            let request = req.request().clone();
+            // No copy of the request may be kept: routing needs it unshared.
             let run = actix_web::rt::spawn(run_claimed(service, shared.clone(), req, body, claim));
             match run.await {
                 Ok(answer) => answer,
                 Err(error) => {
                     // The handler panicked; its hold runs out by itself.
                     tracing::error!(error = %error, "an idempotent request's task failed");
-                    Ok(ServiceResponse::new(
-                        request,
-                        actix_web::ResponseError::error_response(&Problem::internal()),
-                    ))
+                    Err(Problem::internal().into())
                 }
             }
         }
