@@ -108,6 +108,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         workers: 1,
         retention: Default::default(),
         identity,
+        time_zone: tramita_index::DEFAULT_TIME_ZONE,
     })
     .await?;
     let files_url = format!("http://127.0.0.1:{}/files", files.port());

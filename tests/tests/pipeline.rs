@@ -87,6 +87,7 @@ impl Suite {
             workers: 1,
             retention: Default::default(),
             identity: self.identity(),
+            time_zone: tramita_index::DEFAULT_TIME_ZONE,
         })
         .await
         .expect("build index");

@@ -96,6 +96,7 @@ impl Suite {
             workers: 1,
             retention: Default::default(),
             identity: identity.clone(),
+            time_zone: tramita_index::DEFAULT_TIME_ZONE,
         })
         .await
         .expect("build index");

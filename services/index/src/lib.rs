@@ -6,4 +6,4 @@ pub mod app;
 pub mod domain;
 pub mod startup;
 
-pub use startup::{prepare_rebuild, Application, Settings};
+pub use startup::{prepare_rebuild, Application, Settings, DEFAULT_TIME_ZONE};

@@ -2,7 +2,8 @@
 //!
 //! `tramita-index` serves and consumes; `tramita-index rebuild` empties the
 //! read model and rewinds the consumer group so the next start replays the
-//! topic; `tramita-index replay-dlq` moves dead letters back to the topic.
+//! topics; `tramita-index replay-dlq` moves dead letters back to the topics
+//! they came from.
 
 use anyhow::Context;
 use tramita_index::{prepare_rebuild, Application, Settings};
@@ -20,22 +21,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("rebuild") => prepare_rebuild(&settings).await,
         Some("replay-dlq") => {
-            let topic = settings
-                .kafka
-                .topic(tramita_index::adapters::kafka::FILES_EVENTS);
-            let report = tramita_messaging::replay::replay_dead_letters(
-                &settings.kafka,
-                &topic,
-                usize::MAX,
-                std::time::Duration::from_secs(5),
-            )
-            .await?;
-            println!(
-                "{} dead letters moved back to {topic}; {} arrived during the replay and were left for the next one{}",
-                report.moved,
-                report.left_for_later,
-                if report.complete { "" } else { " (stopped before the end: run it again)" }
-            );
+            for topic in settings.topics() {
+                let report = tramita_messaging::replay::replay_dead_letters(
+                    &settings.kafka,
+                    &topic,
+                    usize::MAX,
+                    std::time::Duration::from_secs(5),
+                )
+                .await
+                .with_context(|| format!("replay the dead letters of {topic}"))?;
+                println!(
+                    "{} dead letters moved back to {topic}; {} arrived during the replay and were left for the next one{}",
+                    report.moved,
+                    report.left_for_later,
+                    if report.complete { "" } else { " (stopped before the end: run it again)" }
+                );
+            }
             Ok(())
         }
         Some(other) => {

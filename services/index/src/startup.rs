@@ -15,9 +15,12 @@ use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
 
 use crate::adapters::http::{self, ApiDoc};
-use crate::adapters::kafka::{FilesEventsProjection, FILES_EVENTS};
-use crate::adapters::postgres::{self, PgFileViewStore, MIGRATOR};
+use crate::adapters::kafka::{IndexProjection, CONSUMED_TOPICS};
+use crate::adapters::postgres::{self, PgFileReadStore, MIGRATOR};
 use crate::app::IndexQueries;
+
+/// The administration's time zone unless `INDEX_TIME_ZONE` says otherwise.
+pub const DEFAULT_TIME_ZONE: chrono_tz::Tz = chrono_tz::Europe::Madrid;
 
 /// Everything the index service reads from the environment.
 #[derive(Debug, Clone)]
@@ -36,8 +39,11 @@ pub struct Settings {
     pub consumer_group: String,
     /// Tries before a message is dead-lettered (`INDEX_MAX_ATTEMPTS`, default 5).
     pub max_attempts: u32,
-    /// Partitions of `files.events` if the index creates it first
-    /// (`FILES_EVENTS_PARTITIONS`, default 3).
+    /// Partitions of a consumed topic (`files.events`, `bpm.events`,
+    /// `docs.events`, `auth.events`) if the index creates it first
+    /// (`FILES_EVENTS_PARTITIONS`, default 3). Topics are created with the
+    /// broker's defaults and never reconfigured here: their owners set
+    /// their retention.
     pub events_partitions: i32,
     /// HTTP worker threads (`INDEX_WORKERS`, default 2).
     pub workers: usize,
@@ -45,6 +51,10 @@ pub struct Settings {
     pub identity: IdentitySettings,
     /// How long inbox rows are kept (`MESSAGING_*_RETENTION`).
     pub retention: tramita_messaging::retention::RetentionConfig,
+    /// Where "today" is for deciding whether a phase is overdue
+    /// (`INDEX_TIME_ZONE`, an IANA name, default `Europe/Madrid`; set it as
+    /// bpm's `BPM_TIME_ZONE`).
+    pub time_zone: chrono_tz::Tz,
 }
 
 impl Settings {
@@ -63,11 +73,16 @@ impl Settings {
             workers: parsed_or("INDEX_WORKERS", 2)?,
             identity: IdentitySettings::from_env()?,
             retention: tramita_messaging::retention::RetentionConfig::from_env()?,
+            time_zone: parsed_or("INDEX_TIME_ZONE", DEFAULT_TIME_ZONE)?,
         })
     }
 
-    fn topics(&self) -> Vec<String> {
-        vec![self.kafka.topic(FILES_EVENTS)]
+    /// Full names of the consumed topics.
+    pub fn topics(&self) -> Vec<String> {
+        CONSUMED_TOPICS
+            .iter()
+            .map(|topic| self.kafka.topic(topic))
+            .collect()
     }
 }
 
@@ -94,9 +109,11 @@ impl Application {
             max_attempts: settings.max_attempts,
             ..ConsumerConfig::new(settings.consumer_group.clone(), settings.topics())
         };
+        // Created if missing so the consumer can subscribe; their owners
+        // (files, bpm, docs, auth) set their retention when they start.
         settings
             .kafka
-            .ensure_event_topics(&config.topics, settings.events_partitions)
+            .ensure_topics(&config.topics, settings.events_partitions)
             .await?;
         settings
             .kafka
@@ -112,7 +129,7 @@ impl Application {
             PgStore::new(pool.clone()),
             consumer,
             producer.clone(),
-            FilesEventsProjection,
+            IndexProjection::default(),
             config,
             messaging_metrics,
         );
@@ -121,8 +138,10 @@ impl Application {
         let readiness = Readiness::new(checks);
 
         let validator = actix_web::web::Data::new(settings.identity.validator());
-        let queries =
-            actix_web::web::Data::new(IndexQueries::new(PgFileViewStore::new(pool.clone())));
+        let queries = actix_web::web::Data::new(IndexQueries::new(
+            PgFileReadStore::new(pool.clone()),
+            settings.time_zone,
+        ));
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
@@ -141,7 +160,7 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
-        runtime.spawn("files-events-projection", runner.run(shutdown.clone()));
+        runtime.spawn("projection", runner.run(shutdown.clone()));
         runtime.spawn(
             "messaging-retention",
             tramita_messaging::retention::run(
@@ -179,7 +198,7 @@ impl Application {
     }
 }
 
-/// Prepares a rebuild of the read model from the topic, in an order that
+/// Prepares a rebuild of the read model from the topics, in an order that
 /// never leaves it empty with the old offsets:
 /// 1. refuses while any member of the consumer group is live (a replica
 ///    still running, or one that crashed less than a session timeout ago);
@@ -187,8 +206,11 @@ impl Application {
 ///    broker refuses if a member joined meanwhile);
 /// 3. only then empties the projection and the consumer's inbox.
 ///
-/// The next start replays the topic. Event topics are compacted, so the
-/// replay sees every file's latest state however old.
+/// The next start replays every consumed topic from the start of what each
+/// retains. The documents come out the same as before (each section of a
+/// document has one source, applied in that source's order); the timeline
+/// has every event the topics still hold (a compacted topic keeps only the
+/// latest event of each key).
 pub async fn prepare_rebuild(settings: &Settings) -> anyhow::Result<()> {
     let pool = connect(settings).await?;
     let consumer = settings.kafka.consumer(&settings.consumer_group)?;

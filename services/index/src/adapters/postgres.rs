@@ -1,124 +1,43 @@
-//! The read model in PostgreSQL: JSONB documents, keyset paging and Spanish
+//! The read model in PostgreSQL: one JSONB document per file with the
+//! columns the list filters and sorts on, the timeline in its own table,
+//! users' display names and procedures' names; keyset paging and Spanish
 //! full-text search.
+//!
+//! Documents and timeline rows keep actor ids (with the name their event
+//! carried, as a fallback); reads join display names from `index_users` (a
+//! primary-key lookup per actor of the page or document), so a rename is
+//! one row written and shows everywhere at once.
+
+use std::collections::HashMap;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
-use crate::app::{FileViewStore, Page};
-use crate::domain::{ActorRef, Cursor, FileListQuery, FileView};
+use crate::app::{
+    FileReadStore, FileRow, Page, ProjectionStore, StoredFile, TimelineItem, TimelinePage,
+};
+use crate::domain::{
+    Actor, ActorId, ActorRef, CaseFileDocument, Cursor, DisplayNames, FileListQuery, FileSection,
+    Names, PhaseRef, ProcedurePublished, TimelineCursor, TimelineEntry, TimelineQuery,
+    UserSnapshot,
+};
 
 /// The migrations of the index database.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// A user reference as stored in documents.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ActorDoc {
-    id: String,
-    name: String,
-}
-
-/// The stored JSONB document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct FileDoc {
-    id: Uuid,
-    code: String,
-    initial_option: String,
-    description: String,
-    status: String,
-    phase: Option<String>,
-    created_at: DateTime<Utc>,
-    created_by: Option<ActorDoc>,
-    updated_at: DateTime<Utc>,
-    updated_by: Option<ActorDoc>,
-    version: i64,
-}
-
-fn to_doc(actor: &Option<ActorRef>) -> Option<ActorDoc> {
-    actor.as_ref().map(|a| ActorDoc {
-        id: a.id.clone(),
-        name: a.name.clone(),
-    })
-}
-
-fn from_doc(actor: Option<ActorDoc>) -> Option<ActorRef> {
-    actor.map(|a| ActorRef {
-        id: a.id,
-        name: a.name,
-    })
-}
-
-impl From<&FileView> for FileDoc {
-    fn from(v: &FileView) -> Self {
-        Self {
-            id: v.id,
-            code: v.code.clone(),
-            initial_option: v.initial_option.clone(),
-            description: v.description.clone(),
-            status: v.status.clone(),
-            phase: v.phase.clone(),
-            created_at: v.created_at,
-            created_by: to_doc(&v.created_by),
-            updated_at: v.updated_at,
-            updated_by: to_doc(&v.updated_by),
-            version: v.version,
-        }
-    }
-}
-
-impl From<FileDoc> for FileView {
-    fn from(d: FileDoc) -> Self {
-        Self {
-            id: d.id,
-            code: d.code,
-            initial_option: d.initial_option,
-            description: d.description,
-            status: d.status,
-            phase: d.phase,
-            created_at: d.created_at,
-            created_by: from_doc(d.created_by),
-            updated_at: d.updated_at,
-            updated_by: from_doc(d.updated_by),
-            version: d.version,
-        }
-    }
-}
-
-/// Stores `view` unless a view of the same or a newer version is stored.
-/// Returns whether it was stored. Runs on the caller's connection (the
-/// consumer's inbox transaction).
-pub async fn upsert_if_newer(conn: &mut PgConnection, view: &FileView) -> anyhow::Result<bool> {
-    let written = sqlx::query(
-        "INSERT INTO index_files (id, version, code, initial_option, status, created_at, document) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, code = EXCLUDED.code, \
-           initial_option = EXCLUDED.initial_option, status = EXCLUDED.status, \
-           created_at = EXCLUDED.created_at, document = EXCLUDED.document \
-         WHERE index_files.version < EXCLUDED.version",
-    )
-    .bind(view.id)
-    .bind(view.version)
-    .bind(&view.code)
-    .bind(&view.initial_option)
-    .bind(&view.status)
-    .bind(view.created_at)
-    .bind(sqlx::types::Json(FileDoc::from(view)))
-    .execute(conn)
-    .await
-    .context("upsert file view")?
-    .rows_affected();
-    Ok(written == 1)
-}
+/// Tables emptied by a rebuild (the consumer's inbox is emptied too).
+const READ_MODEL_TABLES: &str = "index_files, index_timeline, index_users, index_procedures";
 
 /// Empties the read model and this consumer's inbox, before a rebuild.
 pub async fn reset(pool: &PgPool, consumer: &str) -> anyhow::Result<()> {
     let mut tx = pool.begin().await.context("begin reset")?;
-    sqlx::query("TRUNCATE index_files")
+    sqlx::query(&format!("TRUNCATE {READ_MODEL_TABLES}"))
         .execute(&mut *tx)
         .await
-        .context("truncate index_files")?;
+        .context("truncate the read model")?;
     sqlx::query("DELETE FROM messaging_inbox WHERE consumer = $1")
         .bind(consumer)
         .execute(&mut *tx)
@@ -128,13 +47,155 @@ pub async fn reset(pool: &PgPool, consumer: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Views in PostgreSQL.
+/// Writes the read model in the consumer's inbox transaction.
+#[derive(Debug, Clone, Default)]
+pub struct PgProjectionStore;
+
+async fn select_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> anyhow::Result<Option<CaseFileDocument>> {
+    let document: Option<Json<CaseFileDocument>> =
+        sqlx::query_scalar("SELECT document FROM index_files WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+            .context("lock file document")?;
+    Ok(document.map(|d| d.0))
+}
+
+impl ProjectionStore for PgProjectionStore {
+    type Tx = Transaction<'static, Postgres>;
+
+    async fn lock_document(&self, tx: &mut Self::Tx, id: Uuid) -> anyhow::Result<CaseFileDocument> {
+        if let Some(document) = select_for_update(tx, id).await? {
+            return Ok(document);
+        }
+        let placeholder = CaseFileDocument::placeholder(id);
+        let inserted = sqlx::query(
+            "INSERT INTO index_files (id, document) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(Json(&placeholder))
+        .execute(&mut **tx)
+        .await
+        .context("insert placeholder document")?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(placeholder);
+        }
+        // Another replica inserted it meanwhile: wait for its row.
+        select_for_update(tx, id)
+            .await?
+            .context("file document vanished after a conflicting insert")
+    }
+
+    async fn save_document(
+        &self,
+        tx: &mut Self::Tx,
+        document: &CaseFileDocument,
+    ) -> anyhow::Result<()> {
+        let file = document.file.as_ref();
+        let process = document.process.as_ref();
+        sqlx::query(
+            "UPDATE index_files SET version = $2, code = $3, initial_option = $4, status = $5, \
+               created_at = $6, created_by = $7, procedure_key = $8, procedure_version = $9, \
+               phase_key = $10, process_status = $11, due_date = $12, suspended = $13, \
+               document = $14 \
+             WHERE id = $1",
+        )
+        .bind(document.id)
+        .bind(file.map(|f| f.version))
+        .bind(file.map(|f| f.code.as_str()))
+        .bind(file.map(|f| f.initial_option.as_str()))
+        .bind(file.map(|f| f.status.as_str()))
+        .bind(file.map(|f| f.created_at))
+        .bind(
+            file.and_then(|f| f.created_by.as_ref())
+                .map(|a| a.id.as_str()),
+        )
+        .bind(process.map(|p| p.procedure_key.as_str()))
+        .bind(process.map(|p| p.procedure_version))
+        .bind(process.map(|p| p.phase.key.as_str()))
+        .bind(process.map(|p| p.status.as_str()))
+        .bind(process.and_then(|p| p.due_date))
+        .bind(process.is_some_and(|p| p.suspended))
+        .bind(Json(document))
+        .execute(&mut **tx)
+        .await
+        .context("update file document")?;
+        Ok(())
+    }
+
+    async fn append_timeline(
+        &self,
+        tx: &mut Self::Tx,
+        entry: &TimelineEntry,
+    ) -> anyhow::Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO index_timeline \
+               (file_id, occurred_at, message_id, message_type, actor_id, actor_name, summary) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(entry.file_id)
+        .bind(entry.occurred_at)
+        .bind(entry.message_id)
+        .bind(&entry.message_type)
+        .bind(entry.actor.as_ref().map(|a| a.id.as_str()))
+        .bind(entry.actor.as_ref().and_then(|a| a.name.as_deref()))
+        .bind(&entry.summary)
+        .execute(&mut **tx)
+        .await
+        .context("append timeline entry")?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn save_user(&self, tx: &mut Self::Tx, user: &UserSnapshot) -> anyhow::Result<bool> {
+        let written = sqlx::query(
+            "INSERT INTO index_users (id, display_name, version) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET display_name = EXCLUDED.display_name, \
+               version = EXCLUDED.version \
+             WHERE index_users.version < EXCLUDED.version",
+        )
+        .bind(user.id.as_str())
+        .bind(&user.display_name)
+        .bind(user.version)
+        .execute(&mut **tx)
+        .await
+        .context("upsert user")?
+        .rows_affected();
+        Ok(written == 1)
+    }
+
+    async fn save_procedure(
+        &self,
+        tx: &mut Self::Tx,
+        procedure: &ProcedurePublished,
+    ) -> anyhow::Result<bool> {
+        let written = sqlx::query(
+            "INSERT INTO index_procedures (key, version, name_es, name_en) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&procedure.key)
+        .bind(procedure.version)
+        .bind(&procedure.names.es)
+        .bind(&procedure.names.en)
+        .execute(&mut **tx)
+        .await
+        .context("insert procedure")?
+        .rows_affected();
+        Ok(written == 1)
+    }
+}
+
+/// Reads the read model.
 #[derive(Debug, Clone)]
-pub struct PgFileViewStore {
+pub struct PgFileReadStore {
     pool: PgPool,
 }
 
-impl PgFileViewStore {
+impl PgFileReadStore {
     /// A store over `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
@@ -154,53 +215,127 @@ fn like_prefix(text: &str) -> String {
     escaped
 }
 
-impl FileViewStore for PgFileViewStore {
-    async fn list(&self, query: &FileListQuery) -> anyhow::Result<Page> {
-        let mut sql: QueryBuilder<'_, Postgres> =
-            QueryBuilder::new("SELECT document FROM index_files WHERE TRUE");
-        if let Some(option) = &query.initial_option {
-            sql.push(" AND initial_option = ").push_bind(option.clone());
+/// The list's SQL: the page is chosen on `index_files` alone (an index
+/// walk newest first, or the filter's index), then display names are
+/// joined to those rows only.
+pub fn list_sql(query: &FileListQuery, today: NaiveDate) -> QueryBuilder<'static, Postgres> {
+    let mut sql: QueryBuilder<'static, Postgres> = QueryBuilder::new(
+        "SELECT f.id, f.version, f.code, f.initial_option, f.status, f.created_at, \
+           f.procedure_key, f.due_date, f.suspended, f.open_due_date, f.file, f.phase, \
+           f.created_by, coalesce(cu.display_name, f.created_by_name) AS created_by_name, \
+           f.updated_by, coalesce(uu.display_name, f.updated_by_name) AS updated_by_name \
+         FROM (SELECT id, version, code, initial_option, status, created_at, procedure_key, \
+                 due_date, suspended, open_due_date, created_by, \
+                 document->'file' AS file, document #> '{process,phase}' AS phase, \
+                 document #>> '{file,created_by,name}' AS created_by_name, \
+                 document #>> '{file,updated_by,id}' AS updated_by, \
+                 document #>> '{file,updated_by,name}' AS updated_by_name \
+               FROM index_files WHERE version IS NOT NULL",
+    );
+    if let Some(option) = &query.initial_option {
+        sql.push(" AND initial_option = ").push_bind(option.clone());
+    }
+    if let Some(status) = &query.status {
+        sql.push(" AND status = ").push_bind(status.clone());
+    }
+    if let Some(phase) = &query.phase {
+        sql.push(" AND phase_key = ").push_bind(phase.clone());
+    }
+    if let Some(procedure) = &query.procedure {
+        sql.push(" AND procedure_key = ")
+            .push_bind(procedure.clone());
+    }
+    if let Some(created_by) = &query.created_by {
+        sql.push(" AND created_by = ").push_bind(created_by.clone());
+    }
+    match query.overdue {
+        Some(true) => {
+            sql.push(" AND open_due_date < ").push_bind(today);
         }
-        if let Some(status) = &query.status {
-            sql.push(" AND status = ").push_bind(status.clone());
-        }
-        if let Some(from) = query.created_from {
-            sql.push(" AND created_at >= ").push_bind(from);
-        }
-        if let Some(to) = query.created_to {
-            sql.push(" AND created_at < ").push_bind(to);
-        }
-        if let Some(text) = &query.text {
-            sql.push(" AND (search @@ websearch_to_tsquery('spanish', ")
-                .push_bind(text.as_str().to_owned())
-                .push(") OR lower(code) LIKE ")
-                .push_bind(like_prefix(text.as_str()))
+        Some(false) => {
+            sql.push(" AND (open_due_date IS NULL OR open_due_date >= ")
+                .push_bind(today)
                 .push(")");
         }
-        if let Some(after) = query.after {
-            sql.push(" AND (created_at, id) < (")
-                .push_bind(after.created_at)
-                .push(", ")
-                .push_bind(after.id)
-                .push(")");
-        }
-        let limit = i64::from(query.limit.get());
-        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(limit + 1);
-        let rows = sql
+        None => {}
+    }
+    if let Some(from) = query.created_from {
+        sql.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(to) = query.created_to {
+        sql.push(" AND created_at < ").push_bind(to);
+    }
+    if let Some(text) = &query.text {
+        sql.push(" AND (search @@ websearch_to_tsquery('spanish', ")
+            .push_bind(text.as_str().to_owned())
+            .push(") OR lower(code) LIKE ")
+            .push_bind(like_prefix(text.as_str()))
+            .push(")");
+    }
+    if let Some(after) = query.after {
+        sql.push(" AND (created_at, id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    let limit = i64::from(query.limit.get());
+    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit + 1)
+        .push(
+            ") f \
+             LEFT JOIN index_users cu ON cu.id = f.created_by \
+             LEFT JOIN index_users uu ON uu.id = f.updated_by \
+             ORDER BY f.created_at DESC, f.id DESC",
+        );
+    sql
+}
+
+fn actor(id: Option<String>, name: Option<String>) -> Option<ActorRef> {
+    id.map(|id| ActorRef {
+        name: name.unwrap_or_else(|| id.clone()),
+        id,
+    })
+}
+
+fn file_row(row: &sqlx::postgres::PgRow, today: NaiveDate) -> anyhow::Result<FileRow> {
+    let file: Json<FileSection> = row.try_get("file").context("file section")?;
+    let file = file.0;
+    let phase: Option<Json<PhaseRef>> = row.try_get("phase").context("phase")?;
+    let open_due_date: Option<NaiveDate> = row.try_get("open_due_date")?;
+    Ok(FileRow {
+        id: row.try_get("id")?,
+        code: file.code,
+        initial_option: file.initial_option,
+        description: file.description,
+        status: file.status,
+        procedure_key: row.try_get("procedure_key")?,
+        phase: phase.map(|p| p.0),
+        due_date: row.try_get("due_date")?,
+        overdue: open_due_date.is_some_and(|due| today > due),
+        suspended: row.try_get("suspended")?,
+        created_at: file.created_at,
+        created_by: actor(row.try_get("created_by")?, row.try_get("created_by_name")?),
+        updated_at: file.updated_at,
+        updated_by: actor(row.try_get("updated_by")?, row.try_get("updated_by_name")?),
+        version: file.version,
+    })
+}
+
+impl FileReadStore for PgFileReadStore {
+    async fn list(&self, query: &FileListQuery, today: NaiveDate) -> anyhow::Result<Page> {
+        let rows = list_sql(query, today)
             .build()
             .fetch_all(&self.pool)
             .await
-            .context("list file views")?;
+            .context("list files")?;
         let mut items = rows
-            .into_iter()
-            .map(|row| {
-                let doc: sqlx::types::Json<FileDoc> = row.try_get("document")?;
-                Ok(FileView::from(doc.0))
-            })
+            .iter()
+            .map(|row| file_row(row, today))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
+        let limit = usize::from(query.limit.get());
+        let next = if items.len() > limit {
+            items.truncate(limit);
             items.last().map(|last| Cursor {
                 created_at: last.created_at,
                 id: last.id,
@@ -211,14 +346,120 @@ impl FileViewStore for PgFileViewStore {
         Ok(Page { items, next })
     }
 
-    async fn get(&self, id: Uuid) -> anyhow::Result<Option<FileView>> {
-        let doc: Option<sqlx::types::Json<FileDoc>> =
-            sqlx::query_scalar("SELECT document FROM index_files WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
+    async fn get(&self, id: Uuid) -> anyhow::Result<Option<StoredFile>> {
+        let row = sqlx::query(
+            "SELECT f.document, p.name_es, p.name_en FROM index_files f \
+             LEFT JOIN index_procedures p \
+               ON p.key = f.procedure_key AND p.version = f.procedure_version \
+             WHERE f.id = $1 AND f.version IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("select file document")?;
+        let Some(row) = row else { return Ok(None) };
+        let document: Json<CaseFileDocument> = row.try_get("document")?;
+        let es: Option<String> = row.try_get("name_es")?;
+        let en: Option<String> = row.try_get("name_en")?;
+        Ok(Some(StoredFile {
+            document: document.0,
+            procedure_names: es.zip(en).map(|(es, en)| Names { es, en }),
+        }))
+    }
+
+    async fn display_names(&self, ids: &[&ActorId]) -> anyhow::Result<DisplayNames> {
+        if ids.is_empty() {
+            return Ok(DisplayNames::default());
+        }
+        let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, display_name FROM index_users WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
                 .await
-                .context("select file view")?;
-        Ok(doc.map(|d| FileView::from(d.0)))
+                .context("select display names")?;
+        Ok(DisplayNames::new(
+            rows.into_iter().collect::<HashMap<_, _>>(),
+        ))
+    }
+
+    async fn timeline(
+        &self,
+        id: Uuid,
+        query: &TimelineQuery,
+    ) -> anyhow::Result<Option<TimelinePage>> {
+        let known: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM index_files WHERE id = $1 AND version IS NOT NULL)",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .context("check file")?;
+        if !known {
+            return Ok(None);
+        }
+        let limit = i64::from(query.limit.get());
+        let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+            "SELECT t.occurred_at, t.message_id, t.message_type, t.actor_id, t.summary, \
+               t.actor_name, coalesce(u.display_name, t.actor_name) AS display_name \
+             FROM (SELECT * FROM index_timeline WHERE file_id = ",
+        );
+        sql.push_bind(id);
+        if let Some(after) = query.after {
+            sql.push(" AND (occurred_at, message_id) > (")
+                .push_bind(after.occurred_at)
+                .push(", ")
+                .push_bind(after.message_id)
+                .push(")");
+        }
+        sql.push(" ORDER BY occurred_at, message_id LIMIT ")
+            .push_bind(limit + 1)
+            .push(
+                ") t LEFT JOIN index_users u ON u.id = t.actor_id \
+                 ORDER BY t.occurred_at, t.message_id",
+            );
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .context("select timeline")?;
+        let mut items = rows
+            .iter()
+            .map(|row| {
+                let actor_id: Option<String> = row.try_get("actor_id")?;
+                let actor_name: Option<String> = row.try_get("actor_name")?;
+                let entry = TimelineEntry {
+                    file_id: id,
+                    occurred_at: row.try_get::<DateTime<Utc>, _>("occurred_at")?,
+                    message_id: row.try_get("message_id")?,
+                    message_type: row.try_get("message_type")?,
+                    actor: actor_id
+                        .as_deref()
+                        .map(ActorId::parse)
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("stored timeline actor is not an id: {e}"))?
+                        .map(|id| Actor {
+                            id,
+                            name: actor_name,
+                        }),
+                    summary: row.try_get("summary")?,
+                };
+                Ok(TimelineItem {
+                    actor: actor(actor_id, row.try_get("display_name")?),
+                    entry,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|last| TimelineCursor {
+                occurred_at: last.entry.occurred_at,
+                message_id: last.entry.message_id,
+            })
+        } else {
+            None
+        };
+        Ok(Some(TimelinePage { items, next }))
     }
 }
 

@@ -5,6 +5,8 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
+use super::values::{is_key, MAX_KEY};
+
 /// A rejected query parameter; the message is safe to show.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{parameter}: {message}")]
@@ -64,6 +66,9 @@ impl Text {
         if text.chars().count() > 200 {
             return Err(invalid("q", "must have at most 200 characters"));
         }
+        if text.chars().any(char::is_control) {
+            return Err(invalid("q", "must not contain control characters"));
+        }
         Ok(Some(Self(text.to_owned())))
     }
 
@@ -109,6 +114,100 @@ impl Cursor {
     }
 }
 
+/// Where the next page of a timeline starts: just after (occurred_at,
+/// message id) in the timeline's order. Opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineCursor {
+    /// Time of the last entry seen.
+    pub occurred_at: DateTime<Utc>,
+    /// Message id of the last entry seen.
+    pub message_id: Uuid,
+}
+
+/// Tells a timeline cursor from a list cursor.
+const TIMELINE_TAG: &str = "t";
+
+impl TimelineCursor {
+    /// The opaque text form.
+    pub fn encode(&self) -> String {
+        let raw = format!(
+            "{TIMELINE_TAG}|{}|{}",
+            self.occurred_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            self.message_id
+        );
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Reads the opaque text form back.
+    pub fn decode(text: &str) -> Result<Self, QueryError> {
+        let bad = || invalid("cursor", "is not a timeline cursor returned by this API");
+        let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| bad())?;
+        let raw = String::from_utf8(bytes).map_err(|_| bad())?;
+        let mut parts = raw.split('|');
+        let (Some(TIMELINE_TAG), Some(at), Some(id), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(Self {
+            occurred_at: DateTime::parse_from_rfc3339(at)
+                .map_err(|_| bad())?
+                .with_timezone(&Utc),
+            message_id: Uuid::parse_str(id).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A validated timeline query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineQuery {
+    /// Page size.
+    pub limit: Limit,
+    /// Continue after this entry.
+    pub after: Option<TimelineCursor>,
+}
+
+impl TimelineQuery {
+    /// Checks the parameters.
+    pub fn new(limit: Option<i64>, cursor: Option<&str>) -> Result<Self, QueryError> {
+        Ok(Self {
+            limit: limit
+                .map(Limit::parse)
+                .transpose()?
+                .unwrap_or(Limit::DEFAULT),
+            after: cursor.map(TimelineCursor::decode).transpose()?,
+        })
+    }
+}
+
+/// A list query's parameters as received, before checking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawListQuery {
+    /// Only this channel.
+    pub initial_option: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only files whose process is in this phase (key).
+    pub phase: Option<String>,
+    /// Only files of this procedure (key).
+    pub procedure: Option<String>,
+    /// Only files whose current phase is (or is not) overdue.
+    pub overdue: Option<bool>,
+    /// Only files opened by this user (id).
+    pub created_by: Option<String>,
+    /// Created at or after.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_to: Option<DateTime<Utc>>,
+    /// Search text.
+    pub q: Option<String>,
+    /// Page size.
+    pub limit: Option<i64>,
+    /// Opaque cursor.
+    pub cursor: Option<String>,
+}
+
 /// A validated list query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileListQuery {
@@ -116,6 +215,14 @@ pub struct FileListQuery {
     pub initial_option: Option<String>,
     /// Only files in this status.
     pub status: Option<String>,
+    /// Only files in this phase (key).
+    pub phase: Option<String>,
+    /// Only files of this procedure (key).
+    pub procedure: Option<String>,
+    /// Only overdue (`true`) or not overdue (`false`) files.
+    pub overdue: Option<bool>,
+    /// Only files opened by this user (id).
+    pub created_by: Option<String>,
     /// Created at or after.
     pub created_from: Option<DateTime<Utc>>,
     /// Created before.
@@ -131,18 +238,27 @@ pub struct FileListQuery {
 /// Statuses a file can have.
 pub const STATUSES: [&str; 4] = ["pending", "active", "finished", "failed"];
 
+/// A filter value: blank means no filter; otherwise at most 200
+/// characters without control characters.
+fn filter(parameter: &'static str, raw: Option<String>) -> Result<Option<String>, QueryError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let value = raw.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !is_key(value) {
+        return Err(invalid(
+            parameter,
+            format!("must have at most {MAX_KEY} characters and no control characters"),
+        ));
+    }
+    Ok(Some(value.to_owned()))
+}
+
 impl FileListQuery {
-    /// Checks the combination of parameters.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        initial_option: Option<String>,
-        status: Option<String>,
-        created_from: Option<DateTime<Utc>>,
-        created_to: Option<DateTime<Utc>>,
-        text: Option<&str>,
-        limit: Option<i64>,
-        cursor: Option<&str>,
-    ) -> Result<Self, QueryError> {
+    /// Checks the parameters and their combination.
+    pub fn new(raw: RawListQuery) -> Result<Self, QueryError> {
+        let status = filter("status", raw.status)?;
         if let Some(status) = &status {
             if !STATUSES.contains(&status.as_str()) {
                 return Err(invalid(
@@ -151,22 +267,27 @@ impl FileListQuery {
                 ));
             }
         }
-        if let (Some(from), Some(to)) = (created_from, created_to) {
+        if let (Some(from), Some(to)) = (raw.created_from, raw.created_to) {
             if from > to {
                 return Err(invalid("created_from", "must not be after created_to"));
             }
         }
         Ok(Self {
-            initial_option: initial_option.filter(|o| !o.trim().is_empty()),
+            initial_option: filter("initial_option", raw.initial_option)?,
             status,
-            created_from,
-            created_to,
-            text: text.map(Text::parse).transpose()?.flatten(),
-            limit: limit
+            phase: filter("phase", raw.phase)?,
+            procedure: filter("procedure", raw.procedure)?,
+            overdue: raw.overdue,
+            created_by: filter("created_by", raw.created_by)?,
+            created_from: raw.created_from,
+            created_to: raw.created_to,
+            text: raw.q.as_deref().map(Text::parse).transpose()?.flatten(),
+            limit: raw
+                .limit
                 .map(Limit::parse)
                 .transpose()?
                 .unwrap_or(Limit::DEFAULT),
-            after: cursor.map(Cursor::decode).transpose()?,
+            after: raw.cursor.as_deref().map(Cursor::decode).transpose()?,
         })
     }
 }
@@ -205,30 +326,83 @@ mod tests {
 
     #[test]
     fn a_query_refuses_unknown_status_and_inverted_ranges() {
-        let err = FileListQuery::new(None, Some("open".into()), None, None, None, None, None)
-            .unwrap_err();
+        let err = FileListQuery::new(RawListQuery {
+            status: Some("open".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
         assert_eq!(err.parameter, "status");
         let now = Utc::now();
-        let err = FileListQuery::new(
-            None,
-            None,
-            Some(now),
-            Some(now - chrono::Duration::days(1)),
-            None,
-            None,
-            None,
-        )
+        let err = FileListQuery::new(RawListQuery {
+            created_from: Some(now),
+            created_to: Some(now - chrono::Duration::days(1)),
+            ..Default::default()
+        })
         .unwrap_err();
         assert_eq!(err.parameter, "created_from");
     }
 
     #[test]
     fn blank_search_and_defaults() {
-        let query =
-            FileListQuery::new(Some(" ".into()), None, None, None, Some("  "), None, None).unwrap();
+        let query = FileListQuery::new(RawListQuery {
+            initial_option: Some(" ".into()),
+            phase: Some("".into()),
+            q: Some("  ".into()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(query.text, None);
         assert_eq!(query.initial_option, None);
+        assert_eq!(query.phase, None);
         assert_eq!(query.limit, Limit::DEFAULT);
         assert!(Text::parse(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn control_characters_in_text_parameters_are_refused() {
+        assert_eq!(Text::parse("a\u{0}b").unwrap_err().parameter, "q");
+        for (parameter, raw) in [
+            (
+                "phase",
+                RawListQuery {
+                    phase: Some("a\u{0}".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "created_by",
+                RawListQuery {
+                    created_by: Some("u\n1".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "procedure",
+                RawListQuery {
+                    procedure: Some("x".repeat(201)),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            assert_eq!(FileListQuery::new(raw).unwrap_err().parameter, parameter);
+        }
+    }
+
+    #[test]
+    fn a_timeline_cursor_round_trips_and_a_list_cursor_is_not_one() {
+        let cursor = TimelineCursor {
+            occurred_at: DateTime::parse_from_rfc3339("2026-11-22T10:11:12.123456Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            message_id: Uuid::now_v7(),
+        };
+        assert_eq!(TimelineCursor::decode(&cursor.encode()).unwrap(), cursor);
+        let list = Cursor {
+            created_at: cursor.occurred_at,
+            id: cursor.message_id,
+        };
+        assert!(TimelineCursor::decode(&list.encode()).is_err());
+        assert!(TimelineCursor::decode("bogus").is_err());
+        assert!(TimelineQuery::new(Some(0), None).is_err());
     }
 }
