@@ -14,7 +14,7 @@
 //! // routes: wrap those whose POST/PATCH take a key
 //! cfg.service(web::scope("").wrap(idempotency.clone()).configure(http::routes));
 //! // ApiDoc
-//! #[openapi(modifiers(&BearerAuth, &IdempotencyDocs::ALL))]
+//! #[openapi(modifiers(&BearerAuth, &IdempotencyDocs))]
 //! ```
 //!
 //! See [`middleware`] for the behaviour, [`key::is_kept`] for which
@@ -35,7 +35,7 @@ pub mod settings;
 pub use key::{Fingerprint, IdempotencyKey, Scope};
 pub use middleware::{Idempotency, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 pub use mongo::MongoIdempotencyStore;
-pub use openapi::IdempotencyDocs;
+pub use openapi::{IdempotencyDocs, IdempotencyDocsUnder};
 pub use port::{Begun, Claim, IdempotencyStore, StoredResponse};
 pub use postgres::PgIdempotencyStore;
 pub use settings::IdempotencySettings;

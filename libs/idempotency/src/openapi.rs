@@ -14,43 +14,51 @@ use crate::settings::{ttl_from_env, DEFAULT_TTL};
 /// The parameter's name as documented.
 const PARAMETER: &str = "Idempotency-Key";
 
-/// A utoipa modifier documenting `Idempotency-Key` on POST and PATCH
-/// operations: every one ([`IdempotencyDocs::ALL`]) or those whose path
-/// starts with one of some prefixes ([`IdempotencyDocs::under`]). The
-/// keys' lifetime in the text is `IDEMPOTENCY_KEY_TTL` as the service
-/// reads it (24 h when unset).
+/// A utoipa modifier documenting `Idempotency-Key` on every POST and PATCH
+/// operation. The keys' lifetime in the text is `IDEMPOTENCY_KEY_TTL` as
+/// the service reads it (24 h when unset).
 ///
 /// ```ignore
-/// #[openapi(modifiers(&BearerAuth, &IdempotencyDocs::ALL))]
-/// #[openapi(modifiers(&BearerAuth, &IdempotencyDocs::under(&["/auth/users", "/auth/clients"])))]
+/// #[openapi(modifiers(&BearerAuth, &IdempotencyDocs))]
 /// ```
 #[derive(Debug, Clone, Copy)]
-pub struct IdempotencyDocs {
-    prefixes: &'static [&'static str],
-}
-
-impl IdempotencyDocs {
-    /// Every POST and PATCH operation.
-    pub const ALL: Self = Self { prefixes: &[] };
-
-    /// The POST and PATCH operations whose path starts with one of
-    /// `prefixes` (none: every one).
-    pub const fn under(prefixes: &'static [&'static str]) -> Self {
-        Self { prefixes }
-    }
-
-    fn applies(&self, path: &str) -> bool {
-        self.prefixes.is_empty() || self.prefixes.iter().any(|p| path.starts_with(p))
-    }
-}
+pub struct IdempotencyDocs;
 
 impl utoipa::Modify for IdempotencyDocs {
     fn modify(&self, openapi: &mut OpenApi) {
-        // A malformed value stops the service at start (see
-        // `IdempotencySettings::from_env`); the document just uses the default.
-        let ttl = ttl_from_env().unwrap_or(DEFAULT_TTL);
-        document(openapi, ttl, |path| self.applies(path));
+        document(openapi, documented_ttl(), |_| true);
     }
+}
+
+/// A utoipa modifier documenting `Idempotency-Key` on the POST and PATCH
+/// operations whose path starts with one of some prefixes, for a service
+/// whose middleware wraps only those routes. utoipa takes modifiers by
+/// name, so declare it as a constant:
+///
+/// ```ignore
+/// const ADMIN_IDEMPOTENCY: IdempotencyDocsUnder = IdempotencyDocsUnder(&["/auth/users", "/auth/clients"]);
+/// #[openapi(modifiers(&BearerAuth, &ADMIN_IDEMPOTENCY))]
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyDocsUnder(pub &'static [&'static str]);
+
+impl IdempotencyDocsUnder {
+    fn applies(&self, path: &str) -> bool {
+        self.0.iter().any(|prefix| path.starts_with(prefix))
+    }
+}
+
+impl utoipa::Modify for IdempotencyDocsUnder {
+    fn modify(&self, openapi: &mut OpenApi) {
+        document(openapi, documented_ttl(), |path| self.applies(path));
+    }
+}
+
+/// The TTL the service runs with. A malformed value stops the service at
+/// start (see `IdempotencySettings::from_env`); the document just shows
+/// the default then.
+fn documented_ttl() -> Duration {
+    ttl_from_env().unwrap_or(DEFAULT_TTL)
 }
 
 /// Documents `Idempotency-Key` on the POST and PATCH operations of
@@ -254,7 +262,7 @@ mod tests {
     #[test]
     fn given_prefixes_when_documented_then_only_those_paths_change_and_twice_is_once() {
         let mut api = api();
-        let docs = IdempotencyDocs::under(&["/things"]);
+        let docs = IdempotencyDocsUnder(&["/things"]);
         document(&mut api, Duration::from_secs(90), |path| docs.applies(path));
         document(&mut api, Duration::from_secs(90), |path| docs.applies(path));
         let post = api.paths.paths["/things"].post.as_ref().unwrap();

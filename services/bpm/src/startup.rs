@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tramita_identity::IdentitySettings;
+use tramita_idempotency::{Idempotency, IdempotencySettings, PgIdempotencyStore};
 use tramita_messaging::postgres::PgStore;
 use tramita_messaging::{
     ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig,
@@ -64,6 +65,8 @@ pub struct Settings {
     /// Whether this process runs an outbox relay (`BPM_OUTBOX_RELAY`,
     /// default true; any replica may run one).
     pub outbox_relay: bool,
+    /// `Idempotency-Key` on every POST and PATCH (`IDEMPOTENCY_KEY_TTL`).
+    pub idempotency: IdempotencySettings,
 }
 
 impl Settings {
@@ -90,6 +93,7 @@ impl Settings {
             identity: IdentitySettings::from_env()?,
             retention: tramita_messaging::retention::RetentionConfig::from_env()?,
             outbox_relay: parsed_or("BPM_OUTBOX_RELAY", true)?,
+            idempotency: IdempotencySettings::from_env()?,
         })
     }
 }
@@ -181,6 +185,13 @@ impl Application {
         let readiness = Readiness::new(checks);
 
         let validator = web::Data::new(settings.identity.validator());
+        let idempotency_store = PgIdempotencyStore::new(pool.clone());
+        idempotency_store.ensure_schema().await?;
+        let idempotency = Idempotency::new(
+            idempotency_store.clone(),
+            validator.clone(),
+            settings.idempotency.clone(),
+        );
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
@@ -194,7 +205,7 @@ impl Application {
             ApiDoc::openapi(),
             move |cfg| {
                 cfg.app_data(handlers.clone()).app_data(validator.clone());
-                http::routes(cfg);
+                cfg.service(web::scope("").wrap(idempotency.clone()).configure(http::routes));
             },
         )?;
 
@@ -216,6 +227,14 @@ impl Application {
                 sweep_deadlines(bpm, settings.deadline_sweep_interval, shutdown.clone()),
             );
         }
+        runtime.spawn(
+            "idempotency-retention",
+            tramita_idempotency::retention::run(
+                idempotency_store,
+                settings.idempotency.sweep_interval,
+                shutdown.clone(),
+            ),
+        );
         runtime.spawn(
             "messaging-retention",
             tramita_messaging::retention::run(

@@ -55,6 +55,7 @@ fn settings(issuer: &TestIssuer, database_url: String, kafka: KafkaSettings) -> 
         },
         retention: Default::default(),
         outbox_relay: true,
+        idempotency: Default::default(),
     }
 }
 
@@ -719,6 +720,65 @@ async fn definitions_are_versioned_and_readable() {
     assert!(published
         .iter()
         .all(|p| p["phases"][0]["names"]["es"] == "Fase inicial"));
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_definition_posted_twice_with_one_idempotency_key_publishes_one_version() {
+    let bpm = TestBpm::spawn().await;
+    let mut licence = standard_v2(false);
+    licence["key"] = json!("licencias");
+    let publish = |body: &Value| {
+        bpm.admin
+            .post(bpm.url("/bpm/definitions"))
+            .header("idempotency-key", "publish-licencias-1")
+            .json(body)
+            .send()
+    };
+    let versions = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM definitions WHERE key = 'licencias'")
+            .fetch_one(&bpm.pool)
+            .await
+            .unwrap()
+    };
+
+    let first = publish(&licence).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, "/bpm/definitions/licencias/versions/1");
+    let first: Value = first.json().await.unwrap();
+
+    let retry = publish(&licence).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["location"].to_str().unwrap(), location);
+    assert_eq!(retry.json::<Value>().await.unwrap(), first);
+    assert_eq!(versions().await, 1, "one version published");
+    // The standard procedure's and this one's: no second event.
+    assert_eq!(bpm.outbox("bpm.DefinitionPublished.v1").await, 2);
+
+    // The same key with another definition: refused, nothing published.
+    licence["names"]["es"] = json!("Licencias de obra");
+    let body = assert_problem(
+        publish(&licence).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(body["title"].as_str().unwrap().contains("Idempotency-Key"));
+    assert_eq!(versions().await, 1);
+
+    // Another admin's key of the same name is theirs.
+    let other_admin = bearer_client(&bpm.issuer.token("admin-2", &["admin"]));
+    let other = other_admin
+        .post(bpm.url("/bpm/definitions"))
+        .header("idempotency-key", "publish-licencias-1")
+        .json(&licence)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::CREATED);
+    assert_eq!(versions().await, 2);
     bpm.handle.stop().await;
 }
 

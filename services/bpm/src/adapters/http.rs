@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tramita_identity::{Authenticated, Principal, Role};
+use tramita_idempotency::IdempotencyDocs;
 use tramita_web::{BearerAuth, FieldError, Fields, Problem};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
@@ -1232,7 +1233,7 @@ pub async fn remove_holiday(
         (name = "processes", description = "The process of each file"),
         (name = "holidays", description = "The calendar deadlines count with"),
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &IdempotencyDocs),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
