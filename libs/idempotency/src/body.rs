@@ -20,7 +20,7 @@ use actix_web::error::PayloadError;
 use actix_web::web::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
-use crate::key::{Fingerprint, FingerprintHasher};
+use crate::key::{Fingerprint, FingerprintHasher, IdempotencyKey, Scope};
 
 /// A request body as the middleware holds it.
 pub(crate) enum RequestBody {
@@ -40,6 +40,8 @@ impl RequestBody {
     /// otherwise keeps what was read and the rest as a stream.
     pub(crate) async fn read(
         mut payload: Payload,
+        scope: &Scope,
+        key: &IdempotencyKey,
         content_type: &[u8],
         declared_length: Option<u64>,
         buffer_limit: usize,
@@ -48,7 +50,7 @@ impl RequestBody {
             Self::Streamed(Rc::new(RefCell::new(StreamedBody {
                 prefix,
                 rest,
-                hasher: Some(FingerprintHasher::new(content_type)),
+                hasher: Some(FingerprintHasher::new(scope, key, content_type)),
                 read: 0,
                 outcome: None,
             })))
@@ -72,7 +74,7 @@ impl RequestBody {
         }
         let bytes = bytes.freeze();
         Ok(Self::Buffered {
-            fingerprint: Fingerprint::of(content_type, &bytes),
+            fingerprint: Fingerprint::of(scope, key, content_type, &bytes),
             bytes,
         })
     }

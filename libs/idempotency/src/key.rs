@@ -121,8 +121,14 @@ impl Scope {
     }
 }
 
-/// SHA-256 over a request's content type and body: two requests with one
-/// key must have the same fingerprint to be the same request.
+/// SHA-256 over a request's content type and body, salted with its scope
+/// and key: two requests with one key must have the same fingerprint to be
+/// the same request.
+///
+/// The salt makes every stored fingerprint unique, so that no table of
+/// precomputed digests matches a body that carries a secret (a user's
+/// initial password); guessing such a secret from one stored fingerprint
+/// still costs one SHA-256 a guess, for as long as the key lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 32]);
 
@@ -138,8 +144,8 @@ impl Fingerprint {
     }
 
     /// The fingerprint of a whole body held in memory.
-    pub fn of(content_type: &[u8], body: &[u8]) -> Self {
-        let mut hasher = FingerprintHasher::new(content_type);
+    pub fn of(scope: &Scope, key: &IdempotencyKey, content_type: &[u8], body: &[u8]) -> Self {
+        let mut hasher = FingerprintHasher::new(scope, key, content_type);
         hasher.update(body);
         hasher.finish()
     }
@@ -150,11 +156,15 @@ impl Fingerprint {
 pub struct FingerprintHasher(Sha256);
 
 impl FingerprintHasher {
-    /// Starts with the request's `Content-Type` (raw value; empty when absent).
-    pub fn new(content_type: &[u8]) -> Self {
+    /// Starts with the salt (scope and key) and the request's
+    /// `Content-Type` (raw value; empty when absent).
+    pub fn new(scope: &Scope, key: &IdempotencyKey, content_type: &[u8]) -> Self {
         let mut hasher = Sha256::new();
-        hasher.update((content_type.len() as u64).to_be_bytes());
-        hasher.update(content_type);
+        hasher.update(scope.digest());
+        for part in [key.as_str().as_bytes(), content_type] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
         Self(hasher)
     }
 
@@ -169,7 +179,9 @@ impl FingerprintHasher {
     }
 }
 
-/// Whether a completed response is kept for replay: 2xx and 3xx only.
+/// Whether a completed response is kept for replay, by its status: 2xx
+/// and 3xx only (a response marked `Cache-Control: no-store` is never
+/// kept either: see the middleware).
 ///
 /// Every 4xx is a refusal: in Tramita a use case changes state in one
 /// transaction and answers 4xx only when it changed nothing (invalid
@@ -249,21 +261,38 @@ mod tests {
 
     #[test]
     fn given_a_body_in_pieces_when_fingerprinted_then_it_matches_the_whole() {
-        let mut hasher = FingerprintHasher::new(b"application/json");
+        let scope = Scope::new("ana", "POST", "/files");
+        let key = IdempotencyKey::parse(b"k").unwrap();
+        let of =
+            |content_type: &[u8], body: &[u8]| Fingerprint::of(&scope, &key, content_type, body);
+        let mut hasher = FingerprintHasher::new(&scope, &key, b"application/json");
         hasher.update(b"{\"a\":");
         hasher.update(b"1}");
-        assert_eq!(
-            hasher.finish(),
-            Fingerprint::of(b"application/json", b"{\"a\":1}")
+        assert_eq!(hasher.finish(), of(b"application/json", b"{\"a\":1}"));
+        assert_ne!(
+            of(b"application/json", b"{\"a\":1}"),
+            of(b"text/plain", b"{\"a\":1}")
         );
         assert_ne!(
-            Fingerprint::of(b"application/json", b"{\"a\":1}"),
-            Fingerprint::of(b"text/plain", b"{\"a\":1}")
+            of(b"application/json", b"{\"a\":1}"),
+            of(b"application/json", b"{\"a\":2}")
         );
-        assert_ne!(
-            Fingerprint::of(b"application/json", b"{\"a\":1}"),
-            Fingerprint::of(b"application/json", b"{\"a\":2}")
+    }
+
+    #[test]
+    fn given_one_body_under_two_keys_then_the_fingerprints_differ() {
+        let scope = Scope::new("ana", "POST", "/auth/users");
+        let body = b"{\"password\":\"a-long-password\"}";
+        let one = Fingerprint::of(&scope, &IdempotencyKey::parse(b"k1").unwrap(), b"", body);
+        let two = Fingerprint::of(&scope, &IdempotencyKey::parse(b"k2").unwrap(), b"", body);
+        let other_caller = Fingerprint::of(
+            &Scope::new("luis", "POST", "/auth/users"),
+            &IdempotencyKey::parse(b"k1").unwrap(),
+            b"",
+            body,
         );
+        assert_ne!(one, two);
+        assert_ne!(one, other_caller);
     }
 
     #[test]

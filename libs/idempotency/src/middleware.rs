@@ -18,8 +18,9 @@
 //!    - completed with another fingerprint: 422;
 //!    - free: the handler runs, holding the key (renewed every third of
 //!      the hold while it runs). A kept outcome ([`crate::key::is_kept`]:
-//!      2xx and 3xx) with a body of known size within the bound is stored;
-//!      anything else releases the key.
+//!      2xx and 3xx) with a body of known size within the bound is stored,
+//!      unless it says `Cache-Control: no-store` (it carries a secret, such
+//!      as a new API client's); anything else releases the key.
 //!
 //! The handler runs in a task of its own, so that a client that hangs up
 //! does not cut it short: its outcome is still stored, and the client's
@@ -221,6 +222,8 @@ where
     let settings = &shared.settings;
     let body = match RequestBody::read(
         req.take_payload(),
+        &scope,
+        &key,
         &content_type,
         declared_length,
         settings.buffer_limit,
@@ -361,7 +364,7 @@ where
             return Err(error);
         }
     };
-    if !is_kept(response.status().as_u16()) {
+    if !is_kept(response.status().as_u16()) || no_store(response.headers()) {
         release().await;
         return Ok(response.map_into_boxed_body());
     }
@@ -466,6 +469,16 @@ where
         output = request => output,
         _ = renewals => unreachable!("renewals never end"),
     }
+}
+
+/// Whether the response forbids storing it (`Cache-Control: no-store`,
+/// as a response carrying a secret says): it is then not kept.
+fn no_store(headers: &header::HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-store"))
 }
 
 /// The request, untouched.

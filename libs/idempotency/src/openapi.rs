@@ -130,7 +130,8 @@ fn parameter(ttl: Duration) -> Parameter {
              1 to 255 visible ASCII characters, such as a UUID, scoped to the caller, the method, the path and the query. \
              A retry with the same key and the same body gets the first response again, with `Idempotent-Replayed: true`, \
              and changes nothing; with another body, 422; while the first request is still in flight, 409. \
-             Only successes (2xx) are kept: after a refusal (4xx) or an error (5xx) the key may be used again. \
+             Only successes (2xx) are kept, and never one marked `Cache-Control: no-store` (it shows a secret once): \
+             after a refusal (4xx), an error (5xx) or such a response the key may be used again. \
              Keys expire {} after their first use (`IDEMPOTENCY_KEY_TTL`).",
             describe(ttl)
         )))

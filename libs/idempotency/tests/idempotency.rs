@@ -142,6 +142,17 @@ async fn big_report(Authenticated(_): Authenticated, effects: web::Data<Effects>
         .body(vec![b'x'; 2 * MIB])
 }
 
+/// Creates a credential whose secret is shown once (`no-store`).
+async fn create_secret(
+    Authenticated(_): Authenticated,
+    effects: web::Data<Effects>,
+) -> HttpResponse {
+    let id = effects.count.fetch_add(1, Ordering::SeqCst) + 1;
+    HttpResponse::Created()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({ "id": id, "secret": format!("s3cr3t-{id}") }))
+}
+
 /// Direct access to the store's records, as an operator (or a crash) would
 /// change them.
 #[derive(Clone)]
@@ -284,7 +295,8 @@ impl Harness {
                         .route("/things/{id}", web::patch().to(rename_thing))
                         .route("/uploads", web::post().to(upload))
                         .route("/uploads/head", web::post().to(upload_head))
-                        .route("/reports", web::post().to(big_report)),
+                        .route("/reports", web::post().to(big_report))
+                        .route("/secrets", web::post().to(create_secret)),
                 )
         })
         .workers(2)
@@ -834,6 +846,25 @@ async fn a_response_too_large_to_store_releases_the_key(h: Harness) {
     assert_eq!(h.effects.count(), 2);
 }
 
+async fn a_response_that_must_not_be_stored_is_not(h: Harness) {
+    let create = || async {
+        Reply::of(
+            h.request(reqwest::Method::POST, "/secrets", "ana", Some("s-1"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    let first = create().await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(h.records.count().await, 0, "the secret is stored nowhere");
+    let second = create().await;
+    assert!(!second.replayed());
+    assert_ne!(second.json()["secret"], first.json()["secret"]);
+    assert_eq!(h.effects.count(), 2);
+}
+
 async fn the_sweep_deletes_expired_keys_only(h: Harness) {
     h.create("ana", Some("k-1"), "Expediente").await;
     h.create("ana", Some("k-2"), "Expediente").await;
@@ -896,5 +927,6 @@ against_both_stores!(
     a_large_body_is_fingerprinted_while_it_streams(super::settings()),
     what_the_handler_leaves_unread_is_fingerprinted_too(super::settings()),
     a_response_too_large_to_store_releases_the_key(super::settings()),
+    a_response_that_must_not_be_stored_is_not(super::settings()),
     the_sweep_deletes_expired_keys_only(super::settings()),
 );
