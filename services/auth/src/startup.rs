@@ -8,6 +8,7 @@ use actix_web::web;
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tramita_idempotency::{Idempotency, IdempotencySettings, PgIdempotencyStore};
 use tramita_identity::{KeySource, TokenValidator, ValidationSettings};
 use tramita_messaging::{KafkaSettings, MessagingMetrics, OutboxRelay, PgStore, RelayConfig};
 use tramita_settings::SettingsError;
@@ -307,6 +308,17 @@ impl Application {
             KeySource::Local(keys.public_keys()),
         ));
 
+        // Read here rather than in `Settings` for now: the system tests build
+        // `Settings` field by field (move it there when they can follow).
+        let idempotency_settings = IdempotencySettings::from_env()?;
+        let idempotency_store = PgIdempotencyStore::new(pool.clone());
+        idempotency_store.ensure_schema().await?;
+        let idempotency = Idempotency::new(
+            idempotency_store.clone(),
+            validator.clone(),
+            idempotency_settings.clone(),
+        );
+
         let registry = prometheus::Registry::new();
         registry.register(Box::new(hasher_busy))?;
         let messaging_metrics = MessagingMetrics::register(&registry)?;
@@ -336,7 +348,7 @@ impl Application {
                     .app_data(accounts.clone())
                     .app_data(address.clone())
                     .app_data(validator.clone());
-                http::routes(cfg);
+                http::routes(cfg, idempotency.clone());
             },
         )?;
 
@@ -349,6 +361,14 @@ impl Application {
         runtime.spawn(
             "auth-retention",
             run_retention(retention_store, settings.retention, shutdown.clone()),
+        );
+        runtime.spawn(
+            "idempotency-retention",
+            tramita_idempotency::retention::run(
+                idempotency_store,
+                idempotency_settings.sweep_interval,
+                shutdown.clone(),
+            ),
         );
         runtime.spawn(
             "messaging-retention",

@@ -1122,6 +1122,57 @@ async fn an_admin_manages_users_and_nobody_else_may() {
 }
 
 #[tokio::test]
+async fn creating_a_user_twice_with_one_idempotency_key_creates_one_user() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let new_user = json!({
+        "username": "luis.perez", "display_name": "Pérez, Luis", "email": "luis@example.org",
+        "roles": ["clerk"], "password": "a-long-password"
+    });
+    let users_before = count(&auth.pool, "users").await;
+    let create = |body: &Value| {
+        auth.client
+            .post(auth.url("/auth/users"))
+            .bearer_auth(&admin)
+            .header("idempotency-key", "create-luis")
+            .json(body)
+            .send()
+    };
+
+    let first = create(&new_user).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+
+    let retry = create(&new_user).await.unwrap();
+    assert_eq!(
+        retry.status(),
+        StatusCode::CREATED,
+        "replayed, not a 409 duplicate"
+    );
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["location"].to_str().unwrap(), location);
+    assert_eq!(retry.json::<Value>().await.unwrap(), first);
+    assert_eq!(count(&auth.pool, "users").await, users_before + 1);
+
+    // The same key with another user: refused, nothing created.
+    let mut other = new_user.clone();
+    other["username"] = json!("otro.usuario");
+    let refused = assert_problem(
+        create(&other).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(refused["title"]
+        .as_str()
+        .unwrap()
+        .contains("Idempotency-Key"));
+    assert_eq!(count(&auth.pool, "users").await, users_before + 1);
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
 async fn an_admin_manages_api_clients_and_nobody_else_may() {
     let auth = TestAuth::spawn().await;
     let admin = auth.admin_token().await;

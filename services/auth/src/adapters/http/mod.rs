@@ -9,6 +9,7 @@ pub use client_address::ClientAddress;
 pub use oauth::*;
 
 use actix_web::web;
+use tramita_idempotency::{Idempotency, IdempotencyDocsUnder, PgIdempotencyStore};
 use tramita_web::BearerAuth;
 use tramita_web::{FieldError, Problem};
 use utoipa::OpenApi;
@@ -20,6 +21,13 @@ use crate::app::{AccountService, TokenService};
 pub type Tokens = TokenService<PgAuthStore, PgAuthStore>;
 /// The account administration as the handlers see it.
 pub type Accounts = AccountService<PgAuthStore>;
+
+/// The routes whose POST and PATCH accept `Idempotency-Key`: the user and
+/// client administration (not the token endpoint, logout or key rotation).
+pub const IDEMPOTENT_PATHS: &[&str] = &["/auth/users", "/auth/clients"];
+
+/// `Idempotency-Key` in the OpenAPI description of [`IDEMPOTENT_PATHS`].
+const IDEMPOTENCY_DOCS: IdempotencyDocsUnder = IdempotencyDocsUnder(IDEMPOTENT_PATHS);
 
 /// The OpenAPI description of this service.
 #[derive(OpenApi)]
@@ -36,7 +44,7 @@ pub type Accounts = AccountService<PgAuthStore>;
         CreateClientRequest, UpdateClientRequest, ClientResponse, CreatedClientResponse, ClientPage,
         Problem, FieldError,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &IDEMPOTENCY_DOCS),
     tags(
         (name = "tokens", description = "OAuth2 tokens and signing keys"),
         (name = "users", description = "User accounts (admin)"),
@@ -45,8 +53,9 @@ pub type Accounts = AccountService<PgAuthStore>;
 )]
 pub struct ApiDoc;
 
-/// Registers the routes of this service.
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Registers the routes of this service; those of [`IDEMPOTENT_PATHS`]
+/// behind `idempotency`.
+pub fn routes(cfg: &mut web::ServiceConfig, idempotency: Idempotency<PgIdempotencyStore>) {
     cfg.service(
         web::resource("/auth/token")
             .app_data(token_form_config())
@@ -60,13 +69,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/.well-known/jwks.json", web::get().to(jwks))
     .route("/auth/keys/rotate", web::post().to(rotate_keys))
     .route("/auth/me", web::get().to(me))
-    .route("/auth/users", web::post().to(create_user))
-    .route("/auth/users", web::get().to(list_users))
-    .route("/auth/users/{id}", web::get().to(get_user))
-    .route("/auth/users/{id}", web::patch().to(update_user))
-    .route("/auth/users/{id}/disable", web::post().to(disable_user))
-    .route("/auth/clients", web::post().to(create_client))
-    .route("/auth/clients", web::get().to(list_clients))
-    .route("/auth/clients/{id}", web::patch().to(update_client))
-    .route("/auth/clients/{id}/disable", web::post().to(disable_client));
+    .service(
+        web::scope("")
+            .wrap(idempotency)
+            .route("/auth/users", web::post().to(create_user))
+            .route("/auth/users", web::get().to(list_users))
+            .route("/auth/users/{id}", web::get().to(get_user))
+            .route("/auth/users/{id}", web::patch().to(update_user))
+            .route("/auth/users/{id}/disable", web::post().to(disable_user))
+            .route("/auth/clients", web::post().to(create_client))
+            .route("/auth/clients", web::get().to(list_clients))
+            .route("/auth/clients/{id}", web::patch().to(update_client))
+            .route("/auth/clients/{id}/disable", web::post().to(disable_client)),
+    );
 }
