@@ -92,6 +92,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         json_limit: 64 * 1024,
         workers: 2,
         outbox_relay: true,
+        saga: Default::default(),
         retention: Default::default(),
         identity: identity.clone(),
     })

@@ -61,6 +61,7 @@ impl Suite {
             json_limit: 64 * 1024,
             workers: 2,
             outbox_relay,
+            saga: Default::default(),
             retention: Default::default(),
             identity: self.identity(),
         })

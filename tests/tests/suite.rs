@@ -79,6 +79,7 @@ impl Suite {
             json_limit: 64 * 1024,
             workers: 1,
             outbox_relay: true,
+            saga: Default::default(),
             retention: Default::default(),
             identity: identity.clone(),
         })

@@ -6,4 +6,4 @@ pub mod app;
 pub mod domain;
 pub mod startup;
 
-pub use startup::{Application, Settings};
+pub use startup::{Application, SagaSettings, Settings};

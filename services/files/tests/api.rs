@@ -43,6 +43,7 @@ impl TestFiles {
             json_limit: 16 * 1024,
             workers: 1,
             outbox_relay,
+            saga: Default::default(),
             retention: Default::default(),
             identity: IdentitySettings {
                 jwks_url: issuer.jwks_url.clone(),

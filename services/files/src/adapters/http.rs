@@ -2,22 +2,40 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tramita_identity::{Authenticated, Principal, READ_FILES, WRITE_FILES};
+use tramita_identity::{Authenticated, Principal, Role, READ_FILES, WRITE_FILES};
 use tramita_web::{BearerAuth, FieldError, Fields, Problem};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::adapters::postgres::PgFileRepository;
 use crate::app::{
-    CreateFileCommand, CreateFileError, FileService, GetFileError, UpdateFileCommand,
-    UpdateFileError,
+    CreateFileCommand, CreateFileError, FileRecord, FileService, GetFileError, SagaQuery,
+    UpdateFileCommand, UpdateFileError,
 };
-use crate::domain::{Actor, CaseFile, Description, FileCode, FileId, InitialOptions};
+use crate::domain::{
+    Actor, CreateFileSaga, Description, FileCode, FileId, FileStatus, InitialOptions, ProcedureKey,
+    SagaId, SagaStatus, UploadId,
+};
 
 /// The service as the handlers see it.
 pub type Files = FileService<PgFileRepository>;
+
+/// The procedure a file follows when its request names none
+/// (`FILES_DEFAULT_PROCEDURE`).
+#[derive(Debug, Clone)]
+pub struct DefaultProcedure(pub ProcedureKey);
+
+/// The first document of a new file: an upload staged in docs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FirstDocumentRequest {
+    /// Id of the upload (`POST /docs/uploads`).
+    #[schema(example = "0190f7a0-0000-7000-8000-000000000001")]
+    pub upload_id: Option<String>,
+}
 
 /// Body of `POST /files`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -29,9 +47,17 @@ pub struct CreateFileRequest {
     /// One of `GET /files/initial-options`.
     #[schema(example = "Sede electrónica")]
     pub initial_option: Option<String>,
-    /// Free text, 1 to 2000 characters.
+    /// Free text, 1 to 2000 characters, no control characters but line
+    /// breaks and tabs.
     #[schema(example = "Solicitud de licencia de obra menor", max_length = 2000)]
     pub description: Option<String>,
+    /// The first document (required): a staged upload, attached by the
+    /// create-file saga.
+    pub first_document: Option<FirstDocumentRequest>,
+    /// Key of the procedure the file follows (default
+    /// `FILES_DEFAULT_PROCEDURE`, `standard`).
+    #[schema(example = "standard", max_length = 64)]
+    pub procedure: Option<String>,
 }
 
 /// Body of `PATCH /files/{id}`.
@@ -74,9 +100,87 @@ pub struct FileResponse {
     pub updated_by: Option<ActorDto>,
     /// Grows with every change.
     pub version: i64,
+    /// The create-file saga (absent for files older than the saga).
+    pub saga: Option<SagaResponse>,
+    /// Why the file failed (a failed file only).
+    pub failure_reason: Option<String>,
 }
 
-/// The configured initial options.
+/// The state of a create-file saga.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaResponse {
+    /// Saga id.
+    pub id: Uuid,
+    /// The file it creates.
+    pub file_id: Uuid,
+    /// `attach_document`, `start_process` or `remove_document` (the last
+    /// step, once ended).
+    pub step: String,
+    /// `running`, `completed`, `compensating` or `failed`.
+    pub status: String,
+    /// When the current step began.
+    pub since: DateTime<Utc>,
+    /// How many times the current step's command was sent.
+    pub attempts: i32,
+    /// When the current step times out (absent once ended).
+    pub deadline: Option<DateTime<Utc>>,
+    /// Why it failed or is compensating.
+    pub last_error: Option<String>,
+    /// The procedure bpm starts.
+    pub procedure: String,
+    /// The first document, once docs attached it.
+    pub document_id: Option<Uuid>,
+    /// When the saga began.
+    pub created_at: DateTime<Utc>,
+    /// Its last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&CreateFileSaga> for SagaResponse {
+    fn from(saga: &CreateFileSaga) -> Self {
+        Self {
+            id: saga.id.0,
+            file_id: saga.file_id.0,
+            step: saga.step.as_str().to_owned(),
+            status: saga.status.as_str().to_owned(),
+            since: saga.step_started_at,
+            attempts: saga.attempts,
+            deadline: saga.deadline,
+            last_error: saga.last_error.clone(),
+            procedure: saga.procedure.as_str().to_owned(),
+            document_id: saga.document_id.map(|d| d.0),
+            created_at: saga.created_at,
+            updated_at: saga.updated_at,
+        }
+    }
+}
+
+/// A page of sagas.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaPage {
+    /// Oldest step first.
+    pub items: Vec<SagaResponse>,
+    /// Cursor of the next page (`after`), absent on the last one.
+    pub next: Option<String>,
+}
+
+/// Query of `GET /files/sagas`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SagasQuery {
+    /// `running`, `compensating`, `completed` or `failed`, or several
+    /// separated by commas (default `running,compensating`: the sagas still
+    /// waiting for a reply).
+    pub status: Option<String>,
+    /// Only sagas whose current step began longer ago than this: seconds,
+    /// or a number with `s`, `m`, `h` or `d` (`60s`, `5m`); default `0s`.
+    pub older_than: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<String>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct InitialOptionsResponse {
     /// Options in display order.
@@ -98,8 +202,13 @@ fn actor_dto(actor: &Option<Actor>) -> Option<ActorDto> {
     })
 }
 
-impl From<CaseFile> for FileResponse {
-    fn from(file: CaseFile) -> Self {
+impl From<FileRecord> for FileResponse {
+    fn from(record: FileRecord) -> Self {
+        let FileRecord { file, saga } = record;
+        let failure_reason = match (&file.status, &saga) {
+            (FileStatus::Failed, Some(saga)) => saga.last_error.clone(),
+            _ => None,
+        };
         Self {
             id: file.id.0,
             code: file.code.as_str().to_owned(),
@@ -111,6 +220,8 @@ impl From<CaseFile> for FileResponse {
             updated_at: file.updated_at,
             updated_by: actor_dto(&file.updated_by),
             version: file.version,
+            saga: saga.as_ref().map(SagaResponse::from),
+            failure_reason,
         }
     }
 }
@@ -145,12 +256,15 @@ impl From<UpdateFileError> for Problem {
     }
 }
 
-/// Opens a case file and announces it on `files.events`.
+/// Opens a case file with its first document: stores it `pending` and
+/// begins the create-file saga (docs attaches the upload, bpm starts the
+/// process, then the file is `active`, or `failed` with the reason). Poll
+/// `Location` for the outcome.
 #[utoipa::path(
     post, path = "/files", tag = "files",
     request_body = CreateFileRequest,
     responses(
-        (status = 201, description = "Created", body = FileResponse, headers(("location" = String, description = "URL of the new file"))),
+        (status = 202, description = "Accepted: the file is pending while its saga runs", body = FileResponse, headers(("location" = String, description = "URL of the new file"))),
         (status = 400, description = "Malformed JSON or unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs the clerk or validator role", body = Problem, content_type = "application/problem+json"),
@@ -164,6 +278,7 @@ pub async fn create_file(
     Authenticated(principal): Authenticated,
     files: web::Data<Files>,
     options: web::Data<InitialOptions>,
+    default_procedure: web::Data<DefaultProcedure>,
     body: web::Json<CreateFileRequest>,
 ) -> Result<HttpResponse, Problem> {
     principal.require(WRITE_FILES)?;
@@ -178,25 +293,159 @@ pub async fn create_file(
         body.description.as_deref(),
         Description::parse,
     );
+    let first_document = match &body.first_document {
+        None => {
+            fields.push("first_document", "is required");
+            None
+        }
+        Some(first) => fields.required(
+            "first_document.upload_id",
+            first.upload_id.as_deref(),
+            |raw| {
+                Uuid::parse_str(raw.trim())
+                    .map(UploadId)
+                    .map_err(|_| "must be an upload id (a UUID)")
+            },
+        ),
+    };
+    let procedure = fields.optional("procedure", body.procedure.as_deref(), ProcedureKey::parse);
     fields.finish()?;
-    let (Some(code), Some(initial_option), Some(description)) = (code, initial_option, description)
+    let (
+        Some(code),
+        Some(initial_option),
+        Some(description),
+        Some(first_document),
+        Some(procedure),
+    ) = (code, initial_option, description, first_document, procedure)
     else {
         unreachable!("every field parsed when there are no field errors");
     };
-    let file = files
+    let record = files
         .create(CreateFileCommand {
             code,
             initial_option,
             description,
+            first_document,
+            procedure: procedure.unwrap_or_else(|| default_procedure.0.clone()),
             actor: actor(&principal),
         })
         .await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/files/{}", file.id.0)))
-        .json(FileResponse::from(file)))
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/files/{}", record.file.id.0)))
+        .json(FileResponse::from(record)))
 }
 
-/// Reads a case file.
+/// Parses `60`, `60s`, `5m`, `2h` or `1d` into seconds.
+fn parse_age(raw: &str) -> Result<i64, String> {
+    let raw = raw.trim();
+    let (number, unit) = match raw.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => (&raw[..at], c),
+        _ => (raw, 's'),
+    };
+    let amount: i64 = number
+        .parse()
+        .ok()
+        .filter(|n| (0..=10_000_000).contains(n))
+        .ok_or_else(|| "must be a duration such as 60s, 5m, 2h or 1d".to_owned())?;
+    let factor = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err("the unit must be s, m, h or d".to_owned()),
+    };
+    Ok(amount * factor)
+}
+
+fn encode_cursor(saga: &CreateFileSaga) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        saga.step_started_at.timestamp_micros(),
+        saga.id.0
+    ))
+}
+
+fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, SagaId)> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (micros, id) = text.split_once('|')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        SagaId(Uuid::parse_str(id).ok()?),
+    ))
+}
+
+/// Lists create-file sagas, oldest step first: by default those still
+/// waiting for a reply, to find stuck ones (`?older_than=60s`). Operators
+/// only (admin role).
+#[utoipa::path(
+    get, path = "/files/sagas", tag = "files",
+    params(SagasQuery),
+    responses(
+        (status = 200, description = "A page of sagas", body = SagaPage),
+        (status = 400, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs the admin role", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_sagas(
+    Authenticated(principal): Authenticated,
+    files: web::Data<Files>,
+    query: web::Query<SagasQuery>,
+) -> Result<HttpResponse, Problem> {
+    principal.require(&[Role::Admin])?;
+    let mut fields = Fields::default();
+    let statuses = fields.optional("status", query.status.as_deref(), |raw: &str| {
+        raw.split(',')
+            .map(|s| {
+                SagaStatus::parse(s.trim()).ok_or_else(|| {
+                    "must be running, compensating, completed or failed (or several, comma separated)"
+                        .to_owned()
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let age = fields.optional("older_than", query.older_than.as_deref(), parse_age);
+    let limit = fields.optional("limit", query.limit.as_deref(), |raw: &str| {
+        raw.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or("must be a number from 1 to 200")
+    });
+    let after = fields.optional("after", query.after.as_deref(), |raw: &str| {
+        decode_cursor(raw).ok_or("is not a cursor this service gave")
+    });
+    fields.finish()?;
+    let (Some(statuses), Some(age), Some(limit), Some(after)) = (statuses, age, limit, after)
+    else {
+        unreachable!("every parameter parsed when there are no field errors");
+    };
+    let limit = limit.unwrap_or(50);
+    let query = SagaQuery {
+        statuses: statuses.unwrap_or_else(|| vec![SagaStatus::Running, SagaStatus::Compensating]),
+        step_started_before: Utc::now() - chrono::Duration::seconds(age.unwrap_or(0)),
+        after,
+        limit,
+    };
+    let sagas = files
+        .sagas(&query)
+        .await
+        .map_err(|e| Problem::internal_from(&e))?;
+    let next = (sagas.len() as i64 == limit)
+        .then(|| sagas.last().map(encode_cursor))
+        .flatten();
+    Ok(HttpResponse::Ok().json(SagaPage {
+        items: sagas.iter().map(SagaResponse::from).collect(),
+        next,
+    }))
+}
+
+/// Reads a case file, with the state of its create-file saga (step, since
+/// when, attempts, last error).
 #[utoipa::path(
     get, path = "/files/{id}", tag = "files",
     params(("id" = Uuid, Path, description = "File id")),
@@ -277,8 +526,8 @@ pub async fn initial_options(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tramita files", description = "Case files (expedientes)."),
-    paths(create_file, get_file, update_file, initial_options),
-    components(schemas(CreateFileRequest, UpdateFileRequest, FileResponse, ActorDto, InitialOptionsResponse, Problem, FieldError)),
+    paths(create_file, get_file, update_file, initial_options, list_sagas),
+    components(schemas(CreateFileRequest, FirstDocumentRequest, UpdateFileRequest, FileResponse, SagaResponse, SagaPage, ActorDto, InitialOptionsResponse, Problem, FieldError)),
     tags((name = "files", description = "Case files")),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -289,6 +538,7 @@ pub struct ApiDoc;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/files", web::post().to(create_file))
         .route("/files/initial-options", web::get().to(initial_options))
+        .route("/files/sagas", web::get().to(list_sagas))
         .route("/files/{id}", web::get().to(get_file))
         .route("/files/{id}", web::patch().to(update_file));
 }

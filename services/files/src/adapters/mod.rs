@@ -2,4 +2,6 @@
 
 pub mod events;
 pub mod http;
+pub mod kafka;
 pub mod postgres;
+pub mod saga;

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
 
-use super::ports::{FileRepository, SaveError};
+use super::ports::{FileRecord, FileRepository, SagaQuery, SaveError};
 use crate::domain::{
-    Actor, CaseFile, ChangeDescriptionError, Description, FileCode, FileId, InitialOption,
+    Actor, CaseFile, ChangeDescriptionError, CreateFileSaga, Description, FileCode, FileId,
+    InitialOption, ProcedureKey, UploadId,
 };
 
 /// A request to open a file, already parsed.
@@ -16,6 +17,10 @@ pub struct CreateFileCommand {
     pub initial_option: InitialOption,
     /// Description.
     pub description: Description,
+    /// The staged upload that becomes the first document.
+    pub first_document: UploadId,
+    /// The procedure the file follows.
+    pub procedure: ProcedureKey,
     /// Who asks.
     pub actor: Option<Actor>,
 }
@@ -69,7 +74,7 @@ pub enum UpdateFileError {
 
 /// The current time at the precision PostgreSQL stores (microseconds), so
 /// what a response shows equals what is read back later.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
@@ -82,34 +87,56 @@ const UPDATE_ATTEMPTS: usize = 5;
 #[derive(Debug, Clone)]
 pub struct FileService<R> {
     repository: R,
+    step_timeout: chrono::Duration,
 }
 
 impl<R: FileRepository> FileService<R> {
-    /// Use cases over `repository`.
-    pub fn new(repository: R) -> Self {
-        Self { repository }
+    /// Use cases over `repository`; each saga step waits `step_timeout` for
+    /// its reply.
+    pub fn new(repository: R, step_timeout: chrono::Duration) -> Self {
+        Self {
+            repository,
+            step_timeout,
+        }
     }
 
-    /// Opens a file and announces it.
+    /// Opens a pending file, announces it and begins its creation saga,
+    /// all in one transaction.
     #[tracing::instrument(skip_all, fields(code = ?command.code.as_ref().map(FileCode::as_str)))]
-    pub async fn create(&self, command: CreateFileCommand) -> Result<CaseFile, CreateFileError> {
+    pub async fn create(&self, command: CreateFileCommand) -> Result<FileRecord, CreateFileError> {
         let given = command.code.is_some();
         for _ in 0..ASSIGN_ATTEMPTS {
             let code = match &command.code {
                 Some(code) => code.clone(),
                 None => self.repository.next_code(Utc::now().year()).await?,
             };
+            let now = now();
             let (file, event) = CaseFile::open(
                 code,
                 command.initial_option.clone(),
                 command.description.clone(),
                 command.actor.clone(),
-                now(),
+                now,
             );
-            match self.repository.insert(&file, &event).await {
+            let (saga, first) = CreateFileSaga::begin(
+                &file,
+                command.first_document,
+                command.procedure.clone(),
+                self.step_timeout,
+                now,
+            );
+            match self.repository.insert(&file, &saga, &event, &first).await {
                 Ok(()) => {
-                    tracing::info!(file_id = %file.id.0, code = file.code.as_str(), "file created");
-                    return Ok(file);
+                    tracing::info!(
+                        file_id = %file.id.0,
+                        saga_id = %saga.id.0,
+                        code = file.code.as_str(),
+                        "file created; saga begun"
+                    );
+                    return Ok(FileRecord {
+                        file,
+                        saga: Some(saga),
+                    });
                 }
                 Err(SaveError::DuplicateCode(code)) if given => {
                     return Err(CreateFileError::DuplicateCode(code))
@@ -129,17 +156,23 @@ impl<R: FileRepository> FileService<R> {
         Err(anyhow::anyhow!("no free code after {ASSIGN_ATTEMPTS} assigned codes").into())
     }
 
-    /// Reads a file.
+    /// Reads a file with its saga.
     #[tracing::instrument(skip_all, fields(file_id = %id.0))]
-    pub async fn get(&self, id: FileId) -> Result<CaseFile, GetFileError> {
+    pub async fn get(&self, id: FileId) -> Result<FileRecord, GetFileError> {
         self.repository.get(id).await?.ok_or(GetFileError::NotFound)
+    }
+
+    /// Sagas matching `query` (for operators looking for stuck ones).
+    #[tracing::instrument(skip_all)]
+    pub async fn sagas(&self, query: &SagaQuery) -> anyhow::Result<Vec<CreateFileSaga>> {
+        self.repository.list_sagas(query).await
     }
 
     /// Changes a file's description and announces it.
     #[tracing::instrument(skip_all, fields(file_id = %command.id.0))]
-    pub async fn update(&self, command: UpdateFileCommand) -> Result<CaseFile, UpdateFileError> {
+    pub async fn update(&self, command: UpdateFileCommand) -> Result<FileRecord, UpdateFileError> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let mut file = self
+            let FileRecord { mut file, saga } = self
                 .repository
                 .get(command.id)
                 .await?
@@ -147,8 +180,12 @@ impl<R: FileRepository> FileService<R> {
             let expected = file.version;
             let event =
                 file.change_description(command.description.clone(), command.actor.clone(), now())?;
-            match self.repository.update(&file, expected, &event).await {
-                Ok(()) => return Ok(file),
+            match self
+                .repository
+                .update(&file, expected, &event, saga.as_ref())
+                .await
+            {
+                Ok(()) => return Ok(FileRecord { file, saga }),
                 Err(SaveError::VersionConflict) => continue,
                 Err(SaveError::DuplicateCode(code)) => {
                     return Err(anyhow::anyhow!("duplicate code {code} on update").into())

@@ -85,10 +85,21 @@ pub struct CaseFile {
 /// Facts about a file, each carrying the file's state after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileEvent {
-    /// A file was opened.
+    /// A file was opened (pending until its creation saga completes).
     Created(CaseFile),
     /// A file's editable data changed.
     Updated(CaseFile),
+    /// The creation saga completed: the file is active.
+    Activated(CaseFile),
+    /// The creation saga was compensated: the file failed.
+    Failed {
+        /// The file after it.
+        file: CaseFile,
+        /// Why, for people.
+        reason: String,
+    },
+    /// The file's process reached its terminal phase.
+    Finished(CaseFile),
 }
 
 impl FileEvent {
@@ -97,13 +108,28 @@ impl FileEvent {
         match self {
             Self::Created(_) => "files.FileCreated.v1",
             Self::Updated(_) => "files.FileUpdated.v1",
+            Self::Activated(_) => "files.FileActivated.v1",
+            Self::Failed { .. } => "files.FileFailed.v1",
+            Self::Finished(_) => "files.FileFinished.v1",
         }
     }
 
     /// The file's state after the fact.
     pub fn file(&self) -> &CaseFile {
         match self {
-            Self::Created(file) | Self::Updated(file) => file,
+            Self::Created(file)
+            | Self::Updated(file)
+            | Self::Activated(file)
+            | Self::Failed { file, .. }
+            | Self::Finished(file) => file,
+        }
+    }
+
+    /// Why the file failed, for `Failed`.
+    pub fn failure_reason(&self) -> Option<&str> {
+        match self {
+            Self::Failed { reason, .. } => Some(reason),
+            _ => None,
         }
     }
 }
@@ -116,8 +142,71 @@ pub enum ChangeDescriptionError {
     Closed(FileStatus),
 }
 
+/// A status change the file's current status does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a {} file cannot become {}", .from.as_str(), .to.as_str())]
+pub struct StatusChangeError {
+    /// The file's status.
+    pub from: FileStatus,
+    /// The status asked for.
+    pub to: FileStatus,
+}
+
 impl CaseFile {
-    /// Opens a file. Without a creation saga yet, it is active at once.
+    /// Moves the file from `from` to `to`, as a change by `actor` at `now`.
+    fn change_status(
+        &mut self,
+        from: FileStatus,
+        to: FileStatus,
+        actor: Option<Actor>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StatusChangeError> {
+        if self.status != from {
+            return Err(StatusChangeError {
+                from: self.status,
+                to,
+            });
+        }
+        self.status = to;
+        self.updated_at = now;
+        if actor.is_some() {
+            self.updated_by = actor;
+        }
+        self.version += 1;
+        Ok(())
+    }
+
+    /// A pending file becomes active: its creation saga completed.
+    pub fn activate(&mut self, now: DateTime<Utc>) -> Result<FileEvent, StatusChangeError> {
+        self.change_status(FileStatus::Pending, FileStatus::Active, None, now)?;
+        Ok(FileEvent::Activated(self.clone()))
+    }
+
+    /// A pending file fails: its creation saga was compensated.
+    pub fn fail(
+        &mut self,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<FileEvent, StatusChangeError> {
+        self.change_status(FileStatus::Pending, FileStatus::Failed, None, now)?;
+        Ok(FileEvent::Failed {
+            file: self.clone(),
+            reason,
+        })
+    }
+
+    /// An active file finishes: its process reached its terminal phase
+    /// (taken by `actor`, when known).
+    pub fn finish(
+        &mut self,
+        actor: Option<Actor>,
+        now: DateTime<Utc>,
+    ) -> Result<FileEvent, StatusChangeError> {
+        self.change_status(FileStatus::Active, FileStatus::Finished, actor, now)?;
+        Ok(FileEvent::Finished(self.clone()))
+    }
+
+    /// Opens a file, pending until its creation saga completes.
     pub fn open(
         code: FileCode,
         initial_option: InitialOption,
@@ -130,7 +219,7 @@ impl CaseFile {
             code,
             initial_option,
             description,
-            status: FileStatus::Active,
+            status: FileStatus::Pending,
             created_at: now,
             created_by: actor.clone(),
             updated_at: now,
@@ -177,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn given_a_new_file_then_it_is_active_at_version_one_and_announced() {
+    fn given_a_new_file_then_it_is_pending_at_version_one_and_announced() {
         let options = InitialOptions::new(vec!["Sede electrónica".to_owned()]);
         let (file, event) = CaseFile::open(
             FileCode::parse("EXP-1").unwrap(),
@@ -186,7 +275,7 @@ mod tests {
             None,
             Utc::now(),
         );
-        assert_eq!(file.status, FileStatus::Active);
+        assert_eq!(file.status, FileStatus::Pending);
         assert_eq!(file.version, 1);
         assert_eq!(event.message_type(), "files.FileCreated.v1");
         assert_eq!(event.file(), &file);
@@ -213,6 +302,55 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, ChangeDescriptionError::Closed(FileStatus::Finished));
         assert_eq!(file.version, 1);
+    }
+
+    #[test]
+    fn given_a_pending_file_then_it_may_activate_or_fail_once() {
+        let mut file = opened();
+        let event = file.activate(Utc::now()).unwrap();
+        assert_eq!(event.message_type(), "files.FileActivated.v1");
+        assert_eq!(file.status, FileStatus::Active);
+        assert_eq!(file.version, 2);
+        assert_eq!(
+            file.activate(Utc::now()).unwrap_err(),
+            StatusChangeError {
+                from: FileStatus::Active,
+                to: FileStatus::Active
+            }
+        );
+        assert!(
+            file.fail("x".into(), Utc::now()).is_err(),
+            "an active file cannot fail"
+        );
+        assert_eq!(file.version, 2);
+
+        let mut other = opened();
+        let event = other.fail("no upload".into(), Utc::now()).unwrap();
+        assert_eq!(event.message_type(), "files.FileFailed.v1");
+        assert_eq!(event.failure_reason(), Some("no upload"));
+        assert_eq!(other.status, FileStatus::Failed);
+        assert!(
+            other.activate(Utc::now()).is_err(),
+            "a failed file never comes back"
+        );
+    }
+
+    #[test]
+    fn given_an_active_file_then_it_finishes_once_and_only_then() {
+        let mut pending = opened();
+        assert!(pending.finish(None, Utc::now()).is_err());
+        let mut file = opened();
+        file.activate(Utc::now()).unwrap();
+        let validator = Actor {
+            id: "validator-1".into(),
+            name: "López, Eva".into(),
+        };
+        let event = file.finish(Some(validator.clone()), Utc::now()).unwrap();
+        assert_eq!(event.message_type(), "files.FileFinished.v1");
+        assert_eq!(file.status, FileStatus::Finished);
+        assert_eq!(file.updated_by, Some(validator));
+        assert_eq!(file.version, 3);
+        assert!(file.finish(None, Utc::now()).is_err());
     }
 
     #[test]

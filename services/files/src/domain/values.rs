@@ -67,6 +67,16 @@ impl Description {
                 Self::MAX_LEN
             )));
         }
+        // Line breaks and tabs are text; NUL and other control characters
+        // are not (and PostgreSQL refuses NUL in any text).
+        if let Some(bad) = text
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(ValueError(format!(
+                "must not contain control characters (found {bad:?})"
+            )));
+        }
         Ok(Self(text.to_owned()))
     }
 
@@ -168,6 +178,18 @@ mod tests {
         assert!(Description::parse(&"ñ".repeat(2000)).is_ok());
         assert!(Description::parse(&"ñ".repeat(2001)).is_err());
         assert!(Description::parse(" \n ").is_err());
+    }
+
+    #[test]
+    fn a_description_refuses_nul_and_control_characters_but_keeps_line_breaks() {
+        assert!(Description::parse("a\u{0}b").is_err());
+        assert!(Description::parse("a\u{7}b").is_err());
+        assert_eq!(
+            Description::parse("línea 1\nlínea 2\tfin")
+                .unwrap()
+                .as_str(),
+            "línea 1\nlínea 2\tfin"
+        );
     }
 
     #[test]
