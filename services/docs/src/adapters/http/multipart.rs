@@ -44,30 +44,32 @@ pub(super) async fn receive_one_file(
     }
     let mut budget = max;
     let mut received: Option<Upload> = None;
+    // Whether the body can still be read: after a framing error, reading
+    // on may wait for bytes that never come.
+    let mut readable = true;
     let failure = loop {
         let mut field = match body.next().await {
             None => break None,
             Some(Ok(field)) => field,
-            Some(Err(error)) => break Some(malformed(error)),
+            Some(Err(error)) => {
+                readable = false;
+                break Some(malformed(error));
+            }
         };
-        let refused = if field.name() != Some(FILE_PART) {
-            Some(Problem::bad_request(format!(
+        let named = if field.name() != Some(FILE_PART) {
+            Err(Problem::bad_request(format!(
                 "unexpected part {:?}: send one part named `{FILE_PART}`",
                 field.name().unwrap_or_default()
             )))
         } else if received.is_some() {
-            Some(Problem::bad_request("send one file per request"))
+            Err(Problem::bad_request("send one file per request"))
         } else {
-            None
+            file_name(&field)
         };
-        if let Some(problem) = refused {
-            drain(&mut field, &mut budget).await;
-            break Some(problem);
-        }
-        let name = match file_name(&field) {
+        let name = match named {
             Ok(name) => name,
             Err(problem) => {
-                drain(&mut field, &mut budget).await;
+                readable = drain(&mut field, &mut budget).await;
                 break Some(problem);
             }
         };
@@ -77,7 +79,7 @@ pub(super) async fn receive_one_file(
         let mut receiving = match docs.receive(name, declared, actor.clone()).await {
             Ok(receiving) => receiving,
             Err(error) => {
-                drain(&mut field, &mut budget).await;
+                readable = drain(&mut field, &mut budget).await;
                 break Some(error.into());
             }
         };
@@ -85,7 +87,10 @@ pub(super) async fn receive_one_file(
         while let Some(chunk) = field.next().await {
             let pushed = match chunk {
                 Ok(bytes) => receiving.push(&bytes).await.map_err(Problem::from),
-                Err(error) => Err(malformed(error)),
+                Err(error) => {
+                    readable = false;
+                    Err(malformed(error))
+                }
             };
             if let Err(problem) = pushed {
                 failed = Some(problem);
@@ -94,7 +99,9 @@ pub(super) async fn receive_one_file(
         }
         if let Some(problem) = failed {
             receiving.abandon().await;
-            drain(&mut field, &mut budget).await;
+            if readable {
+                readable = drain(&mut field, &mut budget).await;
+            }
             break Some(problem);
         }
         match receiving.finish().await {
@@ -110,7 +117,9 @@ pub(super) async fn receive_one_file(
             if let Some(upload) = received {
                 docs.discard(upload.id).await;
             }
-            drain_rest(&mut body, &mut budget).await;
+            if readable {
+                drain_rest(&mut body, &mut budget).await;
+            }
             Err(problem)
         }
     }
@@ -192,7 +201,8 @@ fn file_name(field: &Field) -> Result<DocumentName, Problem> {
         .map_err(|e| Problem::bad_request(format!("invalid file name: {e}")))
 }
 
-/// Reads and drops the rest of `field`, within `budget` bytes.
+/// Reads and drops the rest of `field`, within `budget` bytes; whether the
+/// body can still be read after it.
 async fn drain(field: &mut Field, budget: &mut u64) -> bool {
     while let Some(chunk) = field.next().await {
         match chunk {
