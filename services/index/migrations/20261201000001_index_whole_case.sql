@@ -76,9 +76,20 @@ CREATE INDEX index_files_creator_newest ON index_files (created_by, created_at D
 -- Overdue files are found by their due date (few among many), then sorted.
 CREATE INDEX index_files_overdue ON index_files (open_due_date)
     WHERE version IS NOT NULL AND open_due_date IS NOT NULL;
-CREATE INDEX index_files_code_prefix ON index_files (lower(code) text_pattern_ops)
-    WHERE version IS NOT NULL;
+-- Code prefixes: a C-collation btree serves `LIKE 'prefix%'` as a range,
+-- and, not being partial, gives the planner statistics on lower(code); with
+-- the default estimate a prefix that matches nothing made it walk the whole
+-- newest-first index (measured: 0.4 s at 300k files, against 5 ms).
+CREATE INDEX index_files_code_prefix ON index_files ((lower(code) COLLATE "C"));
 CREATE INDEX index_files_search ON index_files USING GIN (search);
+-- Filters that depend on each other (a failed file has no phase; phases
+-- belong to procedures): without these the planner multiplies their
+-- frequencies and, for a combination that matches nothing, walks the whole
+-- newest-first index looking for a page.
+CREATE STATISTICS index_files_status_phase (mcv, dependencies)
+    ON status, phase_key FROM index_files;
+CREATE STATISTICS index_files_procedure_phase (mcv, dependencies)
+    ON procedure_key, phase_key FROM index_files;
 
 -- The timeline: every event applied to a file, in the events' own order
 -- (time, then message id), which a rebuild reproduces whatever the

@@ -1553,3 +1553,124 @@ fn the_openapi_document_is_under_review() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
     tramita_testkit::assert_snapshot(&path, &document);
 }
+
+// ---------------------------------------------------------------------------
+// Query plans
+// ---------------------------------------------------------------------------
+
+/// Writes `n` synthetic files straight into the read model (plus a few
+/// placeholders): 2 channels, 6 statuses, 50 creators, 2 procedures, 5
+/// phases, due dates from 10 days ago to 30 days ahead, 1 in 17 suspended,
+/// 1 in 100 about a "licencia".
+async fn seed(pool: &PgPool, n: i32) {
+    sqlx::query(
+        "INSERT INTO index_files (id, version, code, initial_option, status, created_at, \
+           created_by, procedure_key, procedure_version, phase_key, process_status, due_date, \
+           suspended, document) \
+         SELECT id, 1, code, option, status, created_at, creator, procedure, 1, phase, \
+           CASE WHEN phase = 'finished' THEN 'finished' ELSE 'running' END, due, suspended, \
+           jsonb_build_object('id', id, 'documents', '[]'::jsonb, \
+             'file', jsonb_build_object('code', code, 'initial_option', option, \
+               'description', description, 'status', status, 'created_at', created_at, \
+               'created_by', jsonb_build_object('id', creator), 'updated_at', created_at, \
+               'updated_by', jsonb_build_object('id', creator), 'version', 1), \
+             'process', jsonb_build_object('procedure_key', procedure, 'procedure_version', 1, \
+               'status', 'running', 'phase', jsonb_build_object('key', phase, \
+                 'names', jsonb_build_object('es', phase, 'en', phase)), \
+               'due_date', due, 'suspended', suspended, 'history', '[]'::jsonb)) \
+         FROM (SELECT gen_random_uuid() AS id, '2026/' || lpad(i::text, 7, '0') AS code, \
+                 CASE WHEN i % 2 = 0 THEN 'Sede electrónica' ELSE 'A petición departamento' END AS option, \
+                 (ARRAY['active','active','active','finished','pending','failed'])[1 + i % 6] AS status, \
+                 timestamptz '2026-01-01' + i * interval '1 minute' AS created_at, \
+                 'user-' || (i % 50) AS creator, \
+                 CASE WHEN i % 10 = 0 THEN 'licences' ELSE 'standard' END AS procedure, \
+                 (ARRAY['initial','technical_analysis','validation','rejected','finished'])[1 + i % 5] AS phase, \
+                 current_date - 10 + (i % 41) AS due, i % 17 = 0 AS suspended, \
+                 CASE WHEN i % 100 = 0 THEN 'Licencia de obra ' ELSE 'Subvención ' END || i AS description \
+               FROM generate_series(1, $1) i) s",
+    )
+    .bind(n)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO index_files (id, document) SELECT id, jsonb_build_object('id', id) \
+         FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, 20)) p",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE index_files")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_list_filter_walks_an_index_on_a_few_thousand_files() {
+    use tramita_index::domain::{FileListQuery, RawListQuery};
+    let infra = TestInfra::from_env();
+    let url = infra.fresh_database().await;
+    let pool =
+        tramita_messaging::store::connect(&url, 4, &tramita_index::adapters::postgres::MIGRATOR)
+            .await
+            .unwrap();
+    seed(&pool, 5000).await;
+    let today = days_from_today(0);
+    let second_page = tramita_index::domain::Cursor {
+        created_at: Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap(),
+        id: Uuid::max(),
+    }
+    .encode();
+    let raw = |f: fn(&mut RawListQuery)| {
+        let mut raw = RawListQuery::default();
+        f(&mut raw);
+        raw
+    };
+    let cases = [
+        ("newest", raw(|_| {})),
+        (
+            "next page",
+            RawListQuery {
+                cursor: Some(second_page.clone()),
+                ..Default::default()
+            },
+        ),
+        ("status", raw(|r| r.status = Some("pending".into()))),
+        (
+            "channel",
+            raw(|r| r.initial_option = Some("Sede electrónica".into())),
+        ),
+        ("phase", raw(|r| r.phase = Some("validation".into()))),
+        ("procedure", raw(|r| r.procedure = Some("licences".into()))),
+        ("creator", raw(|r| r.created_by = Some("user-7".into()))),
+        ("overdue", raw(|r| r.overdue = Some(true))),
+        ("not overdue", raw(|r| r.overdue = Some(false))),
+        ("words", raw(|r| r.q = Some("licencia".into()))),
+        ("code prefix", raw(|r| r.q = Some("2026/000012".into()))),
+        ("no match", raw(|r| r.q = Some("zzzz".into()))),
+        (
+            "phase and overdue",
+            raw(|r| {
+                r.phase = Some("initial".into());
+                r.overdue = Some(true);
+            }),
+        ),
+    ];
+    for (name, raw) in cases {
+        let query = FileListQuery::new(raw).unwrap();
+        let plan = tramita_index::adapters::postgres::explain_list(&pool, &query, today)
+            .await
+            .unwrap()
+            .join("\n");
+        println!("--- {name}\n{plan}");
+        assert!(
+            !plan.contains("Seq Scan on index_files"),
+            "{name} reads the whole table:\n{plan}"
+        );
+        assert!(
+            plan.contains("index_files_"),
+            "{name} uses one of the list's indexes:\n{plan}"
+        );
+    }
+}

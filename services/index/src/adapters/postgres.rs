@@ -215,22 +215,24 @@ fn like_prefix(text: &str) -> String {
     escaped
 }
 
-/// The list's SQL: the page is chosen on `index_files` alone (an index
-/// walk newest first, or the filter's index), then display names are
-/// joined to those rows only.
-pub fn list_sql(query: &FileListQuery, today: NaiveDate) -> QueryBuilder<'static, Postgres> {
-    let mut sql: QueryBuilder<'static, Postgres> = QueryBuilder::new(
-        "SELECT f.id, f.version, f.code, f.initial_option, f.status, f.created_at, \
-           f.procedure_key, f.due_date, f.suspended, f.open_due_date, f.file, f.phase, \
-           f.created_by, coalesce(cu.display_name, f.created_by_name) AS created_by_name, \
-           f.updated_by, coalesce(uu.display_name, f.updated_by_name) AS updated_by_name \
-         FROM (SELECT id, version, code, initial_option, status, created_at, procedure_key, \
-                 due_date, suspended, open_due_date, created_by, \
-                 document->'file' AS file, document #> '{process,phase}' AS phase, \
-                 document #>> '{file,created_by,name}' AS created_by_name, \
-                 document #>> '{file,updated_by,id}' AS updated_by, \
-                 document #>> '{file,updated_by,name}' AS updated_by_name \
-               FROM index_files WHERE version IS NOT NULL",
+/// The list's SQL, after `prefix` (empty, or `EXPLAIN ...`). The page is
+/// chosen on `index_files`' narrow columns alone (an index walk newest
+/// first, or a filter's index and a top-N sort), then only its rows are
+/// read whole and given display names: a sort never carries documents.
+fn list_sql(
+    prefix: &str,
+    query: &FileListQuery,
+    today: NaiveDate,
+) -> QueryBuilder<'static, Postgres> {
+    let mut sql: QueryBuilder<'static, Postgres> = QueryBuilder::new(prefix);
+    sql.push(
+        "SELECT f.id, f.procedure_key, f.due_date, f.suspended, f.open_due_date, \
+           f.document->'file' AS file, f.document #> '{process,phase}' AS phase, \
+           f.created_by, coalesce(cu.display_name, f.document #>> '{file,created_by,name}') \
+             AS created_by_name, \
+           f.document #>> '{file,updated_by,id}' AS updated_by, \
+           coalesce(uu.display_name, f.document #>> '{file,updated_by,name}') AS updated_by_name \
+         FROM (SELECT id, created_at FROM index_files WHERE version IS NOT NULL",
     );
     if let Some(option) = &query.initial_option {
         sql.push(" AND initial_option = ").push_bind(option.clone());
@@ -268,7 +270,7 @@ pub fn list_sql(query: &FileListQuery, today: NaiveDate) -> QueryBuilder<'static
     if let Some(text) = &query.text {
         sql.push(" AND (search @@ websearch_to_tsquery('spanish', ")
             .push_bind(text.as_str().to_owned())
-            .push(") OR lower(code) LIKE ")
+            .push(") OR lower(code) COLLATE \"C\" LIKE ")
             .push_bind(like_prefix(text.as_str()))
             .push(")");
     }
@@ -283,12 +285,28 @@ pub fn list_sql(query: &FileListQuery, today: NaiveDate) -> QueryBuilder<'static
     sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(limit + 1)
         .push(
-            ") f \
+            ") page \
+             JOIN index_files f ON f.id = page.id \
              LEFT JOIN index_users cu ON cu.id = f.created_by \
-             LEFT JOIN index_users uu ON uu.id = f.updated_by \
-             ORDER BY f.created_at DESC, f.id DESC",
+             LEFT JOIN index_users uu ON uu.id = f.document #>> '{file,updated_by,id}' \
+             ORDER BY page.created_at DESC, page.id DESC",
         );
     sql
+}
+
+/// The plan PostgreSQL runs for a list query, with its timings (`EXPLAIN
+/// ANALYZE`), one line per row: for operators checking that a filter uses
+/// its index, and for tests.
+pub async fn explain_list(
+    pool: &PgPool,
+    query: &FileListQuery,
+    today: NaiveDate,
+) -> anyhow::Result<Vec<String>> {
+    list_sql("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ", query, today)
+        .build_query_scalar::<String>()
+        .fetch_all(pool)
+        .await
+        .context("explain a list query")
 }
 
 fn actor(id: Option<String>, name: Option<String>) -> Option<ActorRef> {
@@ -324,7 +342,7 @@ fn file_row(row: &sqlx::postgres::PgRow, today: NaiveDate) -> anyhow::Result<Fil
 
 impl FileReadStore for PgFileReadStore {
     async fn list(&self, query: &FileListQuery, today: NaiveDate) -> anyhow::Result<Page> {
-        let rows = list_sql(query, today)
+        let rows = list_sql("", query, today)
             .build()
             .fetch_all(&self.pool)
             .await
