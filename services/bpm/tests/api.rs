@@ -427,6 +427,159 @@ async fn a_start_for_an_unknown_definition_is_refused_and_stores_nothing() {
     bpm.handle.stop().await;
 }
 
+/// A `CancelProcess` command envelope for `file_id`.
+fn cancel_command(bpm: &TestBpm, file_id: Uuid, saga_id: Uuid) -> Envelope {
+    Envelope::new(
+        "bpm.CancelProcess.v1",
+        file_id.to_string(),
+        json!({
+            "saga_id": saga_id, "step": "cancel_process", "reply_to": bpm.replies_topic(),
+            "file_id": file_id,
+        }),
+    )
+    .with_actor(Some("clerk-1".into()))
+}
+
+#[tokio::test]
+async fn a_cancelled_process_is_removed_with_its_history_and_cancelling_nothing_succeeds() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    let saga_id = Uuid::now_v7();
+    bpm.start(file_id).await;
+    let moved = bpm.move_to(&bpm.clerk, file_id, "technical_analysis").await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    let suspended = bpm
+        .post(
+            &bpm.clerk,
+            file_id,
+            "suspend",
+            json!({"reason": "Requerimiento de subsanación"}),
+        )
+        .await;
+    assert_eq!(suspended.status(), StatusCode::OK, "suspended");
+    let other = Uuid::now_v7();
+    bpm.start(other).await;
+
+    // Delivered twice: one effect, one reply.
+    let cancel = cancel_command(&bpm, file_id, saga_id);
+    bpm.send_command(&cancel).await;
+    bpm.send_command(&cancel).await;
+    let replies = eventually(WAIT, "the cancel is answered", || async {
+        let replies = bpm
+            .infra
+            .read_topic(&bpm.replies_topic(), 3, Duration::from_secs(2))
+            .await;
+        replies
+            .iter()
+            .any(|r| header(r, "message-type").as_deref() == Some("bpm.ProcessCancelled.v1"))
+            .then_some(replies)
+    })
+    .await;
+    let cancelled: Vec<_> = replies
+        .iter()
+        .filter(|r| header(r, "message-type").as_deref() == Some("bpm.ProcessCancelled.v1"))
+        .collect();
+    assert_eq!(
+        cancelled.len(),
+        1,
+        "one reply for a command delivered twice"
+    );
+    let reply = payload(cancelled[0]);
+    assert_eq!(reply["saga_id"], saga_id.to_string());
+    assert_eq!(reply["step"], "cancel_process");
+    assert_eq!(reply["file_id"], file_id.to_string());
+    assert_eq!(reply["existed"], true);
+    assert_eq!(
+        header(cancelled[0], "causation-id"),
+        Some(cancel.message_id.to_string())
+    );
+    assert_problem(bpm.get(&bpm.reader, file_id).await, StatusCode::NOT_FOUND).await;
+    for table in ["processes", "phase_visits", "suspensions"] {
+        assert_eq!(
+            count(&bpm.pool, &format!("{table} WHERE file_id = '{file_id}'")).await,
+            0,
+            "nothing of the cancelled process is left in {table}"
+        );
+    }
+    assert_eq!(
+        bpm.get(&bpm.reader, other).await.status(),
+        StatusCode::OK,
+        "another file's process is untouched"
+    );
+    assert_eq!(
+        bpm.outbox("bpm.ProcessCancelled.v1").await,
+        2,
+        "one event and one reply"
+    );
+    let events = bpm.infra.read_topic(&bpm.events_topic(), 6, WAIT).await;
+    let of_file: Vec<_> = events
+        .iter()
+        .filter(|e| header(e, "aggregate-id") == Some(file_id.to_string()))
+        .cloned()
+        .collect();
+    assert_eq!(
+        types(&of_file).last().map(String::as_str),
+        Some("bpm.ProcessCancelled.v1"),
+        "announced after the process's other events"
+    );
+    let event = payload(of_file.last().unwrap());
+    assert_eq!(event["saga_id"], saga_id.to_string());
+    assert_eq!(event["phase"], "technical_analysis");
+
+    // Cancelling what is not there (again, or never started) succeeds.
+    let nothing = Uuid::now_v7();
+    let again = cancel_command(&bpm, nothing, Uuid::now_v7());
+    bpm.send_command(&again).await;
+    let replies = eventually(WAIT, "the second cancel is answered", || async {
+        let replies = bpm
+            .infra
+            .read_topic(&bpm.replies_topic(), 4, Duration::from_secs(2))
+            .await;
+        replies
+            .iter()
+            .find(|r| header(r, "causation-id") == Some(again.message_id.to_string()))
+            .map(payload)
+    })
+    .await;
+    assert_eq!(replies["existed"], false);
+    assert_eq!(replies["file_id"], nothing.to_string());
+    assert_eq!(
+        bpm.outbox("bpm.ProcessCancelled.v1").await,
+        3,
+        "no event for nothing"
+    );
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_cancel_goes_to_the_dead_letter_topic_unanswered() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    let mismatched = Envelope::new(
+        "bpm.CancelProcess.v1",
+        file_id.to_string(),
+        json!({"saga_id": Uuid::now_v7(), "step": "cancel_process", "reply_to": bpm.replies_topic(), "file_id": Uuid::now_v7()}),
+    );
+    let no_reply_to = Envelope::new(
+        "bpm.CancelProcess.v1",
+        file_id.to_string(),
+        json!({"saga_id": Uuid::now_v7(), "step": "cancel_process", "file_id": file_id}),
+    );
+    bpm.send_command(&mismatched).await;
+    bpm.send_command(&no_reply_to).await;
+    let dead = bpm
+        .infra
+        .read_topic(&format!("{}.dlq", bpm.kafka.topic("bpm.commands")), 2, WAIT)
+        .await;
+    assert_eq!(dead.len(), 2, "both dead-lettered");
+    let replies = bpm
+        .infra
+        .read_topic(&bpm.replies_topic(), 1, Duration::from_secs(3))
+        .await;
+    assert!(replies.is_empty(), "nothing answered");
+    bpm.handle.stop().await;
+}
+
 #[tokio::test]
 async fn a_stale_if_match_is_a_conflict_and_of_two_concurrent_moves_one_wins() {
     let bpm = TestBpm::spawn().await;

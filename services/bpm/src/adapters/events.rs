@@ -14,6 +14,9 @@ pub const BPM_EVENTS: &str = "bpm.events";
 pub const BPM_COMMANDS: &str = "bpm.commands";
 /// Type of `DefinitionPublished.v1`.
 pub const DEFINITION_PUBLISHED: &str = "bpm.DefinitionPublished.v1";
+/// Type of `ProcessCancelled.v1`: a process removed because the saga that
+/// started it gave up (also the type of the reply to `CancelProcess`).
+pub const PROCESS_CANCELLED: &str = "bpm.ProcessCancelled.v1";
 
 /// Names in both languages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -121,6 +124,36 @@ pub fn process_envelope(event: &ProcessEvent) -> Envelope {
         process_payload(event),
     )
     .with_actor(event.actor.as_ref().map(|a| a.id.clone()))
+}
+
+/// The envelope announcing that the process of a file was cancelled (and
+/// removed with its history) by the saga `saga_id`: `file_id`,
+/// `definition_key`, `definition_version`, `process_version` (the last
+/// one it had), `phase` and `phase_names` (where it was), `saga_id`,
+/// `actor`, `occurred_at`.
+pub fn cancelled_envelope(
+    process: &crate::domain::Process,
+    saga_id: uuid::Uuid,
+    actor: Option<&str>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Envelope {
+    let current = process.current();
+    Envelope::new(
+        PROCESS_CANCELLED,
+        process.file_id.to_string(),
+        json!({
+            "file_id": process.file_id,
+            "definition_key": process.definition_key.as_str(),
+            "definition_version": process.definition_version,
+            "process_version": process.version,
+            "phase": current.phase.key.as_str(),
+            "phase_names": NamesV1::from(&current.phase.names),
+            "saga_id": saga_id,
+            "actor": actor.map(|id| json!({ "id": id, "name": null })),
+            "occurred_at": at,
+        }),
+    )
+    .with_actor(actor.map(str::to_owned))
 }
 
 /// The payload of `DefinitionPublished.v1`: the whole definition.

@@ -1,5 +1,7 @@
-//! The `bpm.commands` consumer: `StartProcess` starts a file's process and
-//! answers on the topic the command names, in the inbox transaction.
+//! The `bpm.commands` consumer: `StartProcess` starts a file's process,
+//! `CancelProcess` removes it (the compensation of a create-file saga that
+//! gave up after bpm had started it); each answers on the topic the command
+//! names, in the inbox transaction.
 //!
 //! Kept in one file with its wiring in `startup.rs`, so the messaging lib's
 //! coming generalisation (handlers over a store port) touches only these.
@@ -24,6 +26,10 @@ pub const START_PROCESS: &str = "bpm.StartProcess.v1";
 pub const PROCESS_STARTED: &str = "bpm.ProcessStarted.v1";
 /// Type of the reply to a refused start.
 pub const START_REFUSED: &str = "bpm.StartRefused.v1";
+/// Type of the cancel command.
+pub const CANCEL_PROCESS: &str = "bpm.CancelProcess.v1";
+/// Type of the reply to a cancel (also when there was nothing to cancel).
+pub const PROCESS_CANCELLED: &str = events::PROCESS_CANCELLED;
 
 /// Longest accepted actor id, saga step or reply topic.
 const MAX_FIELD: usize = 249;
@@ -38,6 +44,15 @@ struct StartProcessV1 {
     reply_to: String,
     file_id: Uuid,
     definition_key: String,
+}
+
+/// The payload of `bpm.CancelProcess.v1`.
+#[derive(Debug, Deserialize)]
+struct CancelProcessV1 {
+    saga_id: Uuid,
+    step: String,
+    reply_to: String,
+    file_id: Uuid,
 }
 
 /// Handles commands sent to bpm.
@@ -78,6 +93,9 @@ impl MessageHandler<PgStore> for CommandHandler {
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
         let conn: &mut PgConnection = tx;
+        if envelope.message_type == CANCEL_PROCESS {
+            return self.cancel_command(conn, envelope).await;
+        }
         if envelope.message_type != START_PROCESS {
             tracing::debug!(message_type = %envelope.message_type, "ignoring unknown command type");
             return Ok(());
@@ -85,20 +103,7 @@ impl MessageHandler<PgStore> for CommandHandler {
         let command: StartProcessV1 = serde_json::from_value(envelope.payload.clone())
             .context("StartProcess payload is malformed")
             .map_err(HandlerError::Permanent)?;
-        if !valid_topic(&command.reply_to) {
-            return Err(permanent(format!(
-                "reply_to {:?} is not a topic name",
-                command.reply_to
-            )));
-        }
-        if command.step.is_empty()
-            || command.step.len() > MAX_FIELD
-            || command.step.chars().any(char::is_control)
-        {
-            return Err(permanent(
-                "step is empty, too long or has control characters".into(),
-            ));
-        }
+        check_saga_fields(envelope, &command.step, &command.reply_to, command.file_id)?;
         if command.definition_key.len() > MAX_FIELD
             || command.definition_key.chars().any(char::is_control)
         {
@@ -106,19 +111,90 @@ impl MessageHandler<PgStore> for CommandHandler {
                 "definition_key is too long or has control characters".into(),
             ));
         }
-        if command.file_id.to_string() != envelope.aggregate_id {
-            return Err(permanent(format!(
-                "payload file_id {} differs from aggregate id {}",
-                command.file_id, envelope.aggregate_id
-            )));
-        }
         self.start(conn, envelope, &command)
             .await
             .map_err(HandlerError::Transient)
     }
 }
 
+/// Checks the fields every command shares (a command that fails them
+/// cannot be answered, or names another file than its key).
+fn check_saga_fields(
+    envelope: &Envelope,
+    step: &str,
+    reply_to: &str,
+    file_id: Uuid,
+) -> Result<(), HandlerError> {
+    if !valid_topic(reply_to) {
+        return Err(permanent(format!(
+            "reply_to {reply_to:?} is not a topic name"
+        )));
+    }
+    if step.is_empty() || step.len() > MAX_FIELD || step.chars().any(char::is_control) {
+        return Err(permanent(
+            "step is empty, too long or has control characters".into(),
+        ));
+    }
+    if file_id.to_string() != envelope.aggregate_id {
+        return Err(permanent(format!(
+            "payload file_id {file_id} differs from aggregate id {}",
+            envelope.aggregate_id
+        )));
+    }
+    Ok(())
+}
+
 impl CommandHandler {
+    /// Parses and applies `CancelProcess`.
+    async fn cancel_command(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let command: CancelProcessV1 = serde_json::from_value(envelope.payload.clone())
+            .context("CancelProcess payload is malformed")
+            .map_err(HandlerError::Permanent)?;
+        check_saga_fields(envelope, &command.step, &command.reply_to, command.file_id)?;
+        self.cancel(conn, envelope, &command)
+            .await
+            .map_err(HandlerError::Transient)
+    }
+
+    /// Removes the file's process (with its history) if it has one,
+    /// announces it, and answers `ProcessCancelled` either way.
+    #[tracing::instrument(skip_all, fields(file_id = %command.file_id, saga_id = %command.saga_id))]
+    async fn cancel(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+        command: &CancelProcessV1,
+    ) -> anyhow::Result<()> {
+        let removed = postgres::delete_process(conn, command.file_id).await?;
+        if let Some(process) = &removed {
+            let at = crate::app::moment(self.time_zone).at;
+            let event =
+                events::cancelled_envelope(process, command.saga_id, envelope.actor.as_deref(), at)
+                    .caused_by(envelope.correlation_id, Some(envelope.message_id));
+            tramita_messaging::outbox::enqueue(conn, &self.events_topic, &event).await?;
+            tracing::info!(definition = %process.definition_key, "process cancelled and removed");
+        } else {
+            tracing::info!("no process to cancel; answering as cancelled");
+        }
+        let reply = Envelope::new(
+            PROCESS_CANCELLED,
+            command.file_id.to_string(),
+            json!({
+                "saga_id": command.saga_id,
+                "step": command.step,
+                "file_id": command.file_id,
+                "existed": removed.is_some(),
+            }),
+        )
+        .with_actor(envelope.actor.clone())
+        .caused_by(envelope.correlation_id, Some(envelope.message_id));
+        tramita_messaging::outbox::enqueue(conn, &command.reply_to, &reply).await
+    }
+
     /// Starts the process unless the file has one, and answers.
     #[tracing::instrument(skip_all, fields(file_id = %command.file_id, saga_id = %command.saga_id))]
     async fn start(

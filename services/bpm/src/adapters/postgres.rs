@@ -480,6 +480,37 @@ pub async fn insert_process(
     Ok(inserted)
 }
 
+/// Deletes the process of `file_id` with its phase history and
+/// suspensions, on `conn`, and returns it as it was (`None` when there was
+/// none). The process row is locked first, so a concurrent change waits
+/// and then finds nothing.
+pub async fn delete_process(
+    conn: &mut PgConnection,
+    file_id: Uuid,
+) -> anyhow::Result<Option<Process>> {
+    let locked = sqlx::query("SELECT 1 FROM processes WHERE file_id = $1 FOR UPDATE")
+        .bind(file_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("lock process")?;
+    if locked.is_none() {
+        return Ok(None);
+    }
+    let process = load_process(conn, file_id).await?;
+    for statement in [
+        "DELETE FROM suspensions WHERE file_id = $1",
+        "DELETE FROM phase_visits WHERE file_id = $1",
+        "DELETE FROM processes WHERE file_id = $1",
+    ] {
+        sqlx::query(statement)
+            .bind(file_id)
+            .execute(&mut *conn)
+            .await
+            .with_context(|| format!("cancel process: {statement}"))?;
+    }
+    Ok(process)
+}
+
 impl DefinitionStore for PgBpmStore {
     #[tracing::instrument(skip_all, fields(key = %definition.key()))]
     async fn publish(
