@@ -298,6 +298,7 @@ impl Harness {
                         .route("/reports", web::post().to(big_report))
                         .route("/secrets", web::post().to(create_secret)),
                 )
+                .default_service(web::to(tramita_web::extract::not_found))
         })
         .workers(2)
         .disable_signals()
@@ -748,6 +749,16 @@ async fn without_a_key_or_on_other_methods_nothing_is_recorded(h: Harness) {
     .await;
     assert_eq!(listed.status, StatusCode::OK);
     assert!(!listed.replayed());
+    // Unknown paths inside the wrapped scope still reach the app's 404.
+    let unknown = Reply::of(
+        h.request(reqwest::Method::POST, "/nowhere", "ana", Some("k-1"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    unknown.assert_problem(StatusCode::NOT_FOUND, "not-found");
     assert_eq!(h.records.count().await, 0);
 }
 
@@ -930,3 +941,31 @@ against_both_stores!(
     a_response_that_must_not_be_stored_is_not(super::settings()),
     the_sweep_deletes_expired_keys_only(super::settings()),
 );
+
+/// Not a check: prints the cost of the middleware per request (run with
+/// `--ignored --nocapture`): no key, a new key (claim and store), a replay.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_overhead() {
+    for (store, h) in [
+        ("postgres", Harness::postgres(settings()).await),
+        ("mongodb", Harness::mongo(settings()).await),
+    ] {
+        const N: usize = 300;
+        let time = |label: &'static str, key: fn(usize) -> Option<String>| {
+            let h = &h;
+            async move {
+                let start = std::time::Instant::now();
+                for i in 0..N {
+                    let reply = h.create("ana", key(i).as_deref(), "Expediente").await;
+                    assert!(reply.status.is_success());
+                }
+                let each = start.elapsed() / N as u32;
+                println!("{store}: {label}: {each:?} a request");
+            }
+        };
+        time("no key", |_| None).await;
+        time("new key", |i| Some(format!("new-{i}"))).await;
+        time("replay", |i| Some(format!("new-{i}"))).await;
+    }
+}
