@@ -8,8 +8,8 @@ use anyhow::Context;
 use chrono_tz::Tz;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tramita_identity::IdentitySettings;
 use tramita_idempotency::{Idempotency, IdempotencySettings, PgIdempotencyStore};
+use tramita_identity::IdentitySettings;
 use tramita_messaging::postgres::PgStore;
 use tramita_messaging::{
     ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics, OutboxRelay, RelayConfig,
@@ -205,7 +205,11 @@ impl Application {
             ApiDoc::openapi(),
             move |cfg| {
                 cfg.app_data(handlers.clone()).app_data(validator.clone());
-                cfg.service(web::scope("").wrap(idempotency.clone()).configure(http::routes));
+                cfg.service(
+                    web::scope("")
+                        .wrap(idempotency.clone())
+                        .configure(http::routes),
+                );
             },
         )?;
 
