@@ -520,7 +520,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
             return Ok(RemoveOutcome::AlreadyGone);
         }
         if let Some(known) = self.store.file_in(tx, file).await? {
-            known.ensure_open()?;
+            known.ensure_removable()?;
         }
         self.store.remove_document(tx, &found).await?;
         let event: DocumentEvent = found.remove(now());

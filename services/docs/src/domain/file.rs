@@ -76,6 +76,17 @@ impl KnownFile {
         }
     }
 
+    /// `Ok` while a saga's compensation may remove a document of the file:
+    /// only a finished file's documents are kept. A failed file is one whose
+    /// creation saga gave up, and its compensations (including those of a
+    /// document attached after it gave up) must still remove what it left.
+    pub fn ensure_removable(&self) -> Result<(), FileClosed> {
+        match self.status {
+            FileStatus::Finished => Err(FileClosed(FileStatus::Finished)),
+            FileStatus::Pending | FileStatus::Active | FileStatus::Failed => Ok(()),
+        }
+    }
+
     /// Whether `snapshot` should replace what is known (it is newer).
     pub fn is_superseded_by(&self, snapshot: &KnownFile) -> bool {
         snapshot.version > self.version
@@ -106,6 +117,17 @@ mod tests {
         assert_eq!(
             file(FileStatus::Failed, 3).ensure_open(),
             Err(FileClosed(FileStatus::Failed))
+        );
+    }
+
+    #[test]
+    fn given_a_failed_file_then_a_compensation_may_still_remove_its_documents() {
+        assert!(file(FileStatus::Failed, 3).ensure_removable().is_ok());
+        assert!(file(FileStatus::Pending, 1).ensure_removable().is_ok());
+        assert!(file(FileStatus::Active, 2).ensure_removable().is_ok());
+        assert_eq!(
+            file(FileStatus::Finished, 4).ensure_removable(),
+            Err(FileClosed(FileStatus::Finished))
         );
     }
 
