@@ -1668,9 +1668,20 @@ async fn every_list_filter_walks_an_index_on_a_few_thousand_files() {
             !plan.contains("Seq Scan on index_files"),
             "{name} reads the whole table:\n{plan}"
         );
+        let list_indexes = [
+            "index_files_newest",
+            "index_files_option_newest",
+            "index_files_status_newest",
+            "index_files_phase_newest",
+            "index_files_procedure_newest",
+            "index_files_creator_newest",
+            "index_files_overdue",
+            "index_files_search",
+            "index_files_code_prefix",
+        ];
         assert!(
-            plan.contains("index_files_"),
-            "{name} uses one of the list's indexes:\n{plan}"
+            list_indexes.iter().any(|index| plan.contains(index)),
+            "{name} chooses its page with one of the list's indexes:\n{plan}"
         );
     }
 }

@@ -863,6 +863,28 @@ mod tests {
     }
 
     #[test]
+    fn the_timeline_actor_is_the_envelope_s_named_as_the_payload_names_it() {
+        let mut doc = CaseFileDocument::placeholder(Uuid::now_v7());
+        let created = file(FileEventKind::Created, snapshot(1, "pending", "d"));
+        let same = doc.apply(&meta("files.FileCreated.v1", 0, "u1"), &created);
+        assert_eq!(
+            same.entry.actor,
+            actor("u1"),
+            "the payload's name for the same id"
+        );
+        let other = doc.apply(&meta("files.FileCreated.v1", 0, "u9"), &created);
+        assert_eq!(
+            other.entry.actor,
+            Some(Actor::id_only(ActorId::parse("u9").unwrap())),
+            "another id keeps no name"
+        );
+        let mut anonymous = meta("files.FileCreated.v1", 0, "u1");
+        anonymous.actor = None;
+        let fallback = doc.apply(&anonymous, &created);
+        assert_eq!(fallback.entry.actor, actor("u1"), "the payload's actor");
+    }
+
+    #[test]
     fn the_document_lists_each_actor_once() {
         let mut doc = CaseFileDocument::placeholder(Uuid::now_v7());
         doc.apply(
