@@ -287,6 +287,13 @@ impl Harness {
                 .app_data(validator.clone())
                 .app_data(data.clone())
                 .app_data(web::JsonConfig::default().limit(64 * 1024))
+                // One resource wrapped by itself, as a service whose other
+                // routes must not be wrapped does it.
+                .service(
+                    web::resource("/uploads/head")
+                        .wrap(idempotency.clone())
+                        .route(web::post().to(upload_head)),
+                )
                 .service(
                     web::scope("")
                         .wrap(idempotency.clone())
@@ -294,7 +301,6 @@ impl Harness {
                         .route("/things", web::get().to(list_things))
                         .route("/things/{id}", web::patch().to(rename_thing))
                         .route("/uploads", web::post().to(upload))
-                        .route("/uploads/head", web::post().to(upload_head))
                         .route("/reports", web::post().to(big_report))
                         .route("/secrets", web::post().to(create_secret)),
                 )
