@@ -9,17 +9,22 @@
 //! // startup: the store (once), the middleware, the sweep
 //! let store = PgIdempotencyStore::new(pool.clone());       // or MongoIdempotencyStore::new(db)
 //! store.ensure_schema().await?;
-//! let idempotency = Idempotency::new(store.clone(), validator.clone(), IdempotencySettings::from_env()?);
-//! runtime.spawn("idempotency-retention", retention::run(store, settings.sweep_interval, shutdown.clone()));
-//! // routes: wrap those whose POST/PATCH take a key
+//! let idempotency = Idempotency::new(store.clone(), validator.clone(), settings.idempotency.clone());
+//! runtime.spawn("idempotency-retention",
+//!     retention::run(store, settings.idempotency.sweep_interval, shutdown.clone()));
+//! // routes: wrap those whose POST/PATCH take a key, all of them...
 //! cfg.service(web::scope("").wrap(idempotency.clone()).configure(http::routes));
+//! // ...or resource by resource, when other routes must stay outside
+//! // (a scope matching "" takes every path registered after it)
+//! cfg.service(web::resource("/docs/uploads").wrap(idempotency.clone()).route(web::post().to(upload)));
 //! // ApiDoc
 //! #[openapi(modifiers(&BearerAuth, &IdempotencyDocs))]
 //! ```
 //!
-//! See [`middleware`] for the behaviour, [`key::is_kept`] for which
-//! outcomes are stored, and [`body`](crate::middleware) for how bodies are
-//! fingerprinted.
+//! `settings.idempotency` is [`IdempotencySettings::from_env`]
+//! (`IDEMPOTENCY_KEY_TTL`). See [`middleware`] for the behaviour,
+//! [`key::is_kept`] for which outcomes are stored, and the `body` module
+//! for how bodies are fingerprinted without holding large ones.
 #![forbid(unsafe_code)]
 
 mod body;
