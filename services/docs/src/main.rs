@@ -1,4 +1,8 @@
 //! Entry point of the docs service: wiring only.
+//!
+//! `tramita-docs` serves; `tramita-docs outbox parked` lists outbox messages
+//! set aside after failing every publish attempt, and `tramita-docs outbox
+//! replay [POSITION]` puts them back in line.
 
 use anyhow::Context;
 use tramita_docs::{Application, Settings};
@@ -7,13 +11,24 @@ use tramita_docs::{Application, Settings};
 async fn main() -> anyhow::Result<()> {
     let _telemetry = tramita_telemetry::init("docs")?;
     let settings = Settings::from_env().context("read settings")?;
-    match std::env::args().nth(1).as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
         None | Some("serve") => {
             Application::build(settings)
                 .await?
                 .run_until_stopped()
                 .await
         }
-        Some(other) => anyhow::bail!("unknown command {other:?}; use `serve` (default)"),
+        Some("outbox") => {
+            tramita_messaging::mongo::outbox_command(
+                &settings.mongodb_uri,
+                &settings.database,
+                &args[1..],
+            )
+            .await
+        }
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; use `serve` (default) or `outbox`")
+        }
     }
 }

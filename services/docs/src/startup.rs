@@ -8,13 +8,19 @@ use actix_web::web;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tramita_identity::IdentitySettings;
-use tramita_messaging::KafkaSettings;
+use tramita_messaging::retention::RetentionConfig;
+use tramita_messaging::{
+    ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics, MongoStore, OutboxRelay,
+    RelayConfig,
+};
 use tramita_settings::SettingsError;
-use tramita_web::{Readiness, ReadinessCheck, ServiceHandle, ServiceRuntime};
+use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
 
 use crate::adapters::http::{self, ApiDoc};
-use crate::adapters::kafka::{Docs, DOCS_COMMANDS, DOCS_EVENTS, FILES_EVENTS};
+use crate::adapters::kafka::{
+    Docs, DocsCommands, FilesEvents, DOCS_COMMANDS, DOCS_EVENTS, FILES_EVENTS,
+};
 use crate::adapters::mongo::{self, GridFsContentStore, MongoDocsStore};
 use crate::app::DocsService;
 use crate::domain::{MediaPolicy, MediaType};
@@ -63,6 +69,18 @@ pub struct Settings {
     pub workers: usize,
     /// How access tokens are checked.
     pub identity: IdentitySettings,
+    /// Prefix of the consumer groups (`DOCS_CONSUMER_GROUP`, default
+    /// `docs`): `<prefix>.files-events` and `<prefix>.commands`.
+    pub consumer_group: String,
+    /// Tries of a message before it is dead-lettered (`DOCS_MAX_ATTEMPTS`,
+    /// default 5).
+    pub max_attempts: u32,
+    /// Whether this process runs an outbox relay (`DOCS_OUTBOX_RELAY`,
+    /// default true; any replica may run one).
+    pub outbox_relay: bool,
+    /// How long sent outbox and inbox records are kept
+    /// (`MESSAGING_*_RETENTION`).
+    pub retention: RetentionConfig,
 }
 
 fn seconds(name: &str, default: u64) -> Result<Duration, SettingsError> {
@@ -105,6 +123,10 @@ impl Settings {
             files_events_partitions: parsed_or("FILES_EVENTS_PARTITIONS", 3)?,
             workers: parsed_or("DOCS_WORKERS", 2)?,
             identity: IdentitySettings::from_env()?,
+            consumer_group: or_default("DOCS_CONSUMER_GROUP", "docs"),
+            max_attempts: parsed_or("DOCS_MAX_ATTEMPTS", 5)?,
+            outbox_relay: parsed_or("DOCS_OUTBOX_RELAY", true)?,
+            retention: RetentionConfig::from_env()?,
         })
     }
 
@@ -128,58 +150,58 @@ pub struct Application {
 
 impl Application {
     /// Connects to MongoDB, prepares its collections, creates the topics,
-    /// binds the listener and starts the sweeper.
+    /// binds the listener and starts the consumers, the outbox relay and
+    /// the sweeper.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let client = mongodb::Client::with_uri_str(&settings.mongodb_uri)
             .await
             .context("parse DOCS_MONGODB_URI")?;
         let database = client.database(&settings.database);
+        let store = MongoStore::new(client.clone(), database.clone());
+        store
+            .ensure_schema()
+            .await
+            .context("prepare the messaging collections")?;
         mongo::ensure_schema(&database)
             .await
             .context("prepare the docs database")?;
 
-        let events_topic = settings.kafka.topic(DOCS_EVENTS);
-        settings
-            .kafka
+        let kafka = &settings.kafka;
+        let events_topic = kafka.topic(DOCS_EVENTS);
+        kafka
             .ensure_event_topics(
                 std::slice::from_ref(&events_topic),
                 settings.topic_partitions,
             )
             .await?;
-        settings
-            .kafka
+        kafka
             .ensure_event_topics(
-                &[settings.kafka.topic(FILES_EVENTS)],
+                &[kafka.topic(FILES_EVENTS)],
                 settings.files_events_partitions,
             )
             .await?;
-        settings
-            .kafka
-            .ensure_topics(
-                &[settings.kafka.topic(DOCS_COMMANDS)],
-                settings.topic_partitions,
+        kafka
+            .ensure_topics(&[kafka.topic(DOCS_COMMANDS)], settings.topic_partitions)
+            .await?;
+        let consumer_config = |name: &str, topic: &str| ConsumerConfig {
+            max_attempts: settings.max_attempts,
+            ..ConsumerConfig::new(
+                format!("{}.{name}", settings.consumer_group),
+                vec![kafka.topic(topic)],
+            )
+        };
+        let files_config = consumer_config("files-events", FILES_EVENTS);
+        let commands_config = consumer_config("commands", DOCS_COMMANDS);
+        kafka
+            .ensure_dead_letter_topics(
+                &[files_config.dlq_topics(), commands_config.dlq_topics()].concat(),
             )
             .await?;
-        let producer = tramita_messaging::RenewableProducer::new(&settings.kafka)?;
+        let producer = tramita_messaging::RenewableProducer::new(kafka)?;
 
         let registry = prometheus::Registry::new();
+        let messaging_metrics = MessagingMetrics::register(&registry)?;
         let metrics = tramita_web::metrics("docs", registry)?;
-        let readiness = Readiness::new(vec![
-            mongo::readiness(database.clone()),
-            ReadinessCheck::new("kafka", move || {
-                let producer = producer.clone();
-                async move {
-                    if let Some(fatal) = producer.fatal_error() {
-                        return Err(format!("producer unusable until renewed: {fatal}"));
-                    }
-                    tramita_messaging::kafka::broker_reachable(
-                        &producer.get(),
-                        Duration::from_secs(2),
-                    )
-                    .await
-                }
-            }),
-        ]);
 
         let docs = Arc::new(DocsService::new(
             MongoDocsStore::new(client.clone(), database.clone(), events_topic),
@@ -187,6 +209,27 @@ impl Application {
             settings.policy(),
             chrono::Duration::from_std(settings.upload_ttl).context("DOCS_UPLOAD_TTL")?,
         ));
+        let files_events = ConsumerRunner::new(
+            store.clone(),
+            kafka.consumer(&files_config.name)?,
+            producer.clone(),
+            FilesEvents::new(docs.clone()),
+            files_config,
+            messaging_metrics.clone(),
+        );
+        let commands = ConsumerRunner::new(
+            store.clone(),
+            kafka.consumer(&commands_config.name)?,
+            producer.clone(),
+            DocsCommands::new(docs.clone(), database.clone()),
+            commands_config,
+            messaging_metrics.clone(),
+        );
+        let mut checks = tramita_messaging::mongo::readiness(store.clone(), producer.clone());
+        checks.push(files_events.health().readiness_check("files-events"));
+        checks.push(commands.health().readiness_check("commands"));
+        let readiness = Readiness::new(checks);
+
         let handlers = web::Data::from(docs.clone());
         let validator = web::Data::new(settings.identity.validator());
         let openapi = ApiDoc::openapi();
@@ -226,6 +269,25 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
+        runtime.spawn("files-events", files_events.run(shutdown.clone()));
+        runtime.spawn("commands", commands.run(shutdown.clone()));
+        if settings.outbox_relay {
+            let relay = OutboxRelay::new(
+                store.clone(),
+                producer,
+                RelayConfig::default(),
+                messaging_metrics,
+            );
+            runtime.spawn("outbox-relay", relay.run(shutdown.clone()));
+        }
+        runtime.spawn(
+            "messaging-retention",
+            tramita_messaging::retention::run(
+                store.clone(),
+                settings.retention.clone(),
+                shutdown.clone(),
+            ),
+        );
         runtime.spawn(
             "sweeper",
             sweep_until_stopped(docs.clone(), settings.sweep_interval, shutdown.clone()),

@@ -3,15 +3,17 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document as BsonDocument};
+use rdkafka::Message;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
+use serde_json::json;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tramita_docs::{Application, Settings};
 use tramita_identity::IdentitySettings;
-use tramita_messaging::KafkaSettings;
+use tramita_messaging::{Envelope, KafkaSettings};
 use tramita_testkit::{bearer_client, eventually, TestInfra, TestIssuer};
 use tramita_web::ServiceHandle;
 use uuid::Uuid;
@@ -97,6 +99,7 @@ struct TestDocs {
     handle: ServiceHandle,
     db: mongodb::Database,
     issuer: TestIssuer,
+    infra: TestInfra,
     kafka: KafkaSettings,
     /// Sends a clerk's token on every request.
     client: reqwest::Client,
@@ -135,6 +138,10 @@ impl TestDocs {
                 issuer: issuer.issuer.clone(),
                 audience: issuer.audience.clone(),
             },
+            consumer_group: "docs".into(),
+            max_attempts: 3,
+            outbox_relay: true,
+            retention: Default::default(),
         };
         adjust(&mut settings);
         let app = Application::build(settings)
@@ -148,6 +155,7 @@ impl TestDocs {
             base,
             handle,
             db,
+            infra,
             kafka,
             client: bearer_client(&issuer.token("clerk-1", &["clerk"])),
             issuer,
@@ -158,18 +166,78 @@ impl TestDocs {
         format!("{}{path}", self.base)
     }
 
-    /// Makes docs know `file` with `status` at `version`, as `files.events`
-    /// would tell it.
-    async fn file_is(&self, file: Uuid, status: &str, version: i64) {
-        self.db
-            .collection::<BsonDocument>("files")
-            .replace_one(
-                doc! {"_id": file.to_string()},
-                doc! {"_id": file.to_string(), "status": status, "version": version},
+    /// Publishes `envelope` on the logical `topic`, keyed by its aggregate.
+    async fn publish(&self, topic: &str, envelope: &Envelope) {
+        self.infra
+            .produce_raw(
+                &self.kafka.topic(topic),
+                &envelope.aggregate_id,
+                &envelope.payload_bytes(),
+                Some(envelope.kafka_headers()),
             )
-            .upsert(true)
-            .await
-            .unwrap();
+            .await;
+    }
+
+    /// Publishes on `files.events` a snapshot of `file` with `status` at
+    /// `version`, as the files service does; returns its envelope.
+    async fn announce_file(&self, file: Uuid, status: &str, version: i64) -> Envelope {
+        let now = chrono::Utc::now();
+        let envelope = Envelope::new(
+            if version == 1 {
+                "files.FileCreated.v1"
+            } else {
+                "files.FileUpdated.v1"
+            },
+            file.to_string(),
+            json!({
+                "file_id": file, "code": format!("EXP-{version}"), "initial_option": "Sede electrónica",
+                "description": "Licencia", "status": status, "created_at": now, "created_by": null,
+                "updated_at": now, "updated_by": null, "version": version,
+            }),
+        );
+        self.publish("files.events", &envelope).await;
+        envelope
+    }
+
+    /// Makes docs know `file` with `status` at `version` through
+    /// `files.events`, and waits until it does.
+    async fn file_is(&self, file: Uuid, status: &str, version: i64) {
+        self.announce_file(file, status, version).await;
+        let files = self.db.collection::<BsonDocument>("files");
+        eventually(
+            Duration::from_secs(30),
+            "docs learns the file's status",
+            || {
+                let files = files.clone();
+                async move {
+                    files
+                        .find_one(
+                            doc! {"_id": file.to_string(), "version": version, "status": status},
+                        )
+                        .await
+                        .unwrap()
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until the consumer `consumer` recorded `envelope` in its inbox.
+    async fn consumed(&self, consumer: &str, envelope: &Envelope) {
+        let inbox = self.db.collection::<BsonDocument>("messaging_inbox");
+        let id = envelope.message_id.to_string();
+        eventually(Duration::from_secs(30), "the message is consumed", || {
+            let (inbox, id) = (inbox.clone(), id.clone());
+            async move {
+                inbox
+                    .find_one(doc! {"consumer": consumer, "message_id": id})
+                    .await
+                    .unwrap()
+                    .map(|_| ())
+            }
+        })
+        .await;
     }
 
     /// A file docs knows as active.
@@ -224,13 +292,23 @@ impl TestDocs {
             .unwrap()
     }
 
-    /// How many outbox messages of `message_type` there are.
-    async fn outbox(&self, message_type: &str) -> u64 {
-        self.db
+    /// How many outbox messages of `message_type` there are (published or
+    /// not).
+    async fn outbox(&self, message_type: &str) -> usize {
+        let stored: Vec<BsonDocument> = self
+            .db
             .collection::<BsonDocument>("messaging_outbox")
-            .count_documents(doc! {"envelope.message_type": message_type})
+            .find(doc! {})
             .await
             .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        stored
+            .iter()
+            .map(|d| serde_json::from_str::<Envelope>(d.get_str("envelope").unwrap()).unwrap())
+            .filter(|e| e.message_type == message_type)
+            .count()
     }
 
     /// Asserts nothing at all is stored: no upload, document, content or
@@ -727,6 +805,9 @@ async fn a_finished_files_documents_refuse_changes_but_can_be_read() {
     )
     .await;
     docs.file_is(file, "finished", 2).await;
+    // A stale snapshot arriving late does not reopen it.
+    let stale = docs.announce_file(file, "active", 1).await;
+    docs.consumed("docs.files-events", &stale).await;
 
     for name in ["resolución.pdf", "otro.pdf"] {
         let refused = docs.add(file, name, "application/pdf", &content).await;
@@ -1108,7 +1189,7 @@ async fn health_metrics_and_the_api_description_are_served() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["mongodb", "kafka"]);
+    assert_eq!(names, ["mongodb", "kafka", "files-events", "commands"]);
     assert_eq!(docs.get("/health/live").await.status(), StatusCode::OK);
     let openapi = json(docs.get("/openapi.json").await, StatusCode::OK).await;
     assert!(openapi["paths"]["/docs/uploads"]["post"].is_object());
@@ -1142,4 +1223,237 @@ fn the_openapi_document_is_under_review() {
         .unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
     tramita_testkit::assert_snapshot(&path, &document);
+}
+
+/// Reads `topic` until `expected` messages arrived, then checks for a few
+/// seconds that no more come.
+async fn exactly(
+    docs: &TestDocs,
+    topic: &str,
+    expected: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let topic = docs.kafka.topic(topic);
+    let arrived = docs
+        .infra
+        .read_topic(&topic, expected, Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        arrived.len(),
+        expected,
+        "{topic}: {expected} messages arrive"
+    );
+    let settled = docs
+        .infra
+        .read_topic(&topic, expected + 1, Duration::from_secs(4))
+        .await;
+    assert_eq!(settled.len(), expected, "{topic}: and no more");
+    settled
+}
+
+fn payload(message: &rdkafka::message::OwnedMessage) -> Value {
+    serde_json::from_slice(message.payload().unwrap()).unwrap()
+}
+
+fn message_header(message: &rdkafka::message::OwnedMessage, name: &str) -> String {
+    tramita_testkit::header(message, name).unwrap_or_else(|| panic!("no {name} header"))
+}
+
+#[tokio::test]
+async fn attach_upload_and_remove_document_delivered_twice_have_one_effect_and_one_reply() {
+    let docs = TestDocs::spawn_with(|s| s.sweep_interval = Duration::from_secs(1)).await;
+    let replies = "files.saga-replies";
+    docs.kafka
+        .ensure_topics(&[docs.kafka.topic(replies)], 1)
+        .await
+        .unwrap();
+    let file = Uuid::now_v7();
+    docs.file_is(file, "pending", 1).await;
+    let content = pdf(400_000, 20);
+    let upload = json(
+        docs.post_multipart(
+            &docs.client,
+            "/docs/uploads",
+            multipart_body(&[file_part(
+                "filename=\"solicitud.pdf\"",
+                "application/pdf",
+                &content,
+            )])
+            .into(),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let upload_id = upload["id"].as_str().unwrap();
+    let saga = Uuid::now_v7();
+    let command = |message_type: &str, fields: Value| {
+        let mut payload = json!({
+            "saga_id": saga, "step": "attach_document", "reply_to": docs.kafka.topic(replies),
+            "file_id": file,
+        });
+        payload
+            .as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        Envelope::new(message_type, file.to_string(), payload).with_actor(Some("clerk-7".into()))
+    };
+
+    // The same command twice, then another one for the same upload, then
+    // one for an upload that does not exist.
+    let attach = command("docs.AttachUpload.v1", json!({"upload_id": upload_id}));
+    docs.publish("docs.commands", &attach).await;
+    docs.publish("docs.commands", &attach).await;
+    let again = command("docs.AttachUpload.v1", json!({"upload_id": upload_id}));
+    docs.publish("docs.commands", &again).await;
+    let unknown = command("docs.AttachUpload.v1", json!({"upload_id": Uuid::now_v7()}));
+    docs.publish("docs.commands", &unknown).await;
+    let answered = exactly(&docs, replies, 3).await;
+    let types: Vec<String> = answered
+        .iter()
+        .map(|m| message_header(m, "message-type"))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "docs.DocumentAttached.v1",
+            "docs.AttachRefused.v1",
+            "docs.AttachRefused.v1"
+        ]
+    );
+    let attached = payload(&answered[0]);
+    assert_eq!(attached["saga_id"], saga.to_string());
+    assert_eq!(attached["step"], "attach_document");
+    assert_eq!(attached["file_id"], file.to_string());
+    assert_eq!(attached["version"], 1);
+    assert_eq!(attached["name"], "solicitud.pdf");
+    assert_eq!(attached["media_type"], "application/pdf");
+    assert_eq!(attached["size"], content.len());
+    assert_eq!(attached["sha256"], sha256(&content));
+    assert_eq!(
+        message_header(&answered[0], "causation-id"),
+        attach.message_id.to_string()
+    );
+    assert_eq!(
+        message_header(&answered[0], "correlation-id"),
+        attach.correlation_id.to_string()
+    );
+    assert_eq!(
+        message_header(&answered[0], "aggregate-id"),
+        file.to_string()
+    );
+    assert_eq!(message_header(&answered[0], "actor"), "clerk-7");
+    assert_eq!(payload(&answered[1])["reason"], "upload_claimed");
+    assert_eq!(payload(&answered[1])["saga_id"], saga.to_string());
+    assert_eq!(payload(&answered[2])["reason"], "unknown_upload");
+    assert!(payload(&answered[2])["detail"].is_string());
+
+    let document_id = attached["document_id"].as_str().unwrap().to_owned();
+    let listed = json(
+        docs.get(&format!("/docs/files/{file}/documents")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "one document");
+    assert_eq!(listed["items"][0]["version_count"], 1, "one version");
+    assert_eq!(
+        listed["items"][0]["created_by"]["id"], "clerk-1",
+        "uploaded by whoever sent the content"
+    );
+    let body = docs
+        .get(&format!("/docs/documents/{document_id}/content"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(body == content);
+
+    // The compensation, twice, and once more as a new command once gone.
+    let remove = command(
+        "docs.RemoveDocument.v1",
+        json!({"document_id": document_id, "step": "remove_document"}),
+    );
+    docs.publish("docs.commands", &remove).await;
+    docs.publish("docs.commands", &remove).await;
+    let gone = command(
+        "docs.RemoveDocument.v1",
+        json!({"document_id": document_id, "step": "remove_document"}),
+    );
+    docs.publish("docs.commands", &gone).await;
+    let answered = exactly(&docs, replies, 5).await;
+    for (reply, cause) in answered[3..].iter().zip([&remove, &gone]) {
+        assert_eq!(
+            message_header(reply, "message-type"),
+            "docs.DocumentRemoved.v1"
+        );
+        assert_eq!(
+            message_header(reply, "causation-id"),
+            cause.message_id.to_string()
+        );
+        let removed = payload(reply);
+        assert_eq!(removed["saga_id"], saga.to_string());
+        assert_eq!(removed["step"], "remove_document");
+        assert_eq!(removed["document_id"], document_id.as_str());
+    }
+    assert_problem(
+        docs.get(&format!("/docs/documents/{document_id}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the removed document's content is deleted",
+        || async {
+            (docs.count("content.chunks").await == 0 && docs.count("content_trash").await == 0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    let events = exactly(&docs, "docs.events", 2).await;
+    let types: Vec<String> = events
+        .iter()
+        .map(|m| message_header(m, "message-type"))
+        .collect();
+    assert_eq!(
+        types,
+        ["docs.DocumentAdded.v1", "docs.DocumentRemoved.v1"],
+        "one effect each, in order"
+    );
+    assert_eq!(
+        message_header(&events[0], "correlation-id"),
+        attach.correlation_id.to_string()
+    );
+    docs.handle.stop().await;
+}
+
+#[tokio::test]
+async fn commands_that_cannot_be_answered_go_to_the_dead_letters_and_change_nothing() {
+    let docs = TestDocs::spawn().await;
+    let file = docs.active_file().await;
+    let malformed = [
+        json!({"file_id": file, "upload_id": Uuid::now_v7()}),
+        json!({"saga_id": Uuid::now_v7(), "step": "x", "reply_to": "bad topic name", "file_id": file, "upload_id": Uuid::now_v7()}),
+        json!({"saga_id": Uuid::now_v7(), "step": "x\u{0}", "reply_to": "replies", "file_id": file, "upload_id": Uuid::now_v7()}),
+        json!({"saga_id": Uuid::now_v7(), "step": "x", "reply_to": "replies", "file_id": Uuid::now_v7(), "upload_id": Uuid::now_v7()}),
+        json!({"saga_id": Uuid::now_v7(), "step": "x", "reply_to": "replies", "file_id": file, "upload_id": "not-a-uuid"}),
+    ];
+    for payload in &malformed {
+        let envelope = Envelope::new("docs.AttachUpload.v1", file.to_string(), payload.clone());
+        docs.publish("docs.commands", &envelope).await;
+    }
+    let dead = docs
+        .infra
+        .read_topic(
+            &docs.kafka.topic("docs.commands.dlq"),
+            malformed.len(),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        dead.len(),
+        malformed.len(),
+        "every malformed command is dead-lettered"
+    );
+    docs.assert_nothing_stored().await;
+    docs.handle.stop().await;
 }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use mongodb::{ClientSession, Database};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tramita_messaging::{Envelope, HandlerError};
+use tramita_messaging::{Envelope, HandlerError, MessageHandler, MongoStore};
 use uuid::Uuid;
 
 use crate::adapters::mongo::{self, GridFsContentStore, MongoDocsStore};
@@ -270,9 +270,14 @@ fn permanent(error: anyhow::Error) -> HandlerError {
     HandlerError::Permanent(error)
 }
 
-/// Store errors may pass on another try (a conflict, an outage).
+/// Store errors may pass on another try (a conflict, an outage). The
+/// store's own error stays in the chain, so the consumer can tell an outage
+/// or a write conflict (retried without counting an attempt) from the rest.
 fn transient(error: StoreError) -> HandlerError {
-    HandlerError::Transient(anyhow::Error::new(error))
+    match error {
+        StoreError::Conflict(error) => HandlerError::Transient(error.context("concurrent change")),
+        StoreError::Unexpected(error) => HandlerError::Transient(error),
+    }
 }
 
 /// Parses a command payload, checking the saga fields every reply needs.
@@ -354,10 +359,12 @@ impl DocsCommands {
     pub fn new(docs: Arc<Docs>, db: Database) -> Self {
         Self { docs, db }
     }
+}
 
+impl MessageHandler<MongoStore> for DocsCommands {
     /// Applies `envelope` in `session`'s transaction.
     #[tracing::instrument(skip_all, fields(message_type = %envelope.message_type, message_id = %envelope.message_id))]
-    pub async fn handle(
+    async fn handle(
         &self,
         session: &mut ClientSession,
         envelope: &Envelope,
@@ -371,7 +378,9 @@ impl DocsCommands {
             }
         }
     }
+}
 
+impl DocsCommands {
     async fn attach(
         &self,
         session: &mut ClientSession,
@@ -428,7 +437,8 @@ impl DocsCommands {
                 )
             }
         };
-        self.send(session, &command.reply_to, &answer).await
+        self.send(session, command.file_id, &command.reply_to, &answer)
+            .await
     }
 
     async fn remove(
@@ -476,18 +486,20 @@ impl DocsCommands {
                 document_id: command.document_id,
             },
         );
-        self.send(session, &command.reply_to, &answer).await
+        self.send(session, command.file_id, &command.reply_to, &answer)
+            .await
     }
 
     async fn send(
         &self,
         session: &mut ClientSession,
+        file: Uuid,
         topic: &str,
         envelope: &Envelope,
     ) -> Result<(), HandlerError> {
-        mongo::outbox::enqueue(session, &self.db, topic, envelope)
+        mongo::emit(session, &self.db, FileId(file), topic, envelope)
             .await
-            .map_err(HandlerError::Transient)
+            .map_err(transient)
     }
 }
 
@@ -516,13 +528,15 @@ impl FilesEvents {
     pub fn new(docs: Arc<Docs>) -> Self {
         Self { docs }
     }
+}
 
+impl MessageHandler<MongoStore> for FilesEvents {
     /// Applies `envelope` in `session`'s transaction. Known snapshot types
     /// that do not parse are permanent errors; other `files.*` types are
     /// applied when they carry a snapshot (new types the files service may
     /// add, such as a file finishing) and ignored otherwise.
     #[tracing::instrument(skip_all, fields(message_type = %envelope.message_type, message_id = %envelope.message_id))]
-    pub async fn handle(
+    async fn handle(
         &self,
         session: &mut ClientSession,
         envelope: &Envelope,

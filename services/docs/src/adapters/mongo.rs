@@ -4,9 +4,9 @@
 //! Collections: `documents` (one per document, its versions embedded),
 //! `uploads` (staged uploads and their life), `files` (what `files.events`
 //! said of each file), `content_trash` (contents of removed documents still
-//! to delete), `messaging_outbox`, and the bucket `content`
-//! (`content.files`, `content.chunks`). A content is stored under its
-//! upload's id for life.
+//! to delete), `file_guards` (see [`guard_file`]), the messaging library's
+//! outbox and inbox, and the bucket `content` (`content.files`,
+//! `content.chunks`). A content is stored under its upload's id for life.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -17,7 +17,6 @@ use mongodb::gridfs::{GridFsBucket, GridFsUploadStream};
 use mongodb::options::{GridFsBucketOptions, IndexOptions};
 use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
-use tramita_web::ReadinessCheck;
 use uuid::Uuid;
 
 use crate::app::{
@@ -38,8 +37,8 @@ pub const UPLOADS: &str = "uploads";
 pub const FILES: &str = "files";
 /// Collection of contents to delete.
 pub const CONTENT_TRASH: &str = "content_trash";
-/// Collection of messages waiting to be published.
-pub const OUTBOX: &str = "messaging_outbox";
+/// Collection of per-file documents every emitting transaction writes.
+pub const FILE_GUARDS: &str = "file_guards";
 
 const DUPLICATE_KEY: i32 = 11000;
 const WRITE_CONFLICT: i32 = 112;
@@ -297,7 +296,7 @@ pub async fn ensure_schema(db: &Database) -> anyhow::Result<()> {
         UPLOADS,
         FILES,
         CONTENT_TRASH,
-        OUTBOX,
+        FILE_GUARDS,
         "content.files",
         "content.chunks",
     ] {
@@ -337,58 +336,67 @@ pub async fn ensure_schema(db: &Database) -> anyhow::Result<()> {
         .create_index(index(doc! {"filename": 1, "uploadDate": 1}, false))
         .await
         .context("index content files")?;
-    db.collection::<BsonDocument>(OUTBOX)
-        .create_index(index(doc! {"sent_at": 1, "_id": 1}, false))
-        .await
-        .context("index outbox")?;
     Ok(())
 }
 
-/// A readiness check that pings the database.
-pub fn readiness(db: Database) -> ReadinessCheck {
-    ReadinessCheck::new("mongodb", move || {
-        let db = db.clone();
-        async move {
-            db.run_command(doc! {"ping": 1})
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
+/// Writes the guard document of `file` in `session`'s transaction. Every
+/// transaction that emits messages about a file (events, and replies, which
+/// are keyed by the file too) calls this first: two such transactions then
+/// write a common document, so MongoDB makes the later one conflict unless
+/// the earlier committed before it began, which is what keeps one file's
+/// messages in commit order in the outbox (the contract of
+/// `tramita_messaging::mongo::enqueue`).
+pub async fn guard_file(
+    session: &mut ClientSession,
+    db: &Database,
+    file: FileId,
+) -> Result<(), StoreError> {
+    let result = db
+        .collection::<BsonDocument>(FILE_GUARDS)
+        .update_one(
+            doc! {"_id": file.0.to_string()},
+            doc! {"$inc": {"writes": 1_i64}},
+        )
+        .upsert(true)
+        .session(session)
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Two first writes of a file's guard raced.
+        Err(error) if code(&error) == Some(DUPLICATE_KEY) => Err(StoreError::Conflict(
+            anyhow::Error::new(error).context("guard the file's messages"),
+        )),
+        Err(error) => Err(classify(error, "guard the file's messages")),
+    }
 }
 
-/// Temporary stand-in for `tramita_messaging::mongo::enqueue` (same call
-/// shape), until the messaging library's MongoDB store lands: writes
-/// `envelope` for `topic` to the outbox in the caller's transaction.
-pub mod outbox {
-    use anyhow::Context;
-    use mongodb::bson::{doc, Bson};
-    use mongodb::{ClientSession, Database};
-    use tramita_messaging::Envelope;
-
-    /// Writes `envelope` for `topic` in `session`'s transaction.
-    pub async fn enqueue(
-        session: &mut ClientSession,
-        db: &Database,
-        topic: &str,
-        envelope: &Envelope,
-    ) -> anyhow::Result<()> {
-        let serialized =
-            mongodb::bson::to_bson(envelope).context("serialize the envelope for the outbox")?;
-        db.collection::<mongodb::bson::Document>(super::OUTBOX)
-            .insert_one(doc! {
-                "_id": envelope.message_id.to_string(),
-                "topic": topic,
-                "aggregate_id": &envelope.aggregate_id,
-                "envelope": serialized,
-                "created_at": mongodb::bson::DateTime::now(),
-                "sent_at": Bson::Null,
-            })
-            .session(session)
-            .await
-            .context("insert outbox message")?;
-        Ok(())
-    }
+/// Writes `envelope` for `topic` to the outbox in `session`'s transaction,
+/// after the file's guard (see [`guard_file`]).
+pub async fn emit(
+    session: &mut ClientSession,
+    db: &Database,
+    file: FileId,
+    topic: &str,
+    envelope: &tramita_messaging::Envelope,
+) -> Result<(), StoreError> {
+    guard_file(session, db, file).await?;
+    tramita_messaging::mongo::enqueue(session, db, topic, envelope)
+        .await
+        .map_err(|error| {
+            let transient = error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<mongodb::error::Error>()
+                    .is_some_and(|e| {
+                        e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR)
+                            || code(e) == Some(WRITE_CONFLICT)
+                    })
+            });
+            if transient {
+                StoreError::Conflict(error)
+            } else {
+                StoreError::Unexpected(error)
+            }
+        })
 }
 
 /// Documents, uploads and known files in MongoDB.
@@ -754,17 +762,14 @@ impl DocsStore for MongoDocsStore {
         cause: &Cause,
     ) -> Result<(), StoreError> {
         let envelope = crate::adapters::kafka::event_envelope(event, cause);
-        outbox::enqueue(tx, &self.db, &self.events_topic, &envelope)
-            .await
-            .map_err(|error| {
-                match error
-                    .downcast_ref::<mongodb::error::Error>()
-                    .map(|e| e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR))
-                {
-                    Some(true) => StoreError::Conflict(error),
-                    _ => StoreError::Unexpected(error),
-                }
-            })
+        emit(
+            tx,
+            &self.db,
+            event.document().file_id,
+            &self.events_topic,
+            &envelope,
+        )
+        .await
     }
 
     async fn expire_uploads(
