@@ -207,10 +207,13 @@ impl Application {
 /// 3. only then empties the projection and the consumer's inbox.
 ///
 /// The next start replays every consumed topic from the start of what each
-/// retains. The documents come out the same as before (each section of a
-/// document has one source, applied in that source's order); the timeline
-/// has every event the topics still hold (a compacted topic keeps only the
-/// latest event of each key).
+/// retains, and produces the same documents and timelines as before (each
+/// section of a document has one source, applied in that source's order;
+/// the timeline is in the events' own order) as long as the topics hold
+/// every event. A compacted topic keeps only each key's latest event once
+/// compaction ran: for `files.events` (snapshots) the file is still right
+/// but its older timeline rows are gone; `docs.events` is keyed by file, so
+/// there only each file's last document event would survive.
 pub async fn prepare_rebuild(settings: &Settings) -> anyhow::Result<()> {
     let pool = connect(settings).await?;
     let consumer = settings.kafka.consumer(&settings.consumer_group)?;
