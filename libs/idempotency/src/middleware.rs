@@ -9,7 +9,7 @@
 //!    while the signing keys cannot be fetched), and nothing is stored.
 //! 2. The key must be 1 to 255 visible ASCII characters, sent once: else
 //!    400, nothing stored.
-//! 3. The body is fingerprinted (see [`crate::body`]) and the key claimed
+//! 3. The body is fingerprinted (see the `body` module) and the key claimed
 //!    in the store, scoped to caller, method, path and query:
 //!    - held by a running request: 409 with `Retry-After: 1`;
 //!    - completed with the same fingerprint: the stored status, headers
