@@ -901,8 +901,21 @@ async fn a_rebuild_reproduces_every_document_and_timeline() {
             (minute(11), &luis),
             (minute(11), &luis),
         ),
+        started(&Step::standard(two.id, 1, "initial", minute(11), &luis)),
+        bpm(
+            "ProcessCancelled",
+            &Step::standard(two.id, 1, "initial", minute(12), &luis),
+            json!({"saga_id": Uuid::now_v7()}),
+        ),
         document_removed(two.id, d2, "b.pdf", minute(12), &luis),
-        two.event("FileFailed", 2, "failed", minute(12), &luis),
+        two.event_with(
+            "FileFailed",
+            2,
+            "failed",
+            minute(12),
+            &luis,
+            json!({"failure_reason": "bpm did not answer in time"}),
+        ),
         one.event("FileCreated", 1, "pending", minute(0), &ana), // a stale copy
         luis.registered(),
         three.created(),
@@ -921,6 +934,26 @@ async fn a_rebuild_reproduces_every_document_and_timeline() {
             .len(),
         4,
         "the rejection loop is there before the rebuild"
+    );
+    let failed = &before["api"][1];
+    assert_eq!(failed["file"]["status"], "failed");
+    assert_eq!(
+        failed["file"]["process"],
+        Value::Null,
+        "the cancelled process is gone"
+    );
+    assert_eq!(
+        failed["file"]["documents"],
+        json!([]),
+        "the removed document is gone"
+    );
+    assert_eq!(
+        strings(failed["timeline"].as_array().unwrap(), "/summary")[3..],
+        [
+            "Tramitación cancelada",
+            "Documento «b.pdf» eliminado",
+            "Expediente fallido: bpm did not answer in time"
+        ]
     );
     index.handle.stop().await;
 

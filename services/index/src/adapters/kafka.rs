@@ -309,6 +309,7 @@ fn read_process(envelope: &Envelope) -> anyhow::Result<Option<IndexEvent>> {
             | "PhaseOverdue"
             | "ProcessMigrated"
             | "ProcessFinished"
+            | "ProcessCancelled"
     ) || !envelope.message_type.ends_with(".v1")
     {
         return Ok(None);
@@ -338,7 +339,8 @@ fn read_process(envelope: &Envelope) -> anyhow::Result<Option<IndexEvent>> {
                 .context("ProcessMigrated.v1 lacks from_version")?,
             comment,
         },
-        _ => ProcessKind::Finished,
+        "ProcessFinished" => ProcessKind::Finished,
+        _ => ProcessKind::Cancelled,
     };
     let fact = ProcessFact {
         kind,

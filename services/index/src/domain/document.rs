@@ -240,9 +240,13 @@ pub struct CaseFileDocument {
     /// The file's fields; `None` while only bpm or docs events arrived (a
     /// placeholder, not listed nor shown).
     pub file: Option<FileSection>,
-    /// The process, once bpm reported one.
+    /// The process, once bpm reported one (and until bpm cancels it).
     #[serde(default)]
     pub process: Option<ProcessSection>,
+    /// The last process version of a cancelled process: events of that
+    /// process arriving late cannot bring it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_process_version: Option<i64>,
     /// The documents, in the order they were added (removed ones kept as
     /// tombstones).
     #[serde(default)]
@@ -266,6 +270,7 @@ impl CaseFileDocument {
             id,
             file: None,
             process: None,
+            cancelled_process_version: None,
             documents: Vec::new(),
         }
     }
@@ -341,11 +346,21 @@ impl CaseFileDocument {
         let Some(version) = fact.process_version else {
             return false;
         };
-        if self
-            .process
-            .as_ref()
-            .and_then(|p| p.process_version)
-            .is_some_and(|stored| stored >= version)
+        let stored = self.process.as_ref().and_then(|p| p.process_version);
+        if fact.kind == ProcessKind::Cancelled {
+            // Carries the last version the process had: it applies to that
+            // version, not only to older ones.
+            if stored.is_some_and(|stored| stored > version) {
+                return false;
+            }
+            self.process = None;
+            self.cancelled_process_version = Some(version);
+            return true;
+        }
+        if stored.is_some_and(|stored| stored >= version)
+            || self
+                .cancelled_process_version
+                .is_some_and(|cancelled| cancelled >= version)
         {
             return false;
         }
@@ -379,6 +394,8 @@ impl CaseFileDocument {
                 process.status = ProcessStatus::Finished;
                 process.finished_at = Some(fact.at);
             }
+            // Applied above, before the version guard.
+            ProcessKind::Cancelled => {}
         }
         // Every event carries the state after it.
         process.procedure_key = fact.procedure_key.clone();
@@ -882,6 +899,39 @@ mod tests {
         anonymous.actor = None;
         let fallback = doc.apply(&anonymous, &created);
         assert_eq!(fallback.entry.actor, actor("u1"), "the payload's actor");
+    }
+
+    #[test]
+    fn given_a_cancelled_process_then_it_is_gone_and_late_events_do_not_bring_it_back() {
+        let mut doc = CaseFileDocument::placeholder(Uuid::now_v7());
+        let initial = phase("initial", "Fase inicial");
+        let start = process(
+            ProcessKind::Started,
+            Some(1),
+            initial.clone(),
+            None,
+            1,
+            "u1",
+        );
+        doc.apply(&meta("bpm.ProcessStarted.v1", 1, "u1"), &start);
+        let cancel = process(
+            ProcessKind::Cancelled,
+            Some(1),
+            initial.clone(),
+            None,
+            2,
+            "u1",
+        );
+        let cancelled = doc.apply(&meta("bpm.ProcessCancelled.v1", 2, "u1"), &cancel);
+        assert!(cancelled.changed);
+        assert_eq!(cancelled.entry.summary, "Tramitación cancelada");
+        assert_eq!(doc.process, None);
+        assert!(
+            !doc.apply(&meta("bpm.ProcessStarted.v1", 1, "u1"), &start)
+                .changed,
+            "a late copy of the start does not revive it"
+        );
+        assert_eq!(doc.process, None);
     }
 
     #[test]

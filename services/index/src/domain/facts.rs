@@ -82,6 +82,10 @@ pub enum ProcessKind {
     },
     /// `bpm.ProcessFinished.v1`.
     Finished,
+    /// `bpm.ProcessCancelled.v1`: the create-file saga gave up and bpm
+    /// removed the process with its history (its `process_version` is the
+    /// last one the process had).
+    Cancelled,
 }
 
 /// A process event of bpm, with the state after it.

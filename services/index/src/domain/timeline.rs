@@ -106,6 +106,7 @@ fn process_summary(fact: &ProcessFact) -> String {
             fact.procedure_version
         ),
         ProcessKind::Finished => format!("Tramitación finalizada en {phase}"),
+        ProcessKind::Cancelled => "Tramitación cancelada".to_owned(),
     }
 }
 
