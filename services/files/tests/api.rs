@@ -1,17 +1,21 @@
 //! The files service through HTTP on port 0, against real PostgreSQL and Kafka.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tramita_files::{Application, Settings};
+use tramita_files::adapters::kafka::Sagas;
+use tramita_files::app::SweepReport;
+use tramita_files::{Application, SagaSettings, Settings};
 use tramita_identity::IdentitySettings;
 use tramita_messaging::{
     Envelope, KafkaSettings, MessagingMetrics, OutboxRelay, PgStore, RelayConfig,
 };
-use tramita_testkit::{bearer_client, count, header, TestInfra, TestIssuer};
+use tramita_testkit::{bearer_client, count, eventually, header, TestInfra, TestIssuer};
 use tramita_web::ServiceHandle;
+use uuid::Uuid;
 
 struct TestFiles {
     base: String,
@@ -20,9 +24,15 @@ struct TestFiles {
     infra: TestInfra,
     kafka: KafkaSettings,
     issuer: TestIssuer,
+    sagas: Arc<Sagas>,
     /// Sends a clerk's token on every request.
     client: reqwest::Client,
 }
+
+/// The step timeout of the tests' sagas; sweeps are called by the tests at
+/// chosen times (the background sweeper is off), so nothing waits for it.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(30);
 
 impl TestFiles {
     async fn spawn(outbox_relay: bool) -> Self {
@@ -43,12 +53,18 @@ impl TestFiles {
             json_limit: 16 * 1024,
             workers: 1,
             outbox_relay,
-            saga: Default::default(),
             retention: Default::default(),
             identity: IdentitySettings {
                 jwks_url: issuer.jwks_url.clone(),
                 issuer: issuer.issuer.clone(),
                 audience: issuer.audience.clone(),
+            },
+            saga: SagaSettings {
+                step_timeout: STEP_TIMEOUT,
+                sweep_interval: Duration::ZERO,
+                consumer_group: format!("files-{}", Uuid::new_v4().simple()),
+                max_attempts: 3,
+                ..SagaSettings::default()
             },
         };
         let app = Application::build(settings)
@@ -57,6 +73,7 @@ impl TestFiles {
         let base = format!("http://127.0.0.1:{}", app.port());
         let pool = app.pool().clone();
         let handle = app.handle();
+        let sagas = app.sagas();
         tokio::spawn(app.run_until_stopped());
         Self {
             base,
@@ -64,6 +81,7 @@ impl TestFiles {
             handle,
             infra,
             kafka,
+            sagas,
             client: bearer_client(&issuer.token("clerk-1", &["clerk"])),
             issuer,
         }
@@ -81,10 +99,123 @@ impl TestFiles {
             .await
             .unwrap()
     }
+
+    /// Creates a file and returns its body (202, pending).
+    async fn created(&self, code: &str) -> Value {
+        let response = self.create(valid_body(code)).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "create {code}");
+        response.json().await.unwrap()
+    }
+
+    async fn file(&self, id: &str) -> Value {
+        self.client
+            .get(format!("{}/files/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the file satisfies `check`.
+    async fn wait_file(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        eventually(WAIT, what, || async {
+            let file = self.file(id).await;
+            check(&file).then_some(file)
+        })
+        .await
+    }
+
+    /// Publishes a reply of `message_type` to the saga of `file` (its
+    /// `saga_id`, the `step` given, the file id, and `extra`).
+    async fn reply(&self, file: &Value, message_type: &str, step: &str, extra: Value) -> Envelope {
+        let file_id = file["id"].as_str().unwrap();
+        let mut payload = json!({
+            "saga_id": file["saga"]["id"], "step": step, "file_id": file_id,
+        });
+        payload
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let envelope =
+            Envelope::new(message_type, file_id, payload).with_actor(Some("clerk-1".into()));
+        self.publish(&self.kafka.topic("files.saga-replies"), &envelope)
+            .await;
+        envelope
+    }
+
+    async fn publish(&self, topic: &str, envelope: &Envelope) {
+        self.infra
+            .produce_raw(
+                topic,
+                &envelope.aggregate_id,
+                &envelope.payload_bytes(),
+                Some(envelope.kafka_headers()),
+            )
+            .await;
+    }
+
+    /// Payloads written to the outbox for logical `topic` with `message_type`
+    /// about `file`, in order.
+    async fn sent(&self, topic: &str, message_type: &str, file: &Value) -> Vec<Value> {
+        sqlx::query_scalar::<_, Value>(
+            "SELECT envelope->'payload' FROM messaging_outbox WHERE topic = $1 \
+             AND envelope->>'message_type' = $2 AND aggregate_id = $3 ORDER BY position",
+        )
+        .bind(self.kafka.topic(topic))
+        .bind(message_type)
+        .bind(file["id"].as_str().unwrap())
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Moves the saga of `file` past its attach step (docs attached
+    /// `document`).
+    async fn attach(&self, file: &Value, document: Uuid) {
+        self.reply(
+            file,
+            "docs.DocumentAttached.v1",
+            "attach_document",
+            json!({"document_id": document, "version": 1, "name": "solicitud.pdf",
+                   "media_type": "application/pdf", "size": 1234, "sha256": "ab"}),
+        )
+        .await;
+        self.wait_file(file["id"].as_str().unwrap(), "document attached", |f| {
+            f["saga"]["step"] == "start_process"
+        })
+        .await;
+    }
+
+    /// Sweeps as if `after` had passed since now.
+    async fn sweep_after(&self, after: Duration) -> SweepReport {
+        self.sagas
+            .sweep(
+                chrono::Utc::now() + chrono::Duration::from_std(after).unwrap(),
+                100,
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 fn valid_body(code: &str) -> Value {
-    json!({"code": code, "initial_option": "Sede electrónica", "description": "Licencia de obra menor"})
+    json!({
+        "code": code, "initial_option": "Sede electrónica", "description": "Licencia de obra menor",
+        "first_document": {"upload_id": Uuid::now_v7()},
+    })
 }
 
 async fn assert_problem(response: reqwest::Response, status: StatusCode) -> Value {
@@ -105,13 +236,15 @@ async fn assert_problem(response: reqwest::Response, status: StatusCode) -> Valu
 async fn a_created_file_is_stored_published_and_readable() {
     let files = TestFiles::spawn(true).await;
     let response = files.create(valid_body("EXP-2026-1")).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     assert!(response.headers().contains_key("x-request-id"));
     let created: Value = response.json().await.unwrap();
     assert_eq!(created["code"], "EXP-2026-1");
-    assert_eq!(created["status"], "active");
+    assert_eq!(created["status"], "pending");
     assert_eq!(created["version"], 1);
+    assert_eq!(created["saga"]["step"], "attach_document");
+    assert_eq!(created["saga"]["status"], "running");
     assert_eq!(
         location,
         format!("/files/{}", created["id"].as_str().unwrap())
@@ -194,18 +327,12 @@ async fn an_update_bumps_the_version_and_is_published_after_the_creation() {
 #[tokio::test]
 async fn a_code_is_assigned_when_none_is_given() {
     let files = TestFiles::spawn(false).await;
-    let first: Value = files
-        .create(json!({"initial_option": "A petición departamento", "description": "Sin código"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let second: Value = files
-        .create(json!({"initial_option": "A petición departamento", "description": "Sin código"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let without_code = || {
+        json!({"initial_option": "A petición departamento", "description": "Sin código",
+               "first_document": {"upload_id": Uuid::now_v7()}})
+    };
+    let first: Value = files.create(without_code()).await.json().await.unwrap();
+    let second: Value = files.create(without_code()).await.json().await.unwrap();
     let (a, b) = (
         first["code"].as_str().unwrap(),
         second["code"].as_str().unwrap(),
@@ -221,7 +348,7 @@ async fn a_duplicate_code_is_a_conflict_and_emits_nothing_more() {
     let files = TestFiles::spawn(false).await;
     assert_eq!(
         files.create(valid_body("EXP-DUP")).await.status(),
-        StatusCode::CREATED
+        StatusCode::ACCEPTED
     );
     let body = assert_problem(
         files.create(valid_body("EXP-DUP")).await,
@@ -233,7 +360,12 @@ async fn a_duplicate_code_is_a_conflict_and_emits_nothing_more() {
         "{body}"
     );
     assert_eq!(count(&files.pool, "files").await, 1);
-    assert_eq!(count(&files.pool, "messaging_outbox").await, 1);
+    assert_eq!(count(&files.pool, "file_sagas").await, 1);
+    assert_eq!(
+        count(&files.pool, "messaging_outbox").await,
+        2,
+        "the first file's event and command only"
+    );
     files.handle.stop().await;
 }
 
@@ -277,10 +409,10 @@ async fn bad_input_gets_a_problem_and_stores_and_emits_nothing() {
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert_eq!(fields, ["initial_option", "description"]);
+    assert_eq!(fields, ["initial_option", "description", "first_document"]);
 
-    let too_long =
-        json!({"code": "C".repeat(41), "initial_option": "Fax", "description": "d".repeat(2001)});
+    let too_long = json!({"code": "C".repeat(41), "initial_option": "Fax", "description": "d".repeat(2001),
+                          "first_document": {"upload_id": Uuid::now_v7()}});
     let problem = assert_problem(
         json_post(too_long.to_string()).send().await.unwrap(),
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -293,6 +425,80 @@ async fn bad_input_gets_a_problem_and_stores_and_emits_nothing() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["code", "initial_option", "description"]);
+
+    // The first document: required, an object with an upload id only.
+    let with_first = |first: Value| json!({"initial_option": "Sede electrónica", "description": "d", "first_document": first});
+    for (first, status, field) in [
+        (
+            json!(null),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("first_document"),
+        ),
+        (
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("first_document.upload_id"),
+        ),
+        (
+            json!({"upload_id": "not-a-uuid"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("first_document.upload_id"),
+        ),
+        (
+            json!("0190f7a0-0000-7000-8000-000000000001"),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (json!({"id": Uuid::now_v7()}), StatusCode::BAD_REQUEST, None),
+        (
+            json!({"upload_id": Uuid::now_v7(), "name": "x.pdf"}),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (json!([Uuid::now_v7()]), StatusCode::BAD_REQUEST, None),
+    ] {
+        let problem = assert_problem(
+            json_post(with_first(first.clone()).to_string())
+                .send()
+                .await
+                .unwrap(),
+            status,
+        )
+        .await;
+        if let Some(field) = field {
+            assert_eq!(problem["errors"][0]["field"], field, "{first}: {problem}");
+        }
+    }
+    // NUL and other control characters in text; a malformed procedure key.
+    for (body, field) in [
+        (
+            json!({"initial_option": "Sede electrónica", "description": "a\u{0}b",
+                "first_document": {"upload_id": Uuid::now_v7()}}),
+            "description",
+        ),
+        (
+            json!({"initial_option": "Sede electrónica", "description": "a\u{1b}b",
+                "first_document": {"upload_id": Uuid::now_v7()}}),
+            "description",
+        ),
+        (
+            json!({"initial_option": "Sede electrónica", "description": "d", "procedure": "Obra Menor",
+                "first_document": {"upload_id": Uuid::now_v7()}}),
+            "procedure",
+        ),
+        (
+            json!({"initial_option": "Sede electrónica", "description": "d", "procedure": "a\u{0}",
+                "first_document": {"upload_id": Uuid::now_v7()}}),
+            "procedure",
+        ),
+    ] {
+        let problem = assert_problem(
+            json_post(body.to_string()).send().await.unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+    }
 
     let oversized = json!({"code": "BIG", "initial_option": "Sede electrónica", "description": "x".repeat(20 * 1024)});
     assert_problem(
@@ -337,6 +543,7 @@ async fn bad_input_gets_a_problem_and_stores_and_emits_nothing() {
     assert_problem(no_route, StatusCode::NOT_FOUND).await;
 
     assert_eq!(count(&files.pool, "files").await, 0, "nothing stored");
+    assert_eq!(count(&files.pool, "file_sagas").await, 0, "no saga begun");
     assert_eq!(
         count(&files.pool, "messaging_outbox").await,
         0,
@@ -386,7 +593,7 @@ async fn a_bad_update_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(now, created);
-    assert_eq!(count(&files.pool, "messaging_outbox").await, 1);
+    assert_eq!(count(&files.pool, "messaging_outbox").await, 2);
     files.handle.stop().await;
 }
 
@@ -443,7 +650,7 @@ async fn health_metrics_and_docs_are_served() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["postgres", "kafka"]);
+    assert_eq!(names, ["postgres", "kafka", "saga-replies", "bpm-events"]);
 
     files.create(valid_body("EXP-M")).await;
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
@@ -454,6 +661,10 @@ async fn health_metrics_and_docs_are_served() {
     assert!(
         metrics.contains("tramita_outbox_published_total"),
         "outbox metrics exported"
+    );
+    assert!(
+        metrics.contains("tramita_files_sagas_running"),
+        "saga metrics exported"
     );
 
     let openapi: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
@@ -606,7 +817,7 @@ async fn each_role_may_call_only_what_it_is_allowed_to() {
             .await
             .unwrap();
         let expected = if may_write {
-            StatusCode::CREATED
+            StatusCode::ACCEPTED
         } else {
             StatusCode::FORBIDDEN
         };
@@ -634,5 +845,725 @@ async fn each_role_may_call_only_what_it_is_allowed_to() {
     );
     // Only the writers' creations were stored.
     assert_eq!(count(&files.pool, "files").await, 3);
+    files.handle.stop().await;
+}
+
+fn types(messages: &[rdkafka::message::OwnedMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| header(m, "message-type").unwrap())
+        .collect()
+}
+
+fn payload(message: &rdkafka::message::OwnedMessage) -> Value {
+    serde_json::from_slice(rdkafka::Message::payload(message).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_saga_attaches_the_document_starts_the_process_and_activates_the_file() {
+    let files = TestFiles::spawn(true).await;
+    let created = files.created("EXP-SAGA-1").await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let saga_id = created["saga"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["saga"]["attempts"], 1);
+    assert_eq!(created["saga"]["procedure"], "standard");
+    assert!(created["saga"]["deadline"].is_string());
+
+    // The first command goes to docs, naming the full reply topic.
+    let commands = files
+        .infra
+        .read_topic(&files.kafka.topic("docs.commands"), 1, WAIT)
+        .await;
+    assert_eq!(types(&commands), ["docs.AttachUpload.v1"]);
+    let attach = payload(&commands[0]);
+    assert_eq!(attach["saga_id"], saga_id);
+    assert_eq!(attach["step"], "attach_document");
+    assert_eq!(attach["reply_to"], files.kafka.topic("files.saga-replies"));
+    assert_eq!(attach["file_id"], id);
+    assert_eq!(attach["upload_id"], valid_upload(&files, &id).await);
+    assert_eq!(
+        header(&commands[0], "aggregate-id").as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        header(&commands[0], "correlation-id").as_deref(),
+        Some(saga_id.as_str())
+    );
+    assert_eq!(header(&commands[0], "actor").as_deref(), Some("clerk-1"));
+
+    let document = Uuid::now_v7();
+    files.attach(&created, document).await;
+    let started = files
+        .sent("bpm.commands", "bpm.StartProcess.v1", &created)
+        .await;
+    assert_eq!(started.len(), 1, "bpm is asked to start the process");
+    assert_eq!(started[0]["definition_key"], "standard");
+    assert_eq!(started[0]["step"], "start_process");
+    assert_eq!(
+        started[0]["reply_to"],
+        files.kafka.topic("files.saga-replies")
+    );
+    let midway = files.file(&id).await;
+    assert_eq!(midway["status"], "pending");
+    assert_eq!(midway["saga"]["document_id"], document.to_string());
+
+    files
+        .reply(
+            &created,
+            "bpm.ProcessStarted.v1",
+            "start_process",
+            json!({"definition_key": "standard", "definition_version": 1, "phase": "initial"}),
+        )
+        .await;
+    let active = files
+        .wait_file(&id, "the file is active", |f| f["status"] == "active")
+        .await;
+    assert_eq!(active["version"], 2);
+    assert_eq!(active["saga"]["status"], "completed");
+    assert_eq!(active["saga"]["step"], "start_process");
+    assert!(active["saga"]["deadline"].is_null());
+    assert!(active["failure_reason"].is_null());
+
+    let events = files.infra.read_topic(&files.topic(), 2, WAIT).await;
+    assert_eq!(
+        types(&events),
+        ["files.FileCreated.v1", "files.FileActivated.v1"]
+    );
+    let activated = payload(&events[1]);
+    assert_eq!(activated["status"], "active");
+    assert_eq!(activated["version"], 2);
+    assert_eq!(activated["saga"]["status"], "completed");
+    assert_eq!(activated["saga"]["document_id"], document.to_string());
+    assert_eq!(
+        header(&events[1], "correlation-id").as_deref(),
+        Some(saga_id.as_str())
+    );
+    let metrics = files.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tramita_files_sagas_total{outcome=\"completed\"} 1")),
+        "{metrics}"
+    );
+    files.handle.stop().await;
+}
+
+/// The upload id the file was created with (from its saga's row).
+async fn valid_upload(files: &TestFiles, id: &str) -> String {
+    let upload: Uuid =
+        sqlx::query_scalar("SELECT upload_id FROM file_sagas WHERE file_id = $1::uuid")
+            .bind(id)
+            .fetch_one(&files.pool)
+            .await
+            .unwrap();
+    upload.to_string()
+}
+
+#[tokio::test]
+async fn an_attach_refused_fails_the_file_with_its_reason_and_compensates_nothing() {
+    let files = TestFiles::spawn(false).await;
+    let created = files.created("EXP-REFUSED").await;
+    let id = created["id"].as_str().unwrap();
+    files
+        .reply(&created, "docs.AttachRefused.v1", "attach_document",
+               json!({"upload_id": Uuid::now_v7(), "reason": "unknown_upload", "detail": "no staged upload has this id"}))
+        .await;
+    let failed = files
+        .wait_file(id, "the file failed", |f| f["status"] == "failed")
+        .await;
+    assert_eq!(failed["saga"]["status"], "failed");
+    let reason = failed["failure_reason"].as_str().unwrap();
+    assert!(reason.contains("unknown_upload"), "{reason}");
+    assert!(reason.contains("no staged upload"), "{reason}");
+    assert_eq!(failed["saga"]["last_error"], reason);
+    assert!(
+        files
+            .sent("docs.commands", "docs.RemoveDocument.v1", &created)
+            .await
+            .is_empty(),
+        "nothing was attached, nothing is removed"
+    );
+    assert!(files
+        .sent("bpm.commands", "bpm.StartProcess.v1", &created)
+        .await
+        .is_empty());
+    let failed_events = files
+        .sent("files.events", "files.FileFailed.v1", &created)
+        .await;
+    assert_eq!(failed_events.len(), 1);
+    assert_eq!(failed_events[0]["status"], "failed");
+    assert_eq!(failed_events[0]["failure_reason"], reason);
+    let update = files
+        .client
+        .patch(format!("{}/files/{id}", files.base))
+        .json(&json!({"description": "otra"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(update, StatusCode::CONFLICT).await;
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_start_refused_removes_the_document_before_the_file_fails() {
+    let files = TestFiles::spawn(false).await;
+    let created = files.created("EXP-START-REFUSED").await;
+    let id = created["id"].as_str().unwrap();
+    let document = Uuid::now_v7();
+    files.attach(&created, document).await;
+    files
+        .reply(&created, "bpm.StartRefused.v1", "start_process",
+               json!({"definition_key": "standard", "reason": "unknown_definition", "detail": "no definition has the key"}))
+        .await;
+    let compensating = files
+        .wait_file(id, "compensating", |f| {
+            f["saga"]["status"] == "compensating"
+        })
+        .await;
+    assert_eq!(
+        compensating["status"], "pending",
+        "not failed until compensated"
+    );
+    assert_eq!(compensating["saga"]["step"], "remove_document");
+    let removals = files
+        .sent("docs.commands", "docs.RemoveDocument.v1", &created)
+        .await;
+    assert_eq!(removals.len(), 1);
+    assert_eq!(removals[0]["document_id"], document.to_string());
+    assert_eq!(removals[0]["step"], "remove_document");
+    assert!(files
+        .sent("files.events", "files.FileFailed.v1", &created)
+        .await
+        .is_empty());
+
+    files
+        .reply(
+            &created,
+            "docs.DocumentRemoved.v1",
+            "remove_document",
+            json!({"document_id": document}),
+        )
+        .await;
+    let failed = files
+        .wait_file(id, "the file failed", |f| f["status"] == "failed")
+        .await;
+    assert!(failed["failure_reason"]
+        .as_str()
+        .unwrap()
+        .contains("unknown_definition"));
+    assert_eq!(
+        files
+            .sent("files.events", "files.FileFailed.v1", &created)
+            .await
+            .len(),
+        1
+    );
+    let metrics = files.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tramita_files_sagas_total{outcome=\"failed\"} 1")),
+        "{metrics}"
+    );
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_step_without_a_reply_times_out_and_is_compensated() {
+    let files = TestFiles::spawn(false).await;
+    let created = files.created("EXP-TIMEOUT").await;
+    let id = created["id"].as_str().unwrap();
+    let document = Uuid::now_v7();
+    files.attach(&created, document).await;
+
+    let early = files.sweep_after(Duration::ZERO).await;
+    assert_eq!(early.claimed, 0, "nothing expired yet");
+    let swept = files
+        .sweep_after(STEP_TIMEOUT + Duration::from_secs(1))
+        .await;
+    assert_eq!(swept.claimed, 1);
+    assert_eq!(swept.compensating, 1);
+    let file = files.file(id).await;
+    assert_eq!(file["status"], "pending");
+    assert_eq!(file["saga"]["status"], "compensating");
+    assert_eq!(file["saga"]["attempts"], 1);
+    let reason = file["saga"]["last_error"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("start_process: no reply within 30 s"),
+        "{reason}"
+    );
+    assert_eq!(
+        files
+            .sent("docs.commands", "docs.RemoveDocument.v1", &created)
+            .await
+            .len(),
+        1
+    );
+
+    // An unanswered compensation is sent again, never abandoned.
+    let again = files
+        .sweep_after(2 * STEP_TIMEOUT + Duration::from_secs(2))
+        .await;
+    assert_eq!(again.retried, 1);
+    assert_eq!(files.file(id).await["saga"]["attempts"], 2);
+    assert_eq!(
+        files
+            .sent("docs.commands", "docs.RemoveDocument.v1", &created)
+            .await
+            .len(),
+        2
+    );
+
+    files
+        .reply(
+            &created,
+            "docs.DocumentRemoved.v1",
+            "remove_document",
+            json!({"document_id": document}),
+        )
+        .await;
+    let failed = files
+        .wait_file(id, "the file failed", |f| f["status"] == "failed")
+        .await;
+    assert_eq!(failed["failure_reason"], reason.as_str());
+    // The second removal's reply changes nothing.
+    files
+        .reply(
+            &created,
+            "docs.DocumentRemoved.v1",
+            "remove_document",
+            json!({"document_id": document}),
+        )
+        .await;
+    let later = files.sweep_after(10 * STEP_TIMEOUT).await;
+    assert_eq!(later.claimed, 0, "an ended saga has no deadline");
+    assert_eq!(
+        files
+            .sent("files.events", "files.FileFailed.v1", &created)
+            .await
+            .len(),
+        1
+    );
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_document_attached_after_the_saga_gave_up_is_removed_and_the_file_stays_failed() {
+    let files = TestFiles::spawn(false).await;
+    let created = files.created("EXP-LATE-DOC").await;
+    let id = created["id"].as_str().unwrap();
+    let swept = files
+        .sweep_after(STEP_TIMEOUT + Duration::from_secs(1))
+        .await;
+    assert_eq!(swept.failed, 1, "nothing completed: failed at once");
+    let failed = files.file(id).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(failed["failure_reason"]
+        .as_str()
+        .unwrap()
+        .contains("attach_document: no reply"));
+
+    let late = Uuid::now_v7();
+    let reply = files
+        .reply(
+            &created,
+            "docs.DocumentAttached.v1",
+            "attach_document",
+            json!({"document_id": late, "version": 1}),
+        )
+        .await;
+    let removals = eventually(WAIT, "the late document is removed", || async {
+        let sent = files
+            .sent("docs.commands", "docs.RemoveDocument.v1", &created)
+            .await;
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await;
+    assert_eq!(removals.len(), 1);
+    assert_eq!(removals[0]["document_id"], late.to_string());
+    let causation: Option<String> = sqlx::query_scalar(
+        "SELECT envelope->>'causation_id' FROM messaging_outbox WHERE envelope->>'message_type' = 'docs.RemoveDocument.v1'",
+    )
+    .fetch_one(&files.pool)
+    .await
+    .unwrap();
+    assert_eq!(causation, Some(reply.message_id.to_string()));
+    let after = files.file(id).await;
+    assert_eq!(after, failed, "the file stays failed, unchanged");
+    assert!(files
+        .sent("bpm.commands", "bpm.StartProcess.v1", &created)
+        .await
+        .is_empty());
+    assert!(files
+        .sent("files.events", "files.FileActivated.v1", &created)
+        .await
+        .is_empty());
+    assert_eq!(
+        files
+            .sent("files.events", "files.FileFailed.v1", &created)
+            .await
+            .len(),
+        1
+    );
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_process_started_after_the_saga_gave_up_is_cancelled() {
+    let files = TestFiles::spawn(false).await;
+    let created = files.created("EXP-LATE-PROC").await;
+    let id = created["id"].as_str().unwrap();
+    let document = Uuid::now_v7();
+    files.attach(&created, document).await;
+    files
+        .sweep_after(STEP_TIMEOUT + Duration::from_secs(1))
+        .await;
+    files
+        .reply(
+            &created,
+            "docs.DocumentRemoved.v1",
+            "remove_document",
+            json!({"document_id": document}),
+        )
+        .await;
+    let failed = files
+        .wait_file(id, "the file failed", |f| f["status"] == "failed")
+        .await;
+
+    files
+        .reply(
+            &created,
+            "bpm.ProcessStarted.v1",
+            "start_process",
+            json!({"definition_key": "standard", "definition_version": 1, "phase": "initial"}),
+        )
+        .await;
+    let cancels = eventually(WAIT, "the late process is cancelled", || async {
+        let sent = files
+            .sent("bpm.commands", "bpm.CancelProcess.v1", &created)
+            .await;
+        (!sent.is_empty()).then_some(sent)
+    })
+    .await;
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(
+        cancels[0],
+        json!({"saga_id": created["saga"]["id"], "step": "cancel_process",
+               "reply_to": files.kafka.topic("files.saga-replies"), "file_id": id})
+    );
+    files
+        .reply(
+            &created,
+            "bpm.ProcessCancelled.v1",
+            "cancel_process",
+            json!({"existed": true}),
+        )
+        .await;
+    assert_eq!(files.file(id).await, failed, "still failed, unchanged");
+    assert!(files
+        .sent("files.events", "files.FileActivated.v1", &created)
+        .await
+        .is_empty());
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_delivered_twice_has_one_effect() {
+    let files = TestFiles::spawn(false).await;
+    let created = files.created("EXP-TWICE").await;
+    let id = created["id"].as_str().unwrap();
+    let document = Uuid::now_v7();
+    let attached = files
+        .reply(
+            &created,
+            "docs.DocumentAttached.v1",
+            "attach_document",
+            json!({"document_id": document, "version": 1}),
+        )
+        .await;
+    // The same message again (a redelivery), and the same fact in a new message.
+    files
+        .publish(&files.kafka.topic("files.saga-replies"), &attached)
+        .await;
+    files
+        .reply(
+            &created,
+            "docs.DocumentAttached.v1",
+            "attach_document",
+            json!({"document_id": document, "version": 1}),
+        )
+        .await;
+    let started = files
+        .reply(
+            &created,
+            "bpm.ProcessStarted.v1",
+            "start_process",
+            json!({}),
+        )
+        .await;
+    files
+        .publish(&files.kafka.topic("files.saga-replies"), &started)
+        .await;
+    // One key, one partition: once the last copy is applied, all were.
+    files
+        .wait_file(id, "active", |f| f["status"] == "active")
+        .await;
+    eventually(WAIT, "every copy consumed", || async {
+        let seen = count(&files.pool, "messaging_inbox").await;
+        (seen == 3).then_some(())
+    })
+    .await;
+    let metrics = files.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tramita_consumer_messages_total")
+                && l.contains("outcome=\"duplicate\"")
+                && l.ends_with(" 2")),
+        "two redeliveries skipped: {metrics}"
+    );
+    assert_eq!(
+        files
+            .sent("bpm.commands", "bpm.StartProcess.v1", &created)
+            .await
+            .len(),
+        1
+    );
+    assert!(files
+        .sent("docs.commands", "docs.RemoveDocument.v1", &created)
+        .await
+        .is_empty());
+    assert_eq!(
+        files
+            .sent("files.events", "files.FileActivated.v1", &created)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(files.file(id).await["version"], 2);
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn two_sweepers_at_once_claim_each_expired_saga_once() {
+    const SAGAS: usize = 30;
+    let files = TestFiles::spawn(false).await;
+    for n in 0..SAGAS {
+        files.created(&format!("EXP-SWEEP-{n}")).await;
+    }
+    // A second replica: its own pool and use cases over the same database.
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&files.pool)
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/{database}",
+        files.infra.database_url.rsplit_once('/').unwrap().0
+    );
+    let other = tramita_files::app::SagaService::new(
+        tramita_files::adapters::postgres::PgFileRepository::new(
+            files.infra.pool(&url).await,
+            tramita_files::adapters::saga::SagaTopics::of(&files.kafka),
+        ),
+        chrono::Duration::from_std(STEP_TIMEOUT).unwrap(),
+    );
+    let at = chrono::Utc::now() + chrono::Duration::seconds(31);
+    // Small batches, so both sweepers take turns claiming while the other
+    // holds its claim.
+    let sweep = |sagas: &Sagas| {
+        let sagas = sagas.clone();
+        async move {
+            let mut claimed = 0;
+            loop {
+                let report = sagas.sweep(at, 3).await.unwrap();
+                if report.claimed == 0 {
+                    return claimed;
+                }
+                claimed += report.claimed;
+            }
+        }
+    };
+    let (first, second) = tokio::join!(sweep(&files.sagas), sweep(&other));
+    assert_eq!(
+        first + second,
+        SAGAS,
+        "each saga claimed once ({first} + {second})"
+    );
+    assert_eq!(
+        count(
+            &files.pool,
+            "messaging_outbox WHERE envelope->>'message_type' = 'files.FileFailed.v1'"
+        )
+        .await,
+        SAGAS as i64
+    );
+    assert_eq!(
+        count(&files.pool, "files WHERE status = 'failed' AND version = 2").await,
+        SAGAS as i64
+    );
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_finished_process_finishes_the_file_once() {
+    let files = TestFiles::spawn(false).await;
+    let created = files.created("EXP-FINISH").await;
+    let id = created["id"].as_str().unwrap();
+    files.attach(&created, Uuid::now_v7()).await;
+    files
+        .reply(
+            &created,
+            "bpm.ProcessStarted.v1",
+            "start_process",
+            json!({}),
+        )
+        .await;
+    files
+        .wait_file(id, "active", |f| f["status"] == "active")
+        .await;
+
+    let finished_event = Envelope::new(
+        "bpm.ProcessFinished.v1",
+        id,
+        json!({"file_id": id, "definition_key": "standard", "definition_version": 1, "process_version": 5,
+               "phase": "finished", "phase_names": {"es": "Finalizado", "en": "Finished"}, "due_date": null,
+               "actor": {"id": "validator-1", "name": null}, "occurred_at": chrono::Utc::now()}),
+    )
+    .with_actor(Some("validator-1".into()));
+    let bpm_events = files.kafka.topic("bpm.events");
+    // Another bpm event first: ignored.
+    let changed = Envelope::new("bpm.PhaseChanged.v1", id, json!({"file_id": id}));
+    files.publish(&bpm_events, &changed).await;
+    files.publish(&bpm_events, &finished_event).await;
+    files.publish(&bpm_events, &finished_event).await;
+    let finished = files
+        .wait_file(id, "finished", |f| f["status"] == "finished")
+        .await;
+    assert_eq!(finished["version"], 3);
+    assert_eq!(finished["updated_by"]["id"], "validator-1");
+    let events = files
+        .sent("files.events", "files.FileFinished.v1", &created)
+        .await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0]["status"], "finished",
+        "docs reads the status from the snapshot"
+    );
+    assert_eq!(events[0]["version"], 3);
+    let update = files
+        .client
+        .patch(format!("{}/files/{id}", files.base))
+        .json(&json!({"description": "otra"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(update, StatusCode::CONFLICT).await;
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn operators_list_the_sagas_that_may_be_stuck() {
+    let files = TestFiles::spawn(false).await;
+    let mut created = Vec::new();
+    for n in 0..3 {
+        created.push(files.created(&format!("EXP-OPS-{n}")).await);
+    }
+    files.attach(&created[0], Uuid::now_v7()).await;
+    files
+        .reply(
+            &created[0],
+            "bpm.ProcessStarted.v1",
+            "start_process",
+            json!({}),
+        )
+        .await;
+    files
+        .wait_file(created[0]["id"].as_str().unwrap(), "active", |f| {
+            f["status"] == "active"
+        })
+        .await;
+    let admin = bearer_client(&files.issuer.token("admin-1", &["admin"]));
+    let list = |query: &str| {
+        admin
+            .get(format!("{}/files/sagas{query}", files.base))
+            .send()
+    };
+    let page: Value = list("?status=running&older_than=0s")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["file_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            created[1]["id"].as_str().unwrap(),
+            created[2]["id"].as_str().unwrap()
+        ]
+    );
+    assert_eq!(page["items"][0]["step"], "attach_document");
+    assert_eq!(page["items"][0]["attempts"], 1);
+    assert!(page["items"][0]["since"].is_string());
+    assert!(page["next"].is_null());
+    let default: Value = list("").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        default["items"].as_array().unwrap().len(),
+        2,
+        "waiting sagas by default"
+    );
+    let completed: Value = list("?status=completed")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(completed["items"][0]["file_id"], created[0]["id"]);
+    let old: Value = list("?status=running&older_than=1h")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        old["items"].as_array().unwrap().is_empty(),
+        "none older than an hour"
+    );
+
+    let first: Value = list("?limit=1").await.unwrap().json().await.unwrap();
+    assert_eq!(first["items"][0]["file_id"], created[1]["id"]);
+    let next = first["next"].as_str().unwrap();
+    let second: Value = list(&format!("?limit=1&after={next}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["items"][0]["file_id"], created[2]["id"]);
+
+    for bad in [
+        "?status=stuck",
+        "?older_than=ayer",
+        "?older_than=5w",
+        "?limit=0",
+        "?limit=1000",
+        "?after=nope",
+    ] {
+        assert_problem(list(bad).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    assert_problem(list("?colour=red").await.unwrap(), StatusCode::BAD_REQUEST).await;
+    let as_clerk = files
+        .client
+        .get(format!("{}/files/sagas", files.base))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(as_clerk, StatusCode::FORBIDDEN).await;
     files.handle.stop().await;
 }

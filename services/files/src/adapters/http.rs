@@ -37,6 +37,23 @@ pub struct FirstDocumentRequest {
     pub upload_id: Option<String>,
 }
 
+/// Reads an optional JSON object, refusing any other shape (serde would
+/// otherwise read a struct from an array of its fields in order).
+fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(_) => Err(D::Error::custom("expected an object")),
+    }
+}
+
 /// Body of `POST /files`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +70,7 @@ pub struct CreateFileRequest {
     pub description: Option<String>,
     /// The first document (required): a staged upload, attached by the
     /// create-file saga.
+    #[serde(default, deserialize_with = "object_only")]
     pub first_document: Option<FirstDocumentRequest>,
     /// Key of the procedure the file follows (default
     /// `FILES_DEFAULT_PROCEDURE`, `standard`).
