@@ -1,5 +1,8 @@
-//! The whole suite through the gateway: real auth tokens, files, index, on
-//! real PostgreSQL and Kafka, every service in this process on port 0.
+//! The whole suite through the gateway: real auth tokens, files, docs, bpm
+//! and index, on real PostgreSQL, MongoDB and Kafka, every service in this
+//! process on port 0.
+
+mod common;
 
 use std::time::Duration;
 
@@ -85,6 +88,8 @@ impl Suite {
         })
         .await
         .expect("build files");
+        let (docs, _) = common::docs(&kafka, &identity).await;
+        let (bpm, _) = common::bpm(&infra, &kafka, &identity).await;
         let index = tramita_index::Application::build(tramita_index::Settings {
             host: "127.0.0.1".into(),
             port: 0,
@@ -117,6 +122,8 @@ impl Suite {
                 upstream("auth", auth.port()),
                 upstream("files", files.port()),
                 upstream("index", index.port()),
+                upstream("docs", docs.port),
+                upstream("bpm", bpm.port),
             ],
             public_routes: tramita_gateway::domain::PublicRoutes::parse(
                 tramita_gateway::domain::routing::DEFAULT_PUBLIC_ROUTES,
@@ -147,6 +154,8 @@ impl Suite {
             gateway.handle(),
             files.handle(),
             index.handle(),
+            docs.handle,
+            bpm.handle,
             auth.handle(),
         ];
         tokio::spawn(auth.run_until_stopped());
@@ -180,6 +189,64 @@ impl Suite {
         response.json().await.unwrap()
     }
 
+    async fn get(&self, tokens: &Value, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header("authorization", bearer(tokens))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stages a PDF in docs through the gateway, as the holder of `tokens`.
+    async fn upload(&self, tokens: &Value, name: &str) -> Uuid {
+        let request = self
+            .client
+            .post(self.url("/api/v1/docs/uploads"))
+            .header("authorization", bearer(tokens));
+        common::upload(request, name, &common::pdf(7)).await
+    }
+
+    /// Asks for a file with `first_document` as the holder of `tokens`
+    /// (202, pending).
+    async fn create(&self, tokens: &Value, description: &str, first_document: Uuid) -> Value {
+        let response = self
+            .client
+            .post(self.url("/api/v1/files"))
+            .header("authorization", bearer(tokens))
+            .json(
+                &json!({"initial_option": "Sede electrónica", "description": description,
+                          "first_document": {"upload_id": first_document}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let created: Value = response.json().await.unwrap();
+        assert_eq!(created["status"], "pending");
+        assert_eq!(
+            location,
+            format!("/files/{}", created["id"].as_str().unwrap())
+        );
+        created
+    }
+
+    /// Waits until the saga of file `id` ended (the file is no longer
+    /// pending) and returns the file.
+    async fn settled(&self, tokens: &Value, id: &str) -> Value {
+        eventually(Duration::from_secs(60), "the saga ended", || async {
+            let file: Value = self
+                .get(tokens, &format!("/api/v1/files/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            (file["status"] != "pending").then_some(file)
+        })
+        .await
+    }
+
     async fn stop(self) {
         for handle in &self.handles {
             handle.stop().await;
@@ -206,16 +273,10 @@ async fn a_clerk_signs_in_creates_a_file_and_finds_it_through_the_gateway() {
         .await
         .unwrap();
 
+    let upload = suite.upload(&clerk, "solicitud.pdf").await;
     let created = suite
-        .client
-        .post(suite.url("/api/v1/files"))
-        .header("authorization", bearer(&clerk))
-        .json(&json!({"initial_option": "Sede electrónica", "description": "Licencia de apertura de local"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let created: Value = created.json().await.unwrap();
+        .create(&clerk, "Licencia de apertura de local", upload)
+        .await;
     assert_eq!(
         created["created_by"]["id"], me["subject"],
         "the actor is the signed-in user"
@@ -243,7 +304,10 @@ async fn a_clerk_signs_in_creates_a_file_and_finds_it_through_the_gateway() {
         .client
         .post(suite.url("/api/v1/files"))
         .header("authorization", bearer(&reader))
-        .json(&json!({"initial_option": "Sede electrónica", "description": "No debería existir"}))
+        .json(
+            &json!({"initial_option": "Sede electrónica", "description": "No debería existir",
+                      "first_document": {"upload_id": Uuid::now_v7()}}),
+        )
         .send()
         .await
         .unwrap();
@@ -348,5 +412,117 @@ async fn without_a_valid_token_nothing_but_the_public_routes_answers() {
         StatusCode::BAD_REQUEST,
         "a revoked refresh token is an invalid grant"
     );
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn a_clerk_uploads_a_pdf_creates_a_file_and_sees_it_active_with_its_document_and_process() {
+    let suite = Suite::start().await;
+    let clerk = suite.login("clerk", "clerk-dev-only").await;
+    let upload = suite.upload(&clerk, "solicitud.pdf").await;
+    let created = suite.create(&clerk, "Licencia de obra menor", upload).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["saga"]["step"], "attach_document");
+
+    let file = suite.settled(&clerk, &id).await;
+    assert_eq!(file["status"], "active", "{file}");
+    assert_eq!(file["saga"]["status"], "completed");
+    let document_id = file["saga"]["document_id"].as_str().unwrap().to_owned();
+
+    let documents: Value = suite
+        .get(&clerk, &format!("/api/v1/docs/files/{id}/documents"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = documents["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{documents}");
+    assert_eq!(items[0]["id"], document_id.as_str());
+    assert_eq!(items[0]["name"], "solicitud.pdf");
+    assert_eq!(items[0]["latest"]["media_type"], "application/pdf");
+    assert_eq!(items[0]["version_count"], 1);
+    let content = suite
+        .get(
+            &clerk,
+            &format!("/api/v1/docs/documents/{document_id}/content"),
+        )
+        .await;
+    assert_eq!(content.status(), StatusCode::OK);
+    assert_eq!(
+        content.bytes().await.unwrap().as_ref(),
+        common::pdf(7).as_slice()
+    );
+
+    let process = suite
+        .get(&clerk, &format!("/api/v1/bpm/processes/{id}"))
+        .await;
+    assert_eq!(process.status(), StatusCode::OK);
+    let process: Value = process.json().await.unwrap();
+    assert_eq!(process["definition_key"], "standard");
+    assert_eq!(process["phase"]["names"]["es"], "Fase inicial");
+    assert_eq!(process["status"], "running");
+
+    // The upload was claimed: naming it again fails the second file.
+    let again = suite
+        .create(&clerk, "Otra con el mismo documento", upload)
+        .await;
+    let second = suite.settled(&clerk, again["id"].as_str().unwrap()).await;
+    assert_eq!(second["status"], "failed");
+    assert!(
+        second["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("upload_claimed"),
+        "{second}"
+    );
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_created_with_an_unknown_upload_fails_and_leaves_nothing_in_docs_or_bpm() {
+    let suite = Suite::start().await;
+    let clerk = suite.login("clerk", "clerk-dev-only").await;
+    let created = suite
+        .create(&clerk, "Con un documento que no existe", Uuid::now_v7())
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let file = suite.settled(&clerk, &id).await;
+    assert_eq!(file["status"], "failed", "{file}");
+    assert_eq!(file["saga"]["status"], "failed");
+    assert!(
+        file["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown_upload"),
+        "{file}"
+    );
+    let documents = suite
+        .get(&clerk, &format!("/api/v1/docs/files/{id}/documents"))
+        .await;
+    if documents.status() == StatusCode::OK {
+        let documents: Value = documents.json().await.unwrap();
+        assert!(
+            documents["items"].as_array().unwrap().is_empty(),
+            "{documents}"
+        );
+    } else {
+        assert_eq!(documents.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        suite
+            .get(&clerk, &format!("/api/v1/bpm/processes/{id}"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND,
+        "no process was started"
+    );
+    let admin = suite.login("admin", ADMIN_PASSWORD).await;
+    let sagas: Value = suite
+        .get(&admin, "/api/v1/files/sagas?status=failed")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sagas["items"][0]["file_id"], id.as_str());
     suite.stop().await;
 }
