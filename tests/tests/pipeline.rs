@@ -1,5 +1,9 @@
 //! The first slice end to end: files -> outbox -> Kafka -> index, on real
-//! PostgreSQL and Kafka, with both services in this process on port 0.
+//! PostgreSQL and Kafka, with the services in this process on port 0 (docs
+//! and bpm too: every file is created with its first document, through the
+//! create-file saga).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +26,9 @@ struct Running {
 
 struct Suite {
     infra: TestInfra,
+    /// Base URL of docs (running for the whole test).
+    docs: String,
+    _others: Vec<common::Started>,
     kafka: KafkaSettings,
     files_db: String,
     index_db: String,
@@ -35,11 +42,21 @@ impl Suite {
     async fn new() -> Self {
         let infra = TestInfra::from_env();
         let issuer = TestIssuer::start().await;
+        let kafka = KafkaSettings {
+            brokers: infra.kafka_brokers.clone(),
+            topic_prefix: infra.topic_prefix(),
+        };
+        let identity = IdentitySettings {
+            jwks_url: issuer.jwks_url.clone(),
+            issuer: issuer.issuer.clone(),
+            audience: issuer.audience.clone(),
+        };
+        let (docs, _) = common::docs(&kafka, &identity).await;
+        let (bpm, _) = common::bpm(&infra, &kafka, &identity).await;
         Self {
-            kafka: KafkaSettings {
-                brokers: infra.kafka_brokers.clone(),
-                topic_prefix: infra.topic_prefix(),
-            },
+            docs: format!("http://127.0.0.1:{}", docs.port),
+            _others: vec![docs, bpm],
+            kafka,
             files_db: infra.fresh_database().await,
             index_db: infra.fresh_database().await,
             group: format!("index-{}", Uuid::new_v4().simple()),
@@ -109,15 +126,15 @@ impl Suite {
     }
 
     async fn create(&self, files: &Running, code: &str) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/files", files.base))
-            .json(&json!({"code": code, "initial_option": "Sede electrónica", "description": format!("Expediente {code}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        create(&self.client, &self.docs, &files.base, code).await
+    }
+
+    /// Waits until no file's creation saga is running any more.
+    async fn sagas_ended(&self, files: &Running) {
+        eventually(Duration::from_secs(120), "every saga ended", || async {
+            (count(&files.pool, "files WHERE status = 'pending'").await == 0).then_some(())
+        })
+        .await;
     }
 
     async fn indexed(&self, index: &Running, id: &str) -> Option<Value> {
@@ -132,6 +149,25 @@ impl Suite {
         }
         Some(response.json().await.unwrap())
     }
+}
+
+/// Stages a PDF in docs and creates a file with it (202, pending).
+async fn create(client: &reqwest::Client, docs: &str, files: &str, code: &str) -> Value {
+    let upload = common::upload(
+        client.post(format!("{docs}/docs/uploads")),
+        &format!("{code}.pdf"),
+        &common::pdf(code.len() as u64),
+    )
+    .await;
+    let response = client
+        .post(format!("{files}/files"))
+        .json(&json!({"code": code, "initial_option": "Sede electrónica", "description": format!("Expediente {code}"),
+                      "first_document": {"upload_id": upload}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json().await.unwrap()
 }
 
 fn running<F>(port: u16, pool: PgPool, handle: ServiceHandle, run: F) -> Running
@@ -176,6 +212,7 @@ async fn a_created_file_appears_in_the_index_and_so_does_its_update() {
     );
     assert_eq!(view["created_by"]["name"], "Prueba, clerk-7");
 
+    suite.sagas_ended(&files).await;
     let patched = suite
         .client
         .patch(format!("{}/files/{id}", files.base))
@@ -188,7 +225,7 @@ async fn a_created_file_appears_in_the_index_and_so_does_its_update() {
         suite
             .indexed(&index, id)
             .await
-            .filter(|v| v["version"] == 2)
+            .filter(|v| v["version"] == 3)
     })
     .await;
     assert_eq!(view["description"], "Descripción corregida");
@@ -222,7 +259,7 @@ async fn a_message_delivered_twice_has_one_effect() {
         MessagingMetrics::unregistered(),
     );
     let batch = relay.claim_and_publish().await.unwrap();
-    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.len(), 2, "FileCreated and the saga's first command");
     batch.abandon().await.unwrap();
     // ...so the restarted relay publishes the same row again.
     relay.drain().await.unwrap();
@@ -237,7 +274,11 @@ async fn a_message_delivered_twice_has_one_effect() {
         header(&copies[1], "message-id")
     );
     assert_eq!(
-        count(&files.pool, "messaging_outbox WHERE sent_at IS NULL").await,
+        count(
+            &files.pool,
+            "messaging_outbox WHERE sent_at IS NULL AND envelope->>'message_type' = 'files.FileCreated.v1'"
+        )
+        .await,
         0
     );
 
@@ -266,9 +307,16 @@ async fn a_message_delivered_twice_has_one_effect() {
             .then_some(())
     })
     .await;
-    assert_eq!(count(&index.pool, "index_files").await, 1);
     assert_eq!(
-        count(&index.pool, "messaging_inbox").await,
+        count(&index.pool, "index_files WHERE version IS NOT NULL").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &index.pool,
+            "messaging_inbox WHERE message_type LIKE 'files.%'"
+        )
+        .await,
         1,
         "one effect recorded"
     );
@@ -279,16 +327,9 @@ async fn a_message_delivered_twice_has_one_effect() {
 }
 
 /// Creates a file (and changes every third one) over plain HTTP.
-async fn create_and_maybe_update(client: reqwest::Client, base: String, n: usize) {
-    let response = client
-        .post(format!("{base}/files"))
-        .json(&json!({"code": format!("KILL-{n:04}"), "initial_option": "Sede electrónica", "description": "Carga"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+async fn create_and_maybe_update(client: reqwest::Client, docs: String, base: String, n: usize) {
+    let created = create(&client, &docs, &base, &format!("KILL-{n:04}")).await;
     if n.is_multiple_of(3) {
-        let created: Value = response.json().await.unwrap();
         let response = client
             .patch(format!("{base}/files/{}", created["id"].as_str().unwrap()))
             .json(&json!({"description": format!("Cambio {n}")}))
@@ -308,24 +349,31 @@ async fn an_index_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
 
     let load = tokio::spawn({
         let client = suite.client.clone();
+        let docs = suite.docs.clone();
         let base = files.base.clone();
         async move {
             for wave in (0..FILES).collect::<Vec<_>>().chunks(10) {
-                join_all(
-                    wave.iter()
-                        .map(|n| create_and_maybe_update(client.clone(), base.clone(), *n)),
-                )
+                join_all(wave.iter().map(|n| {
+                    create_and_maybe_update(client.clone(), docs.clone(), base.clone(), *n)
+                }))
                 .await;
             }
         }
     });
+    let indexed = "index_files WHERE version IS NOT NULL";
     eventually(Duration::from_secs(30), "some files indexed", || async {
-        (count(&index.pool, "index_files").await >= 20).then_some(())
+        (count(&index.pool, indexed).await >= 20).then_some(())
     })
     .await;
     index.handle.kill().await;
-    let partial = count(&index.pool, "index_files").await;
+    let partial = count(&index.pool, indexed).await;
     load.await.unwrap();
+    suite.sagas_ended(&files).await;
+    assert_eq!(
+        count(&files.pool, "files WHERE status = 'active'").await,
+        FILES as i64,
+        "every saga completed"
+    );
     assert!(
         partial < FILES as i64,
         "the kill happened mid-stream ({partial} of {FILES} indexed)"
@@ -335,13 +383,30 @@ async fn an_index_killed_mid_stream_loses_nothing_and_duplicates_nothing() {
     let expected = versions(&files.pool, "files").await;
     assert_eq!(expected.len(), FILES);
     eventually(Duration::from_secs(60), "the index caught up", || async {
-        (versions(&restarted.pool, "index_files").await == expected).then_some(())
+        (versions(&restarted.pool, indexed).await == expected).then_some(())
     })
     .await;
-    let events = count(&files.pool, "messaging_outbox").await;
-    assert_eq!(events, (FILES + FILES.div_ceil(3)) as i64);
+    let events = count(
+        &files.pool,
+        &format!(
+            "messaging_outbox WHERE topic = '{}'",
+            suite.kafka.topic("files.events")
+        ),
+    )
+    .await;
+    assert_eq!(
+        events,
+        (2 * FILES + FILES.div_ceil(3)) as i64,
+        "created, activated, and every third one updated"
+    );
     eventually(Duration::from_secs(30), "every event consumed", || async {
-        (count(&restarted.pool, "messaging_inbox").await == events).then_some(())
+        (count(
+            &restarted.pool,
+            "messaging_inbox WHERE message_type LIKE 'files.%'",
+        )
+        .await
+            == events)
+            .then_some(())
     })
     .await;
     restarted.handle.stop().await;
