@@ -302,15 +302,27 @@ impl FileRepository for PgFileRepository {
         file: &CaseFile,
         expected_version: i64,
         event: &FileEvent,
-        saga: Option<&CreateFileSaga>,
-    ) -> Result<(), SaveError> {
+    ) -> Result<Option<CreateFileSaga>, SaveError> {
         let mut tx = self.pool.begin().await.context("begin update")?;
         if !store_file(&mut tx, file, expected_version).await? {
             return Err(SaveError::VersionConflict);
         }
-        self.announce(&mut tx, event, saga, None).await?;
+        // The file row is locked now, and every saga transition locks it
+        // too: the saga read here is the one committed with this change.
+        let saga = sqlx::query(&format!(
+            "SELECT {SAGA_COLUMNS} FROM file_sagas s WHERE s.file_id = $1"
+        ))
+        .bind(file.id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("select saga")?
+        .as_ref()
+        .map(read_saga)
+        .transpose()?
+        .flatten();
+        self.announce(&mut tx, event, saga.as_ref(), None).await?;
         tx.commit().await.context("commit update")?;
-        Ok(())
+        Ok(saga)
     }
 
     #[tracing::instrument(skip_all, fields(file_id = %id.0))]

@@ -102,7 +102,8 @@ pub trait FileRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), SaveError>> + Send;
 
     /// Saves `file` if the stored version is `expected_version`, and writes
-    /// `event` (with `saga`'s state) to the outbox atomically.
+    /// `event` to the outbox atomically, with the state its saga has in that
+    /// transaction (a saga may move between a read and this write).
     ///
     /// Errors: [`SaveError::VersionConflict`] when the stored version differs
     /// (or the file is gone); [`SaveError::Unexpected`] otherwise.
@@ -111,8 +112,7 @@ pub trait FileRepository: Send + Sync + 'static {
         file: &CaseFile,
         expected_version: i64,
         event: &FileEvent,
-        saga: Option<&CreateFileSaga>,
-    ) -> impl Future<Output = Result<(), SaveError>> + Send;
+    ) -> impl Future<Output = Result<Option<CreateFileSaga>, SaveError>> + Send;
 
     /// The file with `id` and its saga, if any. Errors are unexpected.
     fn get(&self, id: FileId) -> impl Future<Output = anyhow::Result<Option<FileRecord>>> + Send;

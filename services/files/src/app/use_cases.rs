@@ -172,7 +172,7 @@ impl<R: FileRepository> FileService<R> {
     #[tracing::instrument(skip_all, fields(file_id = %command.id.0))]
     pub async fn update(&self, command: UpdateFileCommand) -> Result<FileRecord, UpdateFileError> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let FileRecord { mut file, saga } = self
+            let FileRecord { mut file, .. } = self
                 .repository
                 .get(command.id)
                 .await?
@@ -180,12 +180,8 @@ impl<R: FileRepository> FileService<R> {
             let expected = file.version;
             let event =
                 file.change_description(command.description.clone(), command.actor.clone(), now())?;
-            match self
-                .repository
-                .update(&file, expected, &event, saga.as_ref())
-                .await
-            {
-                Ok(()) => return Ok(FileRecord { file, saga }),
+            match self.repository.update(&file, expected, &event).await {
+                Ok(saga) => return Ok(FileRecord { file, saga }),
                 Err(SaveError::VersionConflict) => continue,
                 Err(SaveError::DuplicateCode(code)) => {
                     return Err(anyhow::anyhow!("duplicate code {code} on update").into())
