@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::web;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tramita_idempotency::{Idempotency, IdempotencySettings, MongoIdempotencyStore};
 use tramita_identity::IdentitySettings;
 use tramita_messaging::retention::RetentionConfig;
 use tramita_messaging::{
@@ -81,6 +82,9 @@ pub struct Settings {
     /// How long sent outbox and inbox records are kept
     /// (`MESSAGING_*_RETENTION`).
     pub retention: RetentionConfig,
+    /// `Idempotency-Key` on the POSTs (`IDEMPOTENCY_KEY_TTL`); the most of
+    /// a body it reads to compare a retry is raised to fit a whole upload.
+    pub idempotency: IdempotencySettings,
 }
 
 fn seconds(name: &str, default: u64) -> Result<Duration, SettingsError> {
@@ -127,6 +131,7 @@ impl Settings {
             max_attempts: parsed_or("DOCS_MAX_ATTEMPTS", 5)?,
             outbox_relay: parsed_or("DOCS_OUTBOX_RELAY", true)?,
             retention: RetentionConfig::from_env()?,
+            idempotency: IdempotencySettings::from_env()?,
         })
     }
 
@@ -232,6 +237,20 @@ impl Application {
 
         let handlers = web::Data::from(docs.clone());
         let validator = web::Data::new(settings.identity.validator());
+        let idempotency_store = MongoIdempotencyStore::new(database.clone());
+        idempotency_store
+            .ensure_schema()
+            .await
+            .context("prepare the idempotency keys")?;
+        let mut idempotency_settings = settings.idempotency.clone();
+        idempotency_settings.max_streamed_body = idempotency_settings
+            .max_streamed_body
+            .max(settings.max_bytes.saturating_add(1024 * 1024));
+        let idempotency = Idempotency::new(
+            idempotency_store.clone(),
+            validator.clone(),
+            idempotency_settings,
+        );
         let openapi = ApiDoc::openapi();
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
@@ -251,7 +270,7 @@ impl Application {
                 ))
                 .app_data(handlers.clone())
                 .app_data(validator.clone())
-                .configure(http::routes)
+                .configure(|cfg| http::routes(cfg, idempotency.clone()))
                 .configure(|cfg| {
                     tramita_web::configure_common(
                         cfg,
@@ -285,6 +304,14 @@ impl Application {
             tramita_messaging::retention::run(
                 store.clone(),
                 settings.retention.clone(),
+                shutdown.clone(),
+            ),
+        );
+        runtime.spawn(
+            "idempotency-retention",
+            tramita_idempotency::retention::run(
+                idempotency_store,
+                settings.idempotency.sweep_interval,
                 shutdown.clone(),
             ),
         );

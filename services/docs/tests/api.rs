@@ -142,6 +142,7 @@ impl TestDocs {
             max_attempts: 3,
             outbox_relay: true,
             retention: Default::default(),
+            idempotency: Default::default(),
         };
         adjust(&mut settings);
         let app = Application::build(settings)
@@ -1455,5 +1456,53 @@ async fn commands_that_cannot_be_answered_go_to_the_dead_letters_and_change_noth
         "every malformed command is dead-lettered"
     );
     docs.assert_nothing_stored().await;
+    docs.handle.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_retried_with_its_idempotency_key_is_stored_once() {
+    let docs = TestDocs::spawn().await;
+    let file = docs.active_file().await;
+    let content = pdf(1_500_000, 30);
+    let send = |key: &str, data: &[u8]| {
+        let body = multipart_body(&[file_part("filename=\"acta.pdf\"", "application/pdf", data)]);
+        docs.client
+            .post(docs.url(&format!("/docs/files/{file}/documents")))
+            .header("content-type", form_data())
+            .header("idempotency-key", key)
+            .body(streamed(body))
+            .send()
+    };
+    let first = send("upload-1", &content).await.unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = json(first, StatusCode::CREATED).await;
+    let retried = send("upload-1", &content).await.unwrap();
+    assert_eq!(header(&retried, "idempotent-replayed"), "true");
+    let retried = json(retried, StatusCode::CREATED).await;
+    assert_eq!(retried, first, "the first answer, replayed");
+    let document = json(
+        docs.get(&format!(
+            "/docs/documents/{}",
+            first["id"].as_str().unwrap()
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(document["version_count"], 1, "no second version");
+    assert_eq!(
+        docs.count("content.files").await,
+        1,
+        "the content is stored once"
+    );
+
+    let other = send("upload-1", &pdf(1_500_000, 31)).await.unwrap();
+    assert_problem(other, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let second = json(
+        send("upload-2", &content).await.unwrap(),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(second["version_count"], 2, "a new key is a new upload");
     docs.handle.stop().await;
 }

@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tramita_idempotency::{Idempotency, IdempotencyDocs, MongoIdempotencyStore};
 use tramita_identity::{Authenticated, Principal, READ_FILES, WRITE_FILES};
 use tramita_web::{BearerAuth, FieldError, Problem};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -504,30 +505,34 @@ pub async fn version_content(
     paths(create_upload, add_document, list_documents, get_document, latest_content, version_content),
     components(schemas(UploadForm, UploadResponse, DocumentResponse, VersionResponse, DocumentSummary, DocumentPage, ActorDto, Problem, FieldError)),
     tags((name = "docs", description = "Documents")),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &IdempotencyDocs),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
-/// Registers the routes of this service. They must come before the
-/// Swagger UI's `/docs/{_:.*}`, which would otherwise take them.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/docs/uploads", web::post().to(create_upload))
-        .route(
-            "/docs/files/{file_id}/documents",
-            web::post().to(add_document),
-        )
-        .route(
-            "/docs/files/{file_id}/documents",
-            web::get().to(list_documents),
-        )
-        .route("/docs/documents/{id}", web::get().to(get_document))
-        .route(
-            "/docs/documents/{id}/content",
-            web::get().to(latest_content),
-        )
-        .route(
-            "/docs/documents/{id}/versions/{n}/content",
-            web::get().to(version_content),
-        );
+/// Registers the routes of this service, the POSTs behind `idempotency`
+/// (`Idempotency-Key`: a retried upload replays the first answer instead of
+/// storing the file again). They must come before the Swagger UI's
+/// `/docs/{_:.*}`, which would otherwise take them.
+pub fn routes(cfg: &mut web::ServiceConfig, idempotency: Idempotency<MongoIdempotencyStore>) {
+    cfg.service(
+        web::resource("/docs/uploads")
+            .wrap(idempotency.clone())
+            .route(web::post().to(create_upload)),
+    )
+    .service(
+        web::resource("/docs/files/{file_id}/documents")
+            .wrap(idempotency)
+            .route(web::post().to(add_document))
+            .route(web::get().to(list_documents)),
+    )
+    .route("/docs/documents/{id}", web::get().to(get_document))
+    .route(
+        "/docs/documents/{id}/content",
+        web::get().to(latest_content),
+    )
+    .route(
+        "/docs/documents/{id}/versions/{n}/content",
+        web::get().to(version_content),
+    );
 }
