@@ -163,6 +163,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         max_attempts: 5,
         outbox_relay: true,
         retention: Default::default(),
+        idempotency: Default::default(),
     })
     .await?;
     let bpm = tramita_bpm::Application::build(tramita_bpm::Settings {

@@ -29,11 +29,23 @@ pub async fn docs(
     identity: &IdentitySettings,
 ) -> (Started, mongodb::Database) {
     let (_, database) = TestInfra::fresh_mongo_database().await;
+    let group = format!("docs-{}", Uuid::new_v4().simple());
+    docs_on(kafka, identity, database.name(), &group).await
+}
+
+/// The docs service on port 0, over MongoDB database `database`, in
+/// consumer group `group` (the same ones again for a restart).
+pub async fn docs_on(
+    kafka: &KafkaSettings,
+    identity: &IdentitySettings,
+    database: &str,
+    group: &str,
+) -> (Started, mongodb::Database) {
     let app = tramita_docs::Application::build(tramita_docs::Settings {
         host: "127.0.0.1".into(),
         port: 0,
         mongodb_uri: TestInfra::mongodb_uri(),
-        database: database.name().to_owned(),
+        database: database.to_owned(),
         max_bytes: 8 * 1024 * 1024,
         media_types: tramita_docs::startup::DEFAULT_MEDIA_TYPES
             .iter()
@@ -46,10 +58,11 @@ pub async fn docs(
         files_events_partitions: 3,
         workers: 1,
         identity: identity.clone(),
-        consumer_group: format!("docs-{}", Uuid::new_v4().simple()),
+        consumer_group: group.to_owned(),
         max_attempts: 3,
         outbox_relay: true,
         retention: Default::default(),
+        idempotency: Default::default(),
     })
     .await
     .expect("build docs");
@@ -68,17 +81,29 @@ pub async fn bpm(
     kafka: &KafkaSettings,
     identity: &IdentitySettings,
 ) -> (Started, PgPool) {
+    let group = format!("bpm-{}", Uuid::new_v4().simple());
+    bpm_on(kafka, identity, &infra.fresh_database().await, &group).await
+}
+
+/// The bpm service on port 0, over the database at `database_url`, in
+/// consumer group `group` (the same ones again for a restart).
+pub async fn bpm_on(
+    kafka: &KafkaSettings,
+    identity: &IdentitySettings,
+    database_url: &str,
+    group: &str,
+) -> (Started, PgPool) {
     let app = tramita_bpm::Application::build(tramita_bpm::Settings {
         host: "127.0.0.1".into(),
         port: 0,
-        database_url: infra.fresh_database().await,
+        database_url: database_url.to_owned(),
         pool_size: 5,
         time_zone: "Europe/Madrid".parse().unwrap(),
         due_soon_days: 3,
         deadline_sweep_interval: Duration::ZERO,
         kafka: kafka.clone(),
         topic_partitions: 3,
-        consumer_group: format!("bpm-{}", Uuid::new_v4().simple()),
+        consumer_group: group.to_owned(),
         max_attempts: 3,
         json_limit: 256 * 1024,
         workers: 1,
