@@ -223,8 +223,10 @@ impl Application {
 
         let topics = SagaTopics::of(&settings.kafka);
         let kafka = &settings.kafka;
+        // Every event is kept: the index's timeline of a file is rebuilt
+        // from all of them, not only the latest snapshot.
         kafka
-            .ensure_event_topics(
+            .ensure_history_topics(
                 std::slice::from_ref(&topics.events),
                 settings.events_partitions,
             )
@@ -241,9 +243,10 @@ impl Application {
                 settings.events_partitions,
             )
             .await?;
+        // Consumed, not owned: created when missing, its settings left to bpm.
         let bpm_events = kafka.topic(BPM_EVENTS);
         kafka
-            .ensure_history_topics(
+            .ensure_topics(
                 std::slice::from_ref(&bpm_events),
                 settings.events_partitions,
             )

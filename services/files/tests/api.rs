@@ -684,6 +684,18 @@ async fn health_metrics_and_docs_are_served() {
         .await
         .unwrap();
     assert_eq!(options["options"][1], "A petición departamento");
+
+    // The index rebuilds each file's timeline from every event, so
+    // files.events keeps them all rather than each file's latest.
+    let config: std::collections::HashMap<String, String> = files
+        .kafka
+        .topic_config(&files.kafka.topic("files.events"))
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(config["cleanup.policy"], "delete");
+    assert_eq!(config["retention.ms"], "-1");
     files.handle.stop().await;
 }
 
