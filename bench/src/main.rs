@@ -201,6 +201,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         outbox_relay: true,
         saga: Default::default(),
         retention: Default::default(),
+        idempotency: Default::default(),
         identity: identity.clone(),
     })
     .await?;

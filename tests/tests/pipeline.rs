@@ -80,6 +80,7 @@ impl Suite {
             outbox_relay,
             saga: Default::default(),
             retention: Default::default(),
+            idempotency: Default::default(),
             identity: self.identity(),
         })
         .await

@@ -78,6 +78,7 @@ impl Cluster {
             workers: 2,
             outbox_relay: true,
             retention: Default::default(),
+            idempotency: Default::default(),
             identity: self.identity.clone(),
             saga: tramita_files::SagaSettings {
                 step_timeout: STEP_TIMEOUT,

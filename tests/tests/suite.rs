@@ -84,6 +84,7 @@ impl Suite {
             outbox_relay: true,
             saga: Default::default(),
             retention: Default::default(),
+            idempotency: Default::default(),
             identity: identity.clone(),
         })
         .await

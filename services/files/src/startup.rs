@@ -8,6 +8,7 @@ use actix_web::web;
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tramita_idempotency::{Idempotency, IdempotencySettings, PgIdempotencyStore};
 use tramita_identity::IdentitySettings;
 use tramita_messaging::{
     ConsumerConfig, ConsumerRunner, KafkaSettings, MessagingMetrics, OutboxRelay, PgStore,
@@ -123,6 +124,8 @@ pub struct Settings {
     pub workers: usize,
     /// How access tokens are checked.
     pub identity: IdentitySettings,
+    /// How `Idempotency-Key` is honoured (`IDEMPOTENCY_KEY_TTL`).
+    pub idempotency: IdempotencySettings,
     /// How long sent outbox rows and inbox rows are kept (`MESSAGING_*_RETENTION`).
     pub retention: tramita_messaging::retention::RetentionConfig,
     /// Whether this process runs an outbox relay (`FILES_OUTBOX_RELAY`,
@@ -151,6 +154,7 @@ impl Settings {
             workers: parsed_or("FILES_WORKERS", 2)?,
             outbox_relay: parsed_or("FILES_OUTBOX_RELAY", true)?,
             identity: IdentitySettings::from_env()?,
+            idempotency: IdempotencySettings::from_env()?,
             retention: tramita_messaging::retention::RetentionConfig::from_env()?,
             saga: SagaSettings::from_env()?,
         })
@@ -304,6 +308,13 @@ impl Application {
         let default_procedure =
             web::Data::new(DefaultProcedure(settings.saga.default_procedure.clone()));
         let validator = web::Data::new(settings.identity.validator());
+        let idempotency_store = PgIdempotencyStore::new(pool.clone());
+        idempotency_store.ensure_schema().await?;
+        let idempotency = Idempotency::new(
+            idempotency_store.clone(),
+            validator.clone(),
+            settings.idempotency.clone(),
+        );
 
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
@@ -320,7 +331,11 @@ impl Application {
                     .app_data(options.clone())
                     .app_data(default_procedure.clone())
                     .app_data(validator.clone());
-                http::routes(cfg);
+                cfg.service(
+                    web::scope("")
+                        .wrap(idempotency.clone())
+                        .configure(http::routes),
+                );
             },
         )?;
 
@@ -349,6 +364,14 @@ impl Application {
                 ),
             );
         }
+        runtime.spawn(
+            "idempotency-retention",
+            tramita_idempotency::retention::run(
+                idempotency_store,
+                settings.idempotency.sweep_interval,
+                shutdown.clone(),
+            ),
+        );
         runtime.spawn(
             "messaging-retention",
             tramita_messaging::retention::run(

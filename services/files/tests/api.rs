@@ -54,6 +54,7 @@ impl TestFiles {
             workers: 1,
             outbox_relay,
             retention: Default::default(),
+            idempotency: Default::default(),
             identity: IdentitySettings {
                 jwks_url: issuer.jwks_url.clone(),
                 issuer: issuer.issuer.clone(),
@@ -321,6 +322,46 @@ async fn an_update_bumps_the_version_and_is_published_after_the_creation() {
         ["files.FileCreated.v1", "files.FileUpdated.v1"],
         "same key, same partition, in order"
     );
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_create_retried_with_its_idempotency_key_opens_one_file_and_one_saga() {
+    let files = TestFiles::spawn(false).await;
+    let body = json!({
+        "initial_option": "Sede electrónica", "description": "Licencia de obra menor",
+        "first_document": {"upload_id": Uuid::now_v7()},
+    });
+    let post = |body: &Value| {
+        files
+            .client
+            .post(format!("{}/files", files.base))
+            .header("idempotency-key", "crear-expediente-1")
+            .json(body)
+            .send()
+    };
+    let first = post(&body).await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+
+    let again = post(&body).await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"].to_str().unwrap(), location);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "the same file, not a second one");
+    assert_eq!(count(&files.pool, "files").await, 1);
+    assert_eq!(count(&files.pool, "file_sagas").await, 1);
+
+    let mut other = body.clone();
+    other["description"] = json!("Otra descripción");
+    assert_problem(
+        post(&other).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(count(&files.pool, "files").await, 1);
     files.handle.stop().await;
 }
 

@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tramita_idempotency::IdempotencyDocs;
 use tramita_identity::{Authenticated, Principal, Role, READ_FILES, WRITE_FILES};
 use tramita_web::{BearerAuth, FieldError, Fields, Problem};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -547,7 +548,7 @@ pub async fn initial_options(
     paths(create_file, get_file, update_file, initial_options, list_sagas),
     components(schemas(CreateFileRequest, FirstDocumentRequest, UpdateFileRequest, FileResponse, SagaResponse, SagaPage, ActorDto, InitialOptionsResponse, Problem, FieldError)),
     tags((name = "files", description = "Case files")),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &IdempotencyDocs),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
