@@ -297,11 +297,6 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
         }
     }
 
-    /// The store (for adapters that run the store's transactions).
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     /// What is accepted.
     pub fn policy(&self) -> &MediaPolicy {
         &self.policy
