@@ -1104,7 +1104,7 @@ async fn each_role_may_call_only_what_it_is_allowed_to() {
 }
 
 #[tokio::test]
-async fn an_expired_upload_is_swept_and_an_attached_one_is_kept() {
+async fn expired_and_interrupted_uploads_are_swept_and_an_attached_one_is_kept() {
     let docs = TestDocs::spawn_with(|s| {
         s.upload_ttl = Duration::from_secs(1);
         s.sweep_interval = Duration::from_secs(1);
@@ -1134,6 +1134,28 @@ async fn an_expired_upload_is_swept_and_an_attached_one_is_kept() {
     )
     .await;
     let staged_id = staged["id"].as_str().unwrap().to_owned();
+    // An upload cut off by a crash: its record still says receiving, and
+    // some chunks were written, with no files document.
+    let crashed = Uuid::now_v7().to_string();
+    let past = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() - 1000,
+    );
+    docs.db
+        .collection::<BsonDocument>("uploads")
+        .insert_one(doc! {
+            "_id": &crashed, "state": "receiving", "name": "cortado.pdf",
+            "created_by": {"id": "clerk-1", "name": "Demo"}, "started_at": past, "expires_at": past,
+        })
+        .await
+        .unwrap();
+    docs.db
+        .collection::<BsonDocument>("content.chunks")
+        .insert_one(doc! {
+            "files_id": &crashed, "n": 0,
+            "data": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![1; 1024] },
+        })
+        .await
+        .unwrap();
     let chunks_of = |id: String| {
         let chunks = docs.db.collection::<BsonDocument>("content.chunks");
         async move { chunks.count_documents(doc! {"files_id": id}).await.unwrap() }
@@ -1153,7 +1175,8 @@ async fn an_expired_upload_is_swept_and_an_attached_one_is_kept() {
             let swept = upload.is_none_or(|u| {
                 u.get_str("state") == Ok("expired") && u.get_bool("content_deleted") == Ok(true)
             });
-            (swept && chunks_of(staged_id.clone()).await == 0).then_some(())
+            let interrupted_gone = chunks_of(crashed.clone()).await == 0;
+            (swept && interrupted_gone && chunks_of(staged_id.clone()).await == 0).then_some(())
         },
     )
     .await;
