@@ -988,6 +988,21 @@ async fn bad_input_gets_a_problem_and_stores_nothing() {
     ] {
         assert_problem(docs.get(&path).await, StatusCode::NOT_FOUND).await;
     }
+    // Known paths, other methods.
+    let wrong_method = docs
+        .client
+        .get(docs.url("/docs/uploads"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
+    let wrong_method = docs
+        .client
+        .delete(docs.url(&format!("/docs/documents/{unknown}")))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
     // Paging.
     for query in [
         "limit=0",

@@ -518,21 +518,41 @@ pub fn routes(cfg: &mut web::ServiceConfig, idempotency: Idempotency<MongoIdempo
     cfg.service(
         web::resource("/docs/uploads")
             .wrap(idempotency.clone())
-            .route(web::post().to(create_upload)),
+            .route(web::post().to(create_upload))
+            .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/docs/files/{file_id}/documents")
             .wrap(idempotency)
             .route(web::post().to(add_document))
-            .route(web::get().to(list_documents)),
-    )
-    .route("/docs/documents/{id}", web::get().to(get_document))
-    .route(
-        "/docs/documents/{id}/content",
-        web::get().to(latest_content),
-    )
-    .route(
-        "/docs/documents/{id}/versions/{n}/content",
-        web::get().to(version_content),
+            .route(web::get().to(list_documents))
+            .default_service(web::to(method_not_allowed)),
     );
+    for (path, handler) in [
+        ("/docs/documents/{id}", web::get().to(get_document)),
+        (
+            "/docs/documents/{id}/content",
+            web::get().to(latest_content),
+        ),
+        (
+            "/docs/documents/{id}/versions/{n}/content",
+            web::get().to(version_content),
+        ),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(handler)
+                .default_service(web::to(method_not_allowed)),
+        );
+    }
+}
+
+/// 405 for a known path with another method, as a problem.
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .with_detail("this path does not take this method")
 }
