@@ -108,11 +108,18 @@ where
             .default_service(web::to(extract::not_found))
     })
     .workers(workers)
+    .keep_alive(KEEP_ALIVE)
     .shutdown_timeout(10)
     .listen(listener)?
     .run();
     Ok(server)
 }
+
+/// How long a service keeps an idle client connection open: longer than
+/// the gateway keeps an idle upstream connection in its pool (60 s), so the
+/// gateway always drops an idle connection first and never sends a request
+/// on one the service is closing at that instant.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(75);
 
 /// Adds the `bearer` (JWT) security scheme to an OpenAPI document.
 #[derive(Debug)]

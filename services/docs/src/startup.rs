@@ -144,12 +144,6 @@ impl Settings {
 /// multipart, read as a stream and bounded by `DOCS_MAX_BYTES`).
 const JSON_LIMIT: usize = 16 * 1024;
 
-/// How long an idle connection is kept open: longer than the gateway keeps
-/// idle upstream connections in its pool (60 s), so the gateway never
-/// reuses one that this side is closing at that very moment (actix-web's
-/// default, 5 s, makes that race likely for a connection idle about 5 s).
-const KEEP_ALIVE: Duration = Duration::from_secs(75);
-
 /// The built service, listening, not yet serving.
 #[derive(Debug)]
 pub struct Application {
@@ -179,14 +173,16 @@ impl Application {
 
         let kafka = &settings.kafka;
         let events_topic = kafka.topic(DOCS_EVENTS);
+        // Document events are changes, not snapshots: every one is kept.
         kafka
-            .ensure_event_topics(
+            .ensure_history_topics(
                 std::slice::from_ref(&events_topic),
                 settings.topic_partitions,
             )
             .await?;
+        // Consumed, not owned: created when missing, its settings left to files.
         kafka
-            .ensure_event_topics(
+            .ensure_topics(
                 &[kafka.topic(FILES_EVENTS)],
                 settings.files_events_partitions,
             )
@@ -288,7 +284,7 @@ impl Application {
                 .default_service(web::to(tramita_web::extract::not_found))
         })
         .workers(settings.workers)
-        .keep_alive(KEEP_ALIVE)
+        .keep_alive(tramita_web::KEEP_ALIVE)
         .shutdown_timeout(10)
         .listen(listener)?
         .run();

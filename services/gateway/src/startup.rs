@@ -518,8 +518,10 @@ impl Application {
                     result = &mut served => return result.context("the internal port stopped"),
                     _ = shutdown.cancelled() => {}
                 }
-                handle.stop(true).await;
-                served.await.context("stop the internal port")
+                // The server handles the stop only while it is polled: ask
+                // and drive it at once (awaiting the stop alone never ends).
+                let ((), served) = tokio::join!(handle.stop(true), served);
+                served.context("stop the internal port")
             }
         });
         tracing::info!(port, internal_port, "gateway listening");

@@ -196,6 +196,7 @@ pub struct TestGateway {
     pub internal_url: String,
     pub client: reqwest::Client,
     handle: tramita_web::ServiceHandle,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestGateway {
@@ -206,12 +207,13 @@ impl TestGateway {
         let url = format!("http://127.0.0.1:{}", app.port());
         let internal_url = format!("http://127.0.0.1:{}", app.internal_port());
         let handle = app.handle();
-        tokio::spawn(app.run_until_stopped());
+        let running = tokio::spawn(app.run_until_stopped());
         Self {
             url,
             internal_url,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             handle,
+            running,
         }
     }
 
@@ -245,8 +247,16 @@ impl TestGateway {
             .and_then(|v| v.parse().ok())
     }
 
+    /// Stops the gateway gracefully, as a signal would, and waits until it
+    /// has stopped everything (both ports, its tasks): a stop that never
+    /// ends fails the test instead of leaving a process that never exits.
     pub async fn stop(self) {
         self.handle.stop().await;
+        tokio::time::timeout(Duration::from_secs(60), self.running)
+            .await
+            .expect("the gateway never finished stopping")
+            .expect("the gateway's task")
+            .expect("the gateway stopped cleanly");
     }
 }
 
