@@ -38,7 +38,6 @@ export AUTH_TRUSTED_PROXIES=127.0.0.1 RUST_LOG=${RUST_LOG:-warn}
 start() { # name
   "$BIN/tramita-$1" >>"$WORK/$1.log" 2>&1 &
   pids+=($!)
-  echo $!
 }
 wait_ready() { # name port
   local deadline=$((SECONDS + 60))
@@ -52,12 +51,13 @@ wait_ready() { # name port
   done
 }
 
-start auth >/dev/null
+start auth
 wait_ready auth $AUTH_PORT
-start files >/dev/null
-docs_pid=$(start docs)
-start bpm >/dev/null
-start gateway >/dev/null
+start files
+start docs
+docs_pid=${pids[-1]}
+start bpm
+start gateway
 wait_ready files $FILES_PORT
 wait_ready docs $DOCS_PORT
 wait_ready bpm $BPM_PORT

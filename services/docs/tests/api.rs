@@ -1250,7 +1250,17 @@ async fn health_metrics_and_the_api_description_are_served() {
         metrics.contains("tramita_docs_http_requests_total"),
         "request metrics exported"
     );
-    let _ = &docs.kafka;
+    // Document events are history, not snapshots: docs.events keeps them
+    // all (compaction would keep each file's last document event only).
+    let config: std::collections::HashMap<String, String> = docs
+        .kafka
+        .topic_config(&docs.kafka.topic("docs.events"))
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(config["cleanup.policy"], "delete");
+    assert_eq!(config["retention.ms"], "-1");
     docs.handle.stop().await;
 }
 
