@@ -527,3 +527,208 @@ async fn a_file_created_with_an_unknown_upload_fails_and_leaves_nothing_in_docs_
     assert_eq!(sagas["items"][0]["file_id"], id.as_str());
     suite.stop().await;
 }
+
+impl Suite {
+    /// The signed-in user's id (`sub`), as auth tells it.
+    async fn subject(&self, tokens: &Value) -> String {
+        let me: Value = self
+            .get(tokens, "/api/v1/auth/me")
+            .await
+            .json()
+            .await
+            .unwrap();
+        me["subject"].as_str().unwrap().to_owned()
+    }
+
+    /// Moves the process of file `id` to phase `to` as the holder of
+    /// `tokens`, whatever answers.
+    async fn transition(&self, tokens: &Value, id: &str, to: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/v1/bpm/processes/{id}/transitions")))
+            .header("authorization", bearer(tokens))
+            .json(&json!({"to": to, "comment": format!("Pasa a {to}")}))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_file_goes_through_the_rejection_loop_and_a_validator_finishes_it_everywhere() {
+    let suite = Suite::start().await;
+    let clerk = suite.login("clerk", "clerk-dev-only").await;
+    let validator = suite.login("validator", "validator-dev-only").await;
+    let clerk_id = suite.subject(&clerk).await;
+    let validator_id = suite.subject(&validator).await;
+    assert_ne!(clerk_id, validator_id);
+
+    // Given an active file of the clerk's.
+    let upload = suite.upload(&clerk, "solicitud.pdf").await;
+    let created = suite
+        .create(&clerk, "Licencia de actividad con subsanación", upload)
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let file = suite.settled(&clerk, &id).await;
+    assert_eq!(file["status"], "active", "{file}");
+
+    // When the clerk takes it round the rejection loop to validation...
+    for to in [
+        "technical_analysis",
+        "rejected",
+        "initial",
+        "technical_analysis",
+        "validation",
+    ] {
+        let moved = suite.transition(&clerk, &id, to).await;
+        assert_eq!(moved.status(), StatusCode::OK, "clerk to {to}");
+        let moved: Value = moved.json().await.unwrap();
+        assert_eq!(moved["phase"]["key"], to, "{moved}");
+        assert_eq!(moved["status"], "running", "{moved}");
+    }
+    // ...may not finish it...
+    let refused = suite.transition(&clerk, &id, "finished").await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "only a validator finishes"
+    );
+    // ...and a validator does.
+    let finished = suite.transition(&validator, &id, "finished").await;
+    assert_eq!(finished.status(), StatusCode::OK);
+
+    // Then bpm has the whole history, each visit entered by its actor.
+    let expected = [
+        ("initial", &clerk_id),
+        ("technical_analysis", &clerk_id),
+        ("rejected", &clerk_id),
+        ("initial", &clerk_id),
+        ("technical_analysis", &clerk_id),
+        ("validation", &clerk_id),
+        ("finished", &validator_id),
+    ];
+    let process: Value = suite
+        .get(&clerk, &format!("/api/v1/bpm/processes/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(process["status"], "finished", "{process}");
+    assert_eq!(process["phase"]["key"], "finished");
+    assert_eq!(process["finished_by"]["id"], validator_id.as_str());
+    let history = process["history"].as_array().unwrap();
+    assert_eq!(history.len(), expected.len(), "{process}");
+    for (seq, (visit, (phase, actor))) in history.iter().zip(&expected).enumerate() {
+        assert_eq!(visit["phase"]["key"], *phase, "bpm visit {seq}");
+        assert_eq!(visit["entered_by"]["id"], actor.as_str(), "bpm visit {seq}");
+    }
+
+    // Files consumed bpm.ProcessFinished.
+    eventually(
+        Duration::from_secs(60),
+        "files finished the file",
+        || async {
+            let file: Value = suite
+                .get(&clerk, &format!("/api/v1/files/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            (file["status"] == "finished").then_some(())
+        },
+    )
+    .await;
+
+    // Index has the finished process with the same history...
+    let indexed = eventually(
+        Duration::from_secs(60),
+        "index finished the process",
+        || async {
+            let response = suite
+                .get(&clerk, &format!("/api/v1/index/files/{id}"))
+                .await;
+            if response.status() != StatusCode::OK {
+                return None;
+            }
+            let view: Value = response.json().await.unwrap();
+            (view["process"]["status"] == "finished"
+                && view["process"]["history"].as_array().map(Vec::len) == Some(expected.len()))
+            .then_some(view)
+        },
+    )
+    .await;
+    let history = indexed["process"]["history"].as_array().unwrap();
+    for (seq, (visit, (phase, actor))) in history.iter().zip(&expected).enumerate() {
+        assert_eq!(visit["phase"]["key"], *phase, "index visit {seq}");
+        assert_eq!(
+            visit["entered_by"]["id"],
+            actor.as_str(),
+            "index visit {seq}"
+        );
+    }
+
+    // ...and a timeline with every phase change in order, by its actor.
+    let changes = [
+        ("Fase inicial → Fase de análisis técnico", &clerk_id),
+        ("Fase de análisis técnico → Fase rechazado", &clerk_id),
+        ("Fase rechazado → Fase inicial", &clerk_id),
+        ("Fase inicial → Fase de análisis técnico", &clerk_id),
+        ("Fase de análisis técnico → Fase de validación", &clerk_id),
+        ("Fase de validación → Finalizado", &validator_id),
+    ];
+    let timeline = eventually(Duration::from_secs(60), "timeline complete", || async {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let mut path = format!("/api/v1/index/files/{id}/timeline?limit=3");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let response = suite.get(&clerk, &path).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let page: Value = response.json().await.unwrap();
+            items.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let finished = items
+            .iter()
+            .any(|item| item["type"] == "bpm.ProcessFinished.v1");
+        let changed = items
+            .iter()
+            .filter(|item| item["type"] == "bpm.PhaseChanged.v1")
+            .count();
+        (finished && changed == changes.len()).then_some(items)
+    })
+    .await;
+    let phase_changes: Vec<&Value> = timeline
+        .iter()
+        .filter(|item| item["type"] == "bpm.PhaseChanged.v1")
+        .collect();
+    for (n, (item, (summary, actor))) in phase_changes.iter().zip(&changes).enumerate() {
+        assert_eq!(item["summary"], *summary, "timeline change {n}: {item}");
+        assert_eq!(item["actor"]["id"], actor.as_str(), "timeline change {n}");
+    }
+
+    // Docs learned from files.events that the file is finished.
+    eventually(
+        Duration::from_secs(60),
+        "docs refuses new documents",
+        || async {
+            let request = suite
+                .client
+                .post(suite.url(&format!("/api/v1/docs/files/{id}/documents")))
+                .header("authorization", bearer(&clerk));
+            let response = common::send_pdf(request, "tardío.pdf", &common::pdf(8)).await;
+            let status = response.status();
+            assert!(
+                status == StatusCode::CONFLICT || status == StatusCode::CREATED,
+                "{status}"
+            );
+            (status == StatusCode::CONFLICT).then_some(())
+        },
+    )
+    .await;
+    suite.stop().await;
+}

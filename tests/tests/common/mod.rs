@@ -135,6 +135,20 @@ pub fn pdf(seed: u64) -> Vec<u8> {
 /// Stages `data` as the upload `name` with `request` (a POST to
 /// `/docs/uploads`, with its credentials) and returns the upload id.
 pub async fn upload(request: reqwest::RequestBuilder, name: &str, data: &[u8]) -> Uuid {
+    let response = send_pdf(request, name, data).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "upload {name}");
+    let staged: Value = response.json().await.unwrap();
+    Uuid::parse_str(staged["id"].as_str().unwrap()).unwrap()
+}
+
+/// Sends `data` as the PDF `name` in the `file` part of a multipart body
+/// with `request` (a POST to `/docs/uploads` or
+/// `/docs/files/{id}/documents`, with its credentials), whatever answers.
+pub async fn send_pdf(
+    request: reqwest::RequestBuilder,
+    name: &str,
+    data: &[u8],
+) -> reqwest::Response {
     let mut body = Vec::new();
     body.extend(format!("--{BOUNDARY}\r\n").as_bytes());
     body.extend(
@@ -144,7 +158,7 @@ pub async fn upload(request: reqwest::RequestBuilder, name: &str, data: &[u8]) -
     body.extend(b"Content-Type: application/pdf\r\n\r\n");
     body.extend(data);
     body.extend(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    let response = request
+    request
         .header(
             "content-type",
             format!("multipart/form-data; boundary={BOUNDARY}"),
@@ -152,8 +166,5 @@ pub async fn upload(request: reqwest::RequestBuilder, name: &str, data: &[u8]) -
         .body(body)
         .send()
         .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED, "upload {name}");
-    let staged: Value = response.json().await.unwrap();
-    Uuid::parse_str(staged["id"].as_str().unwrap()).unwrap()
+        .unwrap()
 }

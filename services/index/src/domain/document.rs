@@ -357,7 +357,14 @@ impl CaseFileDocument {
             self.cancelled_process_version = Some(version);
             return true;
         }
-        if stored.is_some_and(|stored| stored >= version)
+        // The move into a terminal phase emits its PhaseChanged and then
+        // ProcessFinished at the same version: the finish applies to that
+        // version too (finishing twice changes nothing).
+        let seen = match fact.kind {
+            ProcessKind::Finished => stored.is_some_and(|stored| stored > version),
+            _ => stored.is_some_and(|stored| stored >= version),
+        };
+        if seen
             || self
                 .cancelled_process_version
                 .is_some_and(|cancelled| cancelled >= version)
@@ -585,6 +592,48 @@ mod tests {
                 removed_at: None,
             },
         })
+    }
+
+    #[test]
+    fn given_a_move_into_the_terminal_phase_then_its_finish_at_the_same_version_finishes_it() {
+        let mut doc = CaseFileDocument::placeholder(Uuid::now_v7());
+        let validation = phase("validation", "Fase de validación");
+        let finished = phase("finished", "Finalizado");
+        doc.apply(
+            &meta("bpm.ProcessStarted.v1", 1, "u1"),
+            &process(
+                ProcessKind::Started,
+                Some(4),
+                validation.clone(),
+                None,
+                1,
+                "u1",
+            ),
+        );
+        // bpm emits both events of the move at the version the move made.
+        let moved = process(
+            ProcessKind::PhaseChanged {
+                from: validation,
+                comment: None,
+            },
+            Some(5),
+            finished.clone(),
+            None,
+            2,
+            "v1",
+        );
+        assert!(
+            doc.apply(&meta("bpm.PhaseChanged.v1", 2, "v1"), &moved)
+                .changed
+        );
+        let finish = process(ProcessKind::Finished, Some(5), finished, None, 2, "v1");
+        assert!(
+            doc.apply(&meta("bpm.ProcessFinished.v1", 2, "v1"), &finish)
+                .changed
+        );
+        let process = doc.process.as_ref().unwrap();
+        assert_eq!(process.status, ProcessStatus::Finished);
+        assert_eq!(process.finished_at, Some(at(2)));
     }
 
     #[test]
