@@ -20,10 +20,27 @@ struct Suite {
     gateway: String,
     handles: Vec<ServiceHandle>,
     client: reqwest::Client,
+    kafka: KafkaSettings,
+    identity: IdentitySettings,
+    /// bpm's handle, database and consumer group, to stop and start it
+    /// again; its pool.
+    bpm: Bpm,
+}
+
+struct Bpm {
+    handle: Option<ServiceHandle>,
+    database_url: String,
+    group: String,
+    pool: sqlx::PgPool,
 }
 
 impl Suite {
     async fn start() -> Self {
+        Self::start_with(Default::default()).await
+    }
+
+    /// The suite with the saga's settings `saga`.
+    async fn start_with(saga: tramita_files::SagaSettings) -> Self {
         let infra = TestInfra::from_env();
         let kafka = KafkaSettings {
             brokers: infra.kafka_brokers.clone(),
@@ -82,7 +99,7 @@ impl Suite {
             json_limit: 64 * 1024,
             workers: 1,
             outbox_relay: true,
-            saga: Default::default(),
+            saga,
             retention: Default::default(),
             idempotency: Default::default(),
             identity: identity.clone(),
@@ -90,7 +107,9 @@ impl Suite {
         .await
         .expect("build files");
         let (docs, _) = common::docs(&kafka, &identity).await;
-        let (bpm, _) = common::bpm(&infra, &kafka, &identity).await;
+        let bpm_database = infra.fresh_database().await;
+        let bpm_group = format!("bpm-{}", Uuid::new_v4().simple());
+        let (bpm, bpm_pool) = common::bpm_on(&kafka, &identity, &bpm_database, &bpm_group).await;
         let index = tramita_index::Application::build(tramita_index::Settings {
             host: "127.0.0.1".into(),
             port: 0,
@@ -156,7 +175,6 @@ impl Suite {
             files.handle(),
             index.handle(),
             docs.handle,
-            bpm.handle,
             auth.handle(),
         ];
         tokio::spawn(auth.run_until_stopped());
@@ -167,6 +185,14 @@ impl Suite {
             gateway: gateway_url,
             handles,
             client: reqwest::Client::new(),
+            kafka,
+            identity,
+            bpm: Bpm {
+                handle: Some(bpm.handle),
+                database_url: bpm_database,
+                group: bpm_group,
+                pool: bpm_pool,
+            },
         }
     }
 
@@ -211,14 +237,22 @@ impl Suite {
     /// Asks for a file with `first_document` as the holder of `tokens`
     /// (202, pending).
     async fn create(&self, tokens: &Value, description: &str, first_document: Uuid) -> Value {
+        self.create_with(
+            tokens,
+            json!({"initial_option": "Sede electrónica", "description": description,
+                   "first_document": {"upload_id": first_document}}),
+        )
+        .await
+    }
+
+    /// Asks for a file described by `body` as the holder of `tokens` (202,
+    /// pending).
+    async fn create_with(&self, tokens: &Value, body: Value) -> Value {
         let response = self
             .client
             .post(self.url("/api/v1/files"))
             .header("authorization", bearer(tokens))
-            .json(
-                &json!({"initial_option": "Sede electrónica", "description": description,
-                          "first_document": {"upload_id": first_document}}),
-            )
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -249,7 +283,7 @@ impl Suite {
     }
 
     async fn stop(self) {
-        for handle in &self.handles {
+        for handle in self.handles.iter().chain(&self.bpm.handle) {
             handle.stop().await;
         }
     }
@@ -529,6 +563,44 @@ async fn a_file_created_with_an_unknown_upload_fails_and_leaves_nothing_in_docs_
 }
 
 impl Suite {
+    /// The index's timeline of file `id`, every page of three, in order.
+    async fn timeline(&self, tokens: &Value, id: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let mut path = format!("/api/v1/index/files/{id}/timeline?limit=3");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let response = self.get(tokens, &path).await;
+            if response.status() == StatusCode::NOT_FOUND {
+                return items;
+            }
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let page: Value = response.json().await.unwrap();
+            items.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        items
+    }
+
+    /// The file's documents in docs through the gateway (none when docs
+    /// never heard of the file).
+    async fn documents(&self, tokens: &Value, id: &str) -> Vec<Value> {
+        let response = self
+            .get(tokens, &format!("/api/v1/docs/files/{id}/documents"))
+            .await;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Vec::new();
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        let documents: Value = response.json().await.unwrap();
+        documents["items"].as_array().unwrap().clone()
+    }
+
     /// The signed-in user's id (`sub`), as auth tells it.
     async fn subject(&self, tokens: &Value) -> String {
         let me: Value = self
@@ -676,22 +748,7 @@ async fn a_file_goes_through_the_rejection_loop_and_a_validator_finishes_it_ever
         ("Fase de validación → Finalizado", &validator_id),
     ];
     let timeline = eventually(Duration::from_secs(60), "timeline complete", || async {
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..20 {
-            let mut path = format!("/api/v1/index/files/{id}/timeline?limit=3");
-            if let Some(cursor) = &cursor {
-                path.push_str(&format!("&cursor={cursor}"));
-            }
-            let response = suite.get(&clerk, &path).await;
-            assert_eq!(response.status(), StatusCode::OK, "{path}");
-            let page: Value = response.json().await.unwrap();
-            items.extend(page["items"].as_array().unwrap().iter().cloned());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
-        }
+        let items = suite.timeline(&clerk, &id).await;
         let finished = items
             .iter()
             .any(|item| item["type"] == "bpm.ProcessFinished.v1");
@@ -730,5 +787,237 @@ async fn a_file_goes_through_the_rejection_loop_and_a_validator_finishes_it_ever
         },
     )
     .await;
+    suite.stop().await;
+}
+
+impl Suite {
+    /// Stops bpm, as an outage.
+    async fn stop_bpm(&mut self) {
+        let handle = self.bpm.handle.take().expect("bpm runs");
+        handle.stop().await;
+    }
+
+    /// Starts bpm again over its database and consumer group (on another
+    /// port, which the gateway does not know: the test reads bpm's
+    /// database).
+    async fn start_bpm(&mut self) {
+        let (bpm, pool) = common::bpm_on(
+            &self.kafka,
+            &self.identity,
+            &self.bpm.database_url,
+            &self.bpm.group,
+        )
+        .await;
+        self.bpm.handle = Some(bpm.handle);
+        self.bpm.pool = pool;
+    }
+
+    /// The types of the events bpm announced about file `id`, in order.
+    async fn bpm_events(&self, id: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT envelope->>'message_type' FROM messaging_outbox \
+             WHERE aggregate_id = $1 AND topic LIKE '%bpm.events' ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.bpm.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the index shows file `id` failed, and returns its
+    /// timeline's event types once `expected` are all in it.
+    async fn indexed_failure(&self, tokens: &Value, id: &str, expected: &[&str]) -> Vec<String> {
+        eventually(
+            Duration::from_secs(60),
+            "the index shows the failure",
+            || async {
+                let response = self.get(tokens, &format!("/api/v1/index/files/{id}")).await;
+                if response.status() != StatusCode::OK {
+                    return None;
+                }
+                let view: Value = response.json().await.unwrap();
+                let types: Vec<String> = self
+                    .timeline(tokens, id)
+                    .await
+                    .iter()
+                    .map(|item| item["type"].as_str().unwrap().to_owned())
+                    .collect();
+                (view["status"] == "failed"
+                    && view["process"].is_null()
+                    && view["documents"].as_array().is_some_and(Vec::is_empty)
+                    && expected.iter().all(|t| types.iter().any(|seen| seen == t)))
+                .then_some(types)
+            },
+        )
+        .await
+    }
+}
+
+/// Where `what` is in `types` (which must hold it).
+fn position(types: &[String], what: &str) -> usize {
+    types
+        .iter()
+        .position(|seen| seen == what)
+        .unwrap_or_else(|| panic!("{what} is not in {types:?}"))
+}
+
+#[tokio::test]
+async fn a_process_bpm_refuses_to_start_removes_the_attached_document_and_fails_the_file() {
+    let suite = Suite::start().await;
+    let clerk = suite.login("clerk", "clerk-dev-only").await;
+
+    // Given a file of a procedure bpm has no definition of.
+    let upload = suite.upload(&clerk, "solicitud.pdf").await;
+    let created = suite
+        .create_with(
+            &clerk,
+            json!({"initial_option": "Sede electrónica",
+                   "description": "De un procedimiento que bpm no conoce",
+                   "procedure": "sin_definir", "first_document": {"upload_id": upload}}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // Then bpm's refusal fails the file with its reason...
+    let file = suite.settled(&clerk, &id).await;
+    assert_eq!(file["status"], "failed", "{file}");
+    assert_eq!(file["saga"]["status"], "failed", "{file}");
+    assert!(
+        file["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown_definition"),
+        "{file}"
+    );
+    // ...after the document docs attached was removed again...
+    let types = suite
+        .indexed_failure(
+            &clerk,
+            &id,
+            &[
+                "docs.DocumentAdded.v1",
+                "docs.DocumentRemoved.v1",
+                "files.FileFailed.v1",
+            ],
+        )
+        .await;
+    assert!(
+        position(&types, "docs.DocumentAdded.v1") < position(&types, "docs.DocumentRemoved.v1"),
+        "{types:?}"
+    );
+    assert!(
+        !types.iter().any(|t| t.starts_with("bpm.")),
+        "bpm started nothing: {types:?}"
+    );
+    // ...so nothing is left in docs or bpm.
+    assert!(suite.documents(&clerk, &id).await.is_empty());
+    assert_eq!(
+        suite
+            .get(&clerk, &format!("/api/v1/bpm/processes/{id}"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(suite.bpm_events(&id).await.is_empty());
+    suite.stop().await;
+}
+
+#[tokio::test]
+async fn bpm_down_past_the_step_deadline_fails_the_file_and_its_late_process_is_cancelled() {
+    let mut suite = Suite::start_with(tramita_files::SagaSettings {
+        step_timeout: Duration::from_secs(3),
+        sweep_interval: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let clerk = suite.login("clerk", "clerk-dev-only").await;
+
+    // Given bpm is down.
+    suite.stop_bpm().await;
+
+    // When a clerk creates a file, docs attaches its document, and the
+    // start of its process waits past the step's deadline...
+    let upload = suite.upload(&clerk, "solicitud.pdf").await;
+    let created = suite
+        .create(&clerk, "Mientras bpm no responde", upload)
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let file = suite.settled(&clerk, &id).await;
+
+    // ...then the saga gives up on it, removes the document and fails.
+    assert_eq!(file["status"], "failed", "{file}");
+    assert_eq!(file["saga"]["status"], "failed", "{file}");
+    assert!(
+        file["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no reply within"),
+        "{file}"
+    );
+    let types = suite
+        .indexed_failure(
+            &clerk,
+            &id,
+            &["docs.DocumentRemoved.v1", "files.FileFailed.v1"],
+        )
+        .await;
+    assert!(
+        position(&types, "docs.DocumentAdded.v1") < position(&types, "docs.DocumentRemoved.v1"),
+        "{types:?}"
+    );
+    assert!(suite.documents(&clerk, &id).await.is_empty());
+
+    // When bpm is back and handles the start it missed, its late reply
+    // makes the saga cancel the process it started.
+    suite.start_bpm().await;
+    let events = eventually(
+        Duration::from_secs(60),
+        "bpm started and then cancelled the late process",
+        || async {
+            let events = suite.bpm_events(&id).await;
+            events
+                .iter()
+                .any(|t| t == "bpm.ProcessCancelled.v1")
+                .then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(
+        events,
+        ["bpm.ProcessStarted.v1", "bpm.ProcessCancelled.v1"],
+        "started once, cancelled once"
+    );
+    let processes: i64 = sqlx::query_scalar("SELECT count(*) FROM processes WHERE file_id = $1")
+        .bind(Uuid::parse_str(&id).unwrap())
+        .fetch_one(&suite.bpm.pool)
+        .await
+        .unwrap();
+    assert_eq!(processes, 0, "nothing left in bpm");
+
+    // Then the file stays failed, with nothing left behind anywhere.
+    let types = suite
+        .indexed_failure(&clerk, &id, &["bpm.ProcessCancelled.v1"])
+        .await;
+    assert!(
+        position(&types, "bpm.ProcessStarted.v1") < position(&types, "bpm.ProcessCancelled.v1"),
+        "{types:?}"
+    );
+    let file: Value = suite
+        .get(&clerk, &format!("/api/v1/files/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(file["status"], "failed", "{file}");
+    assert_eq!(file["saga"]["status"], "failed", "{file}");
+    assert!(suite.documents(&clerk, &id).await.is_empty());
+    let admin = suite.login("admin", ADMIN_PASSWORD).await;
+    let running: Value = suite
+        .get(&admin, "/api/v1/files/sagas?status=running")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(running["items"], json!([]), "no saga left running");
     suite.stop().await;
 }
