@@ -17,7 +17,7 @@ use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
 use utoipa::OpenApi;
 
 use crate::adapters::events::AUTH_EVENTS;
-use crate::adapters::http::{self, ApiDoc, ClientAddress};
+use crate::adapters::http::{self, ApiDoc, BrowserClient, ClientAddress};
 use crate::adapters::postgres::{PgAuthStore, MIGRATOR};
 use crate::app::{
     run_retention, AccountService, AdminSeed, HashCost, HashLimits, KeyRing, RetentionPolicy,
@@ -333,6 +333,8 @@ impl Application {
         let address = web::Data::new(ClientAddress {
             trusted_proxies: settings.trusted_proxies.clone(),
         });
+        // Read here for the same reason as the idempotency settings.
+        let browser = web::Data::new(BrowserClient::from_env());
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
@@ -347,6 +349,7 @@ impl Application {
                 cfg.app_data(tokens.clone())
                     .app_data(accounts.clone())
                     .app_data(address.clone())
+                    .app_data(browser.clone())
                     .app_data(validator.clone());
                 http::routes(cfg, idempotency.clone());
             },

@@ -1830,3 +1830,250 @@ async fn a_key_rotated_on_one_replica_is_published_and_used_by_the_others() {
     second_handle.stop().await;
     first.handle.stop().await;
 }
+
+// The web client: refresh token in an HttpOnly cookie, never in the body.
+
+const WEB_CLIENT: &str = "tramita-web";
+
+/// The `tramita_refresh` cookie an answer sets, as (value, whole header).
+fn refresh_cookie(response: &reqwest::Response) -> Option<(String, String)> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("tramita_refresh="))
+        .map(|header| {
+            let value = header["tramita_refresh=".len()..]
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            (value, header.to_owned())
+        })
+}
+
+impl TestAuth {
+    /// A token request of the web app: `client_id=tramita-web`, the
+    /// anti-CSRF header when `csrf`, and the cookie when given.
+    async fn web_token_request(
+        &self,
+        form: &[(&str, &str)],
+        cookie: Option<&str>,
+        csrf: bool,
+    ) -> reqwest::Response {
+        let mut form = form.to_vec();
+        form.push(("client_id", WEB_CLIENT));
+        let mut request = self.client.post(self.url("/auth/token")).form(&form);
+        if csrf {
+            request = request.header("x-tramita-web", "1");
+        }
+        if let Some(value) = cookie {
+            request = request.header("cookie", format!("tramita_refresh={value}"));
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn web_login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.web_token_request(
+            &[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password),
+            ],
+            None,
+            true,
+        )
+        .await
+    }
+
+    async fn web_refresh(&self, cookie: Option<&str>, csrf: bool) -> reqwest::Response {
+        self.web_token_request(&[("grant_type", "refresh_token")], cookie, csrf)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn the_web_client_gets_its_refresh_token_as_an_http_only_cookie_and_refreshes_with_it() {
+    let auth = TestAuth::spawn().await;
+    let validator = auth.validator();
+
+    // Given a clerk signed in through the web client
+    let login = auth.web_login("clerk", "clerk-dev-only").await;
+    assert_eq!(login.status(), StatusCode::OK);
+    let (cookie, header) = refresh_cookie(&login).expect("the refresh cookie is set");
+    assert_eq!(
+        header,
+        format!("tramita_refresh={cookie}; HttpOnly; SameSite=Strict; Secure; Path=/api/v1/auth")
+    );
+    assert!(cookie.len() >= 43, "32 random bytes in base64url");
+    let body: Value = login.json().await.unwrap();
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token in the body: {body}"
+    );
+    let principal = validator
+        .validate(body["access_token"].as_str().unwrap())
+        .await
+        .expect("a valid access token");
+    assert_eq!(principal.roles, vec![Role::Clerk]);
+
+    // When it refreshes with the cookie alone
+    let refreshed = auth.web_refresh(Some(&cookie), true).await;
+
+    // Then it gets a new access token and a new cookie, never a body token
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(refreshed.headers()["cache-control"], "no-store");
+    let (rotated, _) = refresh_cookie(&refreshed).expect("the cookie rotates");
+    assert_ne!(rotated, cookie);
+    let body: Value = refreshed.json().await.unwrap();
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    let again = validator
+        .validate(body["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(again.subject, principal.subject);
+
+    // And the spent cookie presented again ends the login and is removed
+    let reused = auth.web_refresh(Some(&cookie), true).await;
+    let (value, removal) = refresh_cookie(&reused).expect("the cookie is removed");
+    assert!(value.is_empty() && removal.contains("Max-Age=0"), "{removal}");
+    oauth_error(reused, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    oauth_error(
+        auth.web_refresh(Some(&rotated), true).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn the_web_client_must_send_its_anti_csrf_header_and_the_cookie_is_not_spent_without_it() {
+    let auth = TestAuth::spawn().await;
+    let login = auth.web_login("validator", "validator-dev-only").await;
+    let (cookie, _) = refresh_cookie(&login).unwrap();
+
+    // A cross-site request cannot add the header: refused, nothing spent
+    let forged = auth.web_refresh(Some(&cookie), false).await;
+    assert!(refresh_cookie(&forged).is_none());
+    oauth_error(forged, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let forged_login = auth
+        .web_token_request(
+            &[
+                ("grant_type", "password"),
+                ("username", "validator"),
+                ("password", "validator-dev-only"),
+            ],
+            None,
+            false,
+        )
+        .await;
+    assert!(refresh_cookie(&forged_login).is_none());
+    oauth_error(forged_login, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let forged_logout = auth
+        .client
+        .post(auth.url("/auth/logout"))
+        .header("cookie", format!("tramita_refresh={cookie}"))
+        .form(&[("client_id", WEB_CLIENT)])
+        .send()
+        .await
+        .unwrap();
+    assert_problem(forged_logout, StatusCode::BAD_REQUEST).await;
+
+    // The cookie still works with the header
+    let refreshed = auth.web_refresh(Some(&cookie), true).await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+
+    // Without a cookie there is no session
+    let anonymous = auth.web_refresh(None, true).await;
+    oauth_error(anonymous, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn the_web_client_logout_ends_the_session_of_its_cookie_and_removes_it() {
+    let auth = TestAuth::spawn().await;
+    let login = auth.web_login("reader", "reader-dev-only").await;
+    let (cookie, _) = refresh_cookie(&login).unwrap();
+
+    let logout = auth
+        .client
+        .post(auth.url("/auth/logout"))
+        .header("x-tramita-web", "1")
+        .header("cookie", format!("tramita_refresh={cookie}"))
+        .form(&[("client_id", WEB_CLIENT)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let (value, removal) = refresh_cookie(&logout).expect("the cookie is removed");
+    assert!(value.is_empty(), "{removal}");
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+    assert!(removal.contains("Path=/api/v1/auth"), "{removal}");
+
+    oauth_error(
+        auth.web_refresh(Some(&cookie), true).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let family_revoked: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT f.revoked_at FROM refresh_families f JOIN users u ON u.id = f.user_id WHERE u.username = 'reader'",
+    )
+    .fetch_one(&auth.pool)
+    .await
+    .unwrap();
+    assert!(family_revoked.is_some(), "the login is revoked on the server");
+
+    // A logout without a session still removes the cookie
+    let empty = auth
+        .client
+        .post(auth.url("/auth/logout"))
+        .header("x-tramita-web", "1")
+        .form(&[("client_id", WEB_CLIENT)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), StatusCode::NO_CONTENT);
+    assert!(refresh_cookie(&empty).is_some());
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn other_clients_keep_the_refresh_token_in_the_body_and_set_no_cookie() {
+    let auth = TestAuth::spawn().await;
+    let login = auth.login("clerk", "clerk-dev-only").await;
+    assert!(login.headers().get("set-cookie").is_none());
+    let body: Value = login.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+
+    // Another client id is not the web client: body tokens as before
+    let other = auth
+        .token_request(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "someone-else"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(other.status(), StatusCode::OK);
+    assert!(other.headers().get("set-cookie").is_none());
+    let body: Value = other.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+
+    // A cookie sent without the web client id is ignored
+    let with_cookie = auth
+        .client
+        .post(auth.url("/auth/token"))
+        .header("cookie", format!("tramita_refresh={refresh}"))
+        .form(&[("grant_type", "refresh_token")])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(with_cookie, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert_eq!(auth.refresh(&refresh).await.status(), StatusCode::OK);
+    auth.handle.stop().await;
+}

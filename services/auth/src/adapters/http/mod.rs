@@ -1,10 +1,12 @@
 //! HTTP adapter: DTOs, handlers and their OpenAPI description.
 
 mod admin;
+mod browser;
 mod client_address;
 mod oauth;
 
 pub use admin::*;
+pub use browser::{BrowserClient, CSRF_HEADER, REFRESH_COOKIE};
 pub use client_address::ClientAddress;
 pub use oauth::*;
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tramita_web::Problem;
 use utoipa::ToSchema;
 
+use super::browser::{BrowserClient, CSRF_HEADER};
 use super::{ClientAddress, Tokens};
 use crate::app::{
     ClientGrantError, IssuedTokens, PasswordGrantError, PasswordLogin, RefreshGrantError,
@@ -27,7 +28,15 @@ pub struct TokenRequest {
     pub password: Option<String>,
     /// For `refresh_token`.
     pub refresh_token: Option<String>,
-    /// For `client_credentials` when not sent with HTTP Basic.
+    /// For `client_credentials` when not sent with HTTP Basic. With the
+    /// `password` and `refresh_token` grants, the web app's public client id
+    /// (`tramita-web`, `AUTH_WEB_CLIENT_ID`) makes this a browser request:
+    /// it must carry the header `X-Tramita-Web: 1`; the refresh token is set
+    /// as the `HttpOnly`, `Secure`, `SameSite=Strict` cookie `tramita_refresh`
+    /// (path `AUTH_REFRESH_COOKIE_PATH`) and left out of the body, and a
+    /// `refresh_token` grant without the parameter takes it from that cookie.
+    /// Any other value is ignored by these grants.
+    #[schema(example = "tramita-web")]
     pub client_id: Option<String>,
     /// For `client_credentials` when not sent with HTTP Basic.
     pub client_secret: Option<String>,
@@ -45,7 +54,8 @@ pub struct TokenResponse {
     pub token_type: String,
     /// Lifetime of the access token in seconds.
     pub expires_in: u64,
-    /// A new refresh token (user grants only); the presented one is used up.
+    /// A new refresh token (user grants only, and not for the web client,
+    /// which gets it as a cookie); the presented one is used up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
 }
@@ -225,16 +235,42 @@ fn required(value: Option<String>, name: &str) -> Result<String, OAuthError> {
         .ok_or_else(|| OAuthError::invalid_request(format!("the {name} parameter is required")))
 }
 
-fn token_response(tokens: IssuedTokens) -> HttpResponse {
-    HttpResponse::Ok()
+/// The answer with the tokens: for the web client (`browser`) the refresh
+/// token goes into its cookie instead of the body.
+fn token_response(tokens: IssuedTokens, browser: Option<&BrowserClient>) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::PRAGMA, "no-cache"))
-        .json(TokenResponse {
-            access_token: tokens.access_token,
-            token_type: "Bearer".into(),
-            expires_in: tokens.expires_in,
-            refresh_token: tokens.refresh_token,
-        })
+        .insert_header((header::PRAGMA, "no-cache"));
+    let refresh_token = match (browser, tokens.refresh_token) {
+        (Some(browser), Some(token)) => {
+            response.cookie(browser.cookie(token));
+            None
+        }
+        (_, token) => token,
+    };
+    response.json(TokenResponse {
+        access_token: tokens.access_token,
+        token_type: "Bearer".into(),
+        expires_in: tokens.expires_in,
+        refresh_token,
+    })
+}
+
+/// A refused refresh of the web client also removes its (spent) cookie.
+fn without_cookie(error: OAuthError, browser: &BrowserClient) -> HttpResponse {
+    let mut response = error.error_response();
+    if let Err(error) = response.add_cookie(&browser.removal()) {
+        tracing::warn!(error = %error, "the refresh cookie could not be removed");
+    }
+    response
+}
+
+/// Refuses a web-client request without the anti-CSRF header.
+fn csrf_refusal() -> OAuthError {
+    OAuthError::invalid_request(format!(
+        "requests of the web client must carry the header {CSRF_HEADER}: 1"
+    ))
 }
 
 /// Issues tokens (RFC 6749): `password`, `refresh_token` and
@@ -244,9 +280,13 @@ fn token_response(tokens: IssuedTokens) -> HttpResponse {
 #[utoipa::path(
     post, path = "/auth/token", tag = "tokens",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    params(
+        ("x-tramita-web" = Option<String>, Header, description = "`1`: required with `client_id=tramita-web` (the web client), which cross-site requests cannot send"),
+        ("tramita_refresh" = Option<String>, Cookie, description = "The web client's refresh token, set by an earlier answer; used by a `refresh_token` grant of the web client without the `refresh_token` parameter"),
+    ),
     responses(
-        (status = 200, description = "Tokens issued", body = TokenResponse, headers(("cache-control" = String, description = "no-store"))),
-        (status = 400, description = "invalid_request, invalid_grant, unsupported_grant_type or invalid_scope", body = OAuthErrorBody),
+        (status = 200, description = "Tokens issued", body = TokenResponse, headers(("cache-control" = String, description = "no-store"), ("set-cookie" = String, description = "For the web client only: `tramita_refresh=<refresh token>; HttpOnly; SameSite=Strict; Secure; Path=/api/v1/auth`"))),
+        (status = 400, description = "invalid_request (also: a web-client request without `X-Tramita-Web: 1`), invalid_grant (for the web client the cookie is removed), unsupported_grant_type or invalid_scope", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody),
         (status = 429, description = "slow_down: too many failed logins or client authentications", body = OAuthErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
         (status = 503, description = "temporarily_unavailable: every password-hashing slot is busy", body = OAuthErrorBody, headers(("retry-after" = u64, description = "Seconds to wait"))),
@@ -256,9 +296,17 @@ pub async fn token(
     req: HttpRequest,
     tokens: web::Data<Tokens>,
     address: web::Data<ClientAddress>,
+    browser_client: web::Data<BrowserClient>,
     form: web::Form<TokenRequest>,
 ) -> Result<HttpResponse, OAuthError> {
     let form = form.into_inner();
+    let grant = form.grant_type.as_deref();
+    let browser = (matches!(grant, Some("password" | "refresh_token"))
+        && browser_client.is(form.client_id.as_deref()))
+    .then_some(browser_client.get_ref());
+    if browser.is_some() && !BrowserClient::has_csrf_header(&req) {
+        return Err(csrf_refusal());
+    }
     if form.scope.as_deref().is_some_and(|s| !s.trim().is_empty()) {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -275,7 +323,7 @@ pub async fn token(
                 source: address.of(&req),
             };
             match tokens.password(login).await {
-                Ok(issued) => Ok(token_response(issued)),
+                Ok(issued) => Ok(token_response(issued, browser)),
                 Err(PasswordGrantError::InvalidCredentials) => {
                     Err(OAuthError::invalid_grant("invalid username or password"))
                 }
@@ -288,13 +336,32 @@ pub async fn token(
             }
         }
         "refresh_token" => {
-            let presented = required(form.refresh_token, "refresh_token")?;
-            match tokens.refresh(&presented).await {
-                Ok(issued) => Ok(token_response(issued)),
-                Err(RefreshGrantError::InvalidGrant) => Err(OAuthError::invalid_grant(
-                    "the refresh token is invalid, expired or revoked",
-                )),
-                Err(RefreshGrantError::Unexpected(error)) => Err(OAuthError::server_error(&error)),
+            let presented = match browser {
+                Some(browser) => match form
+                    .refresh_token
+                    .filter(|t| !t.is_empty())
+                    .or_else(|| BrowserClient::refresh_token(&req))
+                {
+                    Some(token) => token,
+                    None => {
+                        return Ok(without_cookie(
+                            OAuthError::invalid_grant("there is no session: sign in"),
+                            browser,
+                        ))
+                    }
+                },
+                None => required(form.refresh_token, "refresh_token")?,
+            };
+            let refused = match tokens.refresh(&presented).await {
+                Ok(issued) => return Ok(token_response(issued, browser)),
+                Err(RefreshGrantError::InvalidGrant) => {
+                    OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
+                }
+                Err(RefreshGrantError::Unexpected(error)) => OAuthError::server_error(&error),
+            };
+            match browser {
+                Some(browser) => Ok(without_cookie(refused, browser)),
+                None => Err(refused),
             }
         }
         "client_credentials" => {
@@ -314,7 +381,7 @@ pub async fn token(
                 .client_credentials(&client_id, secret, &address.of(&req))
                 .await
             {
-                Ok(issued) => Ok(token_response(issued)),
+                Ok(issued) => Ok(token_response(issued, None)),
                 Err(ClientGrantError::InvalidClient) => Err(OAuthError::invalid_client()),
                 Err(ClientGrantError::Throttled { retry_after }) => Err(OAuthError::throttled(
                     retry_after,
@@ -337,37 +404,64 @@ pub async fn token(
 /// Body of `POST /auth/logout`, as a form or JSON.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LogoutRequest {
-    /// The refresh token of the session to end.
+    /// The refresh token of the session to end (for the web client: absent,
+    /// it is taken from the cookie).
     pub refresh_token: Option<String>,
+    /// `tramita-web` (`AUTH_WEB_CLIENT_ID`): the web client, whose session is
+    /// the one of its refresh-token cookie; needs the header `X-Tramita-Web: 1`.
+    #[schema(example = "tramita-web")]
+    pub client_id: Option<String>,
 }
 
 /// Ends the session of a refresh token (its whole family). Answers 204 even
-/// for an unknown token.
+/// for an unknown token. For the web client the token comes from its cookie,
+/// which the answer removes.
 #[utoipa::path(
     post, path = "/auth/logout", tag = "tokens",
     request_body(content = LogoutRequest, content_type = "application/x-www-form-urlencoded"),
+    params(
+        ("x-tramita-web" = Option<String>, Header, description = "`1`: required with `client_id=tramita-web` (the web client)"),
+        ("tramita_refresh" = Option<String>, Cookie, description = "The web client's refresh token"),
+    ),
     responses(
-        (status = 204, description = "The session is over (or never existed)"),
-        (status = 400, description = "No refresh token, or an unreadable body", body = Problem, content_type = "application/problem+json"),
+        (status = 204, description = "The session is over (or never existed)", headers(("set-cookie" = String, description = "For the web client: removes `tramita_refresh` (`Max-Age=0`)"))),
+        (status = 400, description = "No refresh token, an unreadable body, or a web-client request without `X-Tramita-Web: 1`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn logout(
+    req: HttpRequest,
     tokens: web::Data<Tokens>,
+    browser_client: web::Data<BrowserClient>,
     body: web::Either<web::Form<LogoutRequest>, web::Json<LogoutRequest>>,
 ) -> Result<HttpResponse, Problem> {
     let body = match body {
         web::Either::Left(form) => form.into_inner(),
         web::Either::Right(json) => json.into_inner(),
     };
-    let token = body
-        .refresh_token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Problem::bad_request("the refresh_token field is required"))?;
-    tokens
-        .logout(&token)
-        .await
-        .map_err(|e| Problem::internal_from(&e))?;
-    Ok(HttpResponse::NoContent().finish())
+    let presented = body.refresh_token.filter(|t| !t.is_empty());
+    if !browser_client.is(body.client_id.as_deref()) {
+        let token =
+            presented.ok_or_else(|| Problem::bad_request("the refresh_token field is required"))?;
+        tokens
+            .logout(&token)
+            .await
+            .map_err(|e| Problem::internal_from(&e))?;
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    if !BrowserClient::has_csrf_header(&req) {
+        return Err(Problem::bad_request(format!(
+            "requests of the web client must carry the header {CSRF_HEADER}: 1"
+        )));
+    }
+    if let Some(token) = presented.or_else(|| BrowserClient::refresh_token(&req)) {
+        tokens
+            .logout(&token)
+            .await
+            .map_err(|e| Problem::internal_from(&e))?;
+    }
+    Ok(HttpResponse::NoContent()
+        .cookie(browser_client.removal())
+        .finish())
 }
 
 /// A JSON Web Key Set (RFC 7517) of Ed25519 public keys.
