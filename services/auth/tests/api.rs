@@ -1937,7 +1937,10 @@ async fn the_web_client_gets_its_refresh_token_as_an_http_only_cookie_and_refres
     // And the spent cookie presented again ends the login and is removed
     let reused = auth.web_refresh(Some(&cookie), true).await;
     let (value, removal) = refresh_cookie(&reused).expect("the cookie is removed");
-    assert!(value.is_empty() && removal.contains("Max-Age=0"), "{removal}");
+    assert!(
+        value.is_empty() && removal.contains("Max-Age=0"),
+        "{removal}"
+    );
     oauth_error(reused, StatusCode::BAD_REQUEST, "invalid_grant").await;
     oauth_error(
         auth.web_refresh(Some(&rotated), true).await,
@@ -2024,7 +2027,10 @@ async fn the_web_client_logout_ends_the_session_of_its_cookie_and_removes_it() {
     .fetch_one(&auth.pool)
     .await
     .unwrap();
-    assert!(family_revoked.is_some(), "the login is revoked on the server");
+    assert!(
+        family_revoked.is_some(),
+        "the login is revoked on the server"
+    );
 
     // A logout without a session still removes the cookie
     let empty = auth
