@@ -1334,8 +1334,23 @@ async fn attach_upload_and_remove_document_delivered_twice_have_one_effect_and_o
     )
     .await;
     let upload_id = upload["id"].as_str().unwrap();
+    let other_upload = json(
+        docs.post_multipart(
+            &docs.client,
+            "/docs/uploads",
+            multipart_body(&[file_part(
+                "filename=\"anexo.pdf\"",
+                "application/pdf",
+                &pdf(1_000, 21),
+            )])
+            .into(),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
     let saga = Uuid::now_v7();
-    let command = |message_type: &str, fields: Value| {
+    let command_of = |actor: &str, message_type: &str, fields: Value| {
         let mut payload = json!({
             "saga_id": saga, "step": "attach_document", "reply_to": docs.kafka.topic(replies),
             "file_id": file,
@@ -1344,11 +1359,14 @@ async fn attach_upload_and_remove_document_delivered_twice_have_one_effect_and_o
             .as_object_mut()
             .unwrap()
             .extend(fields.as_object().unwrap().clone());
-        Envelope::new(message_type, file.to_string(), payload).with_actor(Some("clerk-7".into()))
+        Envelope::new(message_type, file.to_string(), payload).with_actor(Some(actor.into()))
     };
+    // The uploads are clerk-1's (the client's token).
+    let command = |message_type: &str, fields: Value| command_of("clerk-1", message_type, fields);
 
     // The same command twice, then another one for the same upload, then
-    // one for an upload that does not exist.
+    // one for an upload that does not exist, then one on behalf of another
+    // user for an upload that is clerk-1's.
     let attach = command("docs.AttachUpload.v1", json!({"upload_id": upload_id}));
     docs.publish("docs.commands", &attach).await;
     docs.publish("docs.commands", &attach).await;
@@ -1356,7 +1374,13 @@ async fn attach_upload_and_remove_document_delivered_twice_have_one_effect_and_o
     docs.publish("docs.commands", &again).await;
     let unknown = command("docs.AttachUpload.v1", json!({"upload_id": Uuid::now_v7()}));
     docs.publish("docs.commands", &unknown).await;
-    let answered = exactly(&docs, replies, 3).await;
+    let stolen = command_of(
+        "clerk-7",
+        "docs.AttachUpload.v1",
+        json!({"upload_id": other_upload["id"]}),
+    );
+    docs.publish("docs.commands", &stolen).await;
+    let answered = exactly(&docs, replies, 4).await;
     let types: Vec<String> = answered
         .iter()
         .map(|m| message_header(m, "message-type"))
@@ -1365,6 +1389,7 @@ async fn attach_upload_and_remove_document_delivered_twice_have_one_effect_and_o
         types,
         [
             "docs.DocumentAttached.v1",
+            "docs.AttachRefused.v1",
             "docs.AttachRefused.v1",
             "docs.AttachRefused.v1"
         ]
@@ -1390,11 +1415,16 @@ async fn attach_upload_and_remove_document_delivered_twice_have_one_effect_and_o
         message_header(&answered[0], "aggregate-id"),
         file.to_string()
     );
-    assert_eq!(message_header(&answered[0], "actor"), "clerk-7");
+    assert_eq!(message_header(&answered[0], "actor"), "clerk-1");
     assert_eq!(payload(&answered[1])["reason"], "upload_claimed");
     assert_eq!(payload(&answered[1])["saga_id"], saga.to_string());
     assert_eq!(payload(&answered[2])["reason"], "unknown_upload");
     assert!(payload(&answered[2])["detail"].is_string());
+    assert_eq!(
+        payload(&answered[3])["reason"],
+        "unknown_upload",
+        "another user's upload is not theirs to attach"
+    );
 
     let document_id = attached["document_id"].as_str().unwrap().to_owned();
     let listed = json(
@@ -1428,8 +1458,8 @@ async fn attach_upload_and_remove_document_delivered_twice_have_one_effect_and_o
         json!({"document_id": document_id, "step": "remove_document"}),
     );
     docs.publish("docs.commands", &gone).await;
-    let answered = exactly(&docs, replies, 5).await;
-    for (reply, cause) in answered[3..].iter().zip([&remove, &gone]) {
+    let answered = exactly(&docs, replies, 6).await;
+    for (reply, cause) in answered[4..].iter().zip([&remove, &gone]) {
         assert_eq!(
             message_header(reply, "message-type"),
             "docs.DocumentRemoved.v1"
@@ -1452,7 +1482,8 @@ async fn attach_upload_and_remove_document_delivered_twice_have_one_effect_and_o
         Duration::from_secs(30),
         "the removed document's content is deleted",
         || async {
-            (docs.count("content.chunks").await == 0 && docs.count("content_trash").await == 0)
+            // Left: the one chunk of the upload another user could not take.
+            (docs.count("content.chunks").await == 1 && docs.count("content_trash").await == 0)
                 .then_some(())
         },
     )

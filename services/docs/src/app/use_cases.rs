@@ -79,7 +79,8 @@ pub enum GetDocumentError {
 /// Why a staged upload did not become a document version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AttachRefusal {
-    /// No staged upload has this id (never, or forgotten since).
+    /// No staged upload of the actor's has this id (never, forgotten
+    /// since, or staged by someone else).
     #[error("no staged upload with this id")]
     UnknownUpload,
     /// The upload expired before it was claimed.
@@ -469,6 +470,11 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
         let Some(mut upload) = self.store.upload_in(tx, upload_id).await? else {
             return Ok(AttachOutcome::Refused(AttachRefusal::UnknownUpload));
         };
+        // Only whoever staged an upload may attach it: another user's upload
+        // is as unknown to them as one that never existed.
+        if cause.actor.as_deref() != Some(upload.created_by.id.as_str()) {
+            return Ok(AttachOutcome::Refused(AttachRefusal::UnknownUpload));
+        }
         let existing = self.store.document_named_in(tx, file, &upload.name).await?;
         let (document, event, previous) = match existing {
             None => {
