@@ -1,0 +1,422 @@
+//! The demo data of `scripts/run`: `tramita-seed` against the whole suite
+//! (every service in this process on port 0, real PostgreSQL, MongoDB and
+//! Kafka, auth with its demo users), through the gateway only.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tramita_identity::IdentitySettings;
+use tramita_messaging::KafkaSettings;
+use tramita_seed::{plan, seed, Credentials, SeedError};
+use tramita_testkit::TestInfra;
+use tramita_web::ServiceHandle;
+use uuid::Uuid;
+
+/// The suite as `scripts/run` starts it in development: auth with the demo
+/// users, files with the default initial options, docs, bpm, index and the
+/// gateway in front.
+struct Suite {
+    gateway: String,
+    handles: Vec<ServiceHandle>,
+    client: reqwest::Client,
+}
+
+impl Suite {
+    async fn start() -> Self {
+        let infra = TestInfra::from_env();
+        let kafka = KafkaSettings {
+            brokers: infra.kafka_brokers.clone(),
+            topic_prefix: infra.topic_prefix(),
+        };
+        let auth = tramita_auth::Application::build(tramita_auth::Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            database_url: infra.fresh_database().await,
+            pool_size: 5,
+            kafka: kafka.clone(),
+            events_partitions: 1,
+            json_limit: 16 * 1024,
+            workers: 1,
+            outbox_relay: true,
+            issuer: "tramita-auth".into(),
+            audience: "tramita".into(),
+            access_token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(3600),
+            login_free_failures: 3,
+            login_user_free_failures: 20,
+            trusted_proxies: tramita_auth::TrustedProxies::parse(&["127.0.0.1"]).unwrap(),
+            key_reload_interval: Duration::from_secs(15),
+            // Cheap hashes keep debug-build tests fast; production refuses them.
+            hash_cost: tramita_auth::app::HashCost {
+                memory_kib: 1024,
+                iterations: 1,
+                parallelism: 1,
+            },
+            hash_concurrency: 2,
+            hash_wait: Duration::from_secs(5),
+            retention: Default::default(),
+            messaging_retention: Default::default(),
+            admin_username: "admin".into(),
+            admin_password: Some("demo-test-admin-password".into()),
+            admin_name: "Administrador, Tramita".into(),
+            demo_users: true,
+            environment: tramita_auth::Environment::Development,
+        })
+        .await
+        .expect("build auth");
+        let identity = IdentitySettings {
+            jwks_url: format!("http://127.0.0.1:{}/.well-known/jwks.json", auth.port()),
+            issuer: "tramita-auth".into(),
+            audience: "tramita".into(),
+        };
+        let files = tramita_files::Application::build(tramita_files::Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            database_url: infra.fresh_database().await,
+            pool_size: 5,
+            kafka: kafka.clone(),
+            events_partitions: 3,
+            initial_options: vec!["Sede electrónica".into(), "A petición departamento".into()],
+            json_limit: 64 * 1024,
+            workers: 1,
+            outbox_relay: true,
+            saga: Default::default(),
+            retention: Default::default(),
+            idempotency: Default::default(),
+            identity: identity.clone(),
+        })
+        .await
+        .expect("build files");
+        let (docs, _) = common::docs(&kafka, &identity).await;
+        let (bpm, _) = common::bpm(&infra, &kafka, &identity).await;
+        let index = tramita_index::Application::build(tramita_index::Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            database_url: infra.fresh_database().await,
+            pool_size: 5,
+            kafka: kafka.clone(),
+            consumer_group: format!("index-{}", Uuid::new_v4().simple()),
+            max_attempts: 3,
+            events_partitions: 3,
+            workers: 1,
+            retention: Default::default(),
+            identity: identity.clone(),
+            time_zone: tramita_index::DEFAULT_TIME_ZONE,
+        })
+        .await
+        .expect("build index");
+        let upstream = |name: &str, port: u16| tramita_gateway::UpstreamSettings {
+            name: tramita_gateway::domain::UpstreamName::parse(name).unwrap(),
+            url: format!("http://127.0.0.1:{port}"),
+            policy: tramita_gateway::app::UpstreamPolicy::default(),
+            body_limit: None,
+        };
+        let gateway = tramita_gateway::Application::build(tramita_gateway::Settings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            internal_host: "127.0.0.1".into(),
+            internal_port: 0,
+            workers: 1,
+            upstreams: vec![
+                upstream("auth", auth.port()),
+                upstream("files", files.port()),
+                upstream("index", index.port()),
+                upstream("docs", docs.port),
+                upstream("bpm", bpm.port),
+            ],
+            public_routes: tramita_gateway::domain::PublicRoutes::parse(
+                tramita_gateway::domain::routing::DEFAULT_PUBLIC_ROUTES,
+            )
+            .unwrap(),
+            jwks_url: identity.jwks_url.clone(),
+            issuer: identity.issuer.clone(),
+            audience: identity.audience.clone(),
+            body_limit: 1024 * 1024,
+            public_body_limit: 8 * 1024,
+            body_read_timeout: Duration::from_secs(15),
+            upload_timeout: Duration::from_secs(600),
+            trusted_proxies: Default::default(),
+            // The rate scripts/run's gateway has by default: the seeder
+            // must live with it.
+            rate: tramita_gateway::domain::RateLimit {
+                per_second: 50,
+                burst: 100,
+            },
+            cors_origins: Vec::new(),
+            static_dir: "/nonexistent/tramita-web".into(),
+            pool_max_idle_per_host: 8,
+            token_cache: Duration::from_secs(30),
+            openapi_refresh: Duration::from_secs(60),
+        })
+        .await
+        .expect("build gateway");
+        let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
+        let handles = vec![
+            gateway.handle(),
+            files.handle(),
+            index.handle(),
+            docs.handle,
+            bpm.handle,
+            auth.handle(),
+        ];
+        tokio::spawn(auth.run_until_stopped());
+        tokio::spawn(files.run_until_stopped());
+        tokio::spawn(index.run_until_stopped());
+        tokio::spawn(gateway.run_until_stopped());
+        Self {
+            gateway: gateway_url,
+            handles,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn token(&self, username: &str, password: &str) -> String {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/auth/token", self.gateway))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+        let tokens: Value = response.json().await.unwrap();
+        tokens["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn get(&self, token: &str, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}/api/v1{path}", self.gateway))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// The demo files in the index's list, by code.
+    async fn demo_files(&self, token: &str) -> Vec<Value> {
+        let page = self.get(token, "/index/files?q=DEMO-&limit=100").await;
+        let mut items: Vec<Value> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|item| item["code"].as_str().unwrap().starts_with("DEMO-"))
+            .cloned()
+            .collect();
+        items.sort_by_key(|item| item["code"].as_str().unwrap().to_owned());
+        items
+    }
+
+    async fn stop(self) {
+        for handle in &self.handles {
+            handle.stop().await;
+        }
+    }
+}
+
+/// What a second run must leave untouched: each demo file's process
+/// version and its documents.
+async fn state(suite: &Suite, token: &str, files: &[Value]) -> Vec<(String, i64, Vec<Value>)> {
+    let mut state = Vec::new();
+    for file in files {
+        let id = file["id"].as_str().unwrap();
+        let process = suite.get(token, &format!("/bpm/processes/{id}")).await;
+        let documents = suite
+            .get(token, &format!("/docs/files/{id}/documents"))
+            .await;
+        state.push((
+            file["code"].as_str().unwrap().to_owned(),
+            process["version"].as_i64().unwrap(),
+            documents["items"].as_array().unwrap().clone(),
+        ));
+    }
+    state
+}
+
+#[tokio::test]
+async fn the_seeder_loads_a_dozen_files_over_every_phase_once_and_a_second_run_changes_nothing() {
+    let suite = Suite::start().await;
+    let credentials = Credentials::development();
+
+    // When the seeder runs against a fresh suite...
+    let report = seed(&suite.gateway, &credentials).await.expect("seeded");
+    assert_eq!(report.created(), 12, "{report:?}");
+    assert!(!report.already_present());
+    assert!(
+        report.summary().starts_with("demo data loaded: 12 files"),
+        "{}",
+        report.summary()
+    );
+
+    // ...the list has twelve demo files, none pending or failed, in every
+    // phase of the standard procedure, finished ones among them.
+    let reader = suite.token("reader", "reader-dev-only").await;
+    let files = suite.demo_files(&reader).await;
+    assert_eq!(files.len(), 12, "{files:#?}");
+    let codes: Vec<&str> = files.iter().map(|f| f["code"].as_str().unwrap()).collect();
+    let planned: Vec<&str> = plan::DEMO_FILES.iter().map(|f| f.code).collect();
+    assert_eq!(codes, planned);
+    for file in &files {
+        let status = file["status"].as_str().unwrap();
+        assert!(status == "active" || status == "finished", "{file}");
+        assert_eq!(file["procedure"], "standard", "{file}");
+    }
+    let phases: BTreeSet<&str> = files
+        .iter()
+        .map(|f| f["phase"]["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, plan::PHASES.into_iter().collect::<BTreeSet<_>>());
+    let finished: Vec<&Value> = files.iter().filter(|f| f["status"] == "finished").collect();
+    assert!(!finished.is_empty());
+    for file in &finished {
+        assert_eq!(file["phase"]["key"], "finished", "{file}");
+    }
+    let options: BTreeSet<&str> = files
+        .iter()
+        .map(|f| f["initial_option"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        options,
+        BTreeSet::from(["Sede electrónica", "A petición departamento"])
+    );
+
+    // Every file has one or two documents in the index, a PDF first, and
+    // bpm has each move with its comment; one went round the rejection loop
+    // and was finished by the validator.
+    let clerk = suite.token("clerk", "clerk-dev-only").await;
+    let validator_id = suite
+        .get(
+            &suite.token("validator", "validator-dev-only").await,
+            "/auth/me",
+        )
+        .await["subject"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut looped_and_finished = false;
+    let mut media_types = BTreeSet::new();
+    for file in &files {
+        let id = file["id"].as_str().unwrap();
+        let code = file["code"].as_str().unwrap();
+        let case = suite.get(&clerk, &format!("/index/files/{id}")).await;
+        let documents = case["documents"].as_array().unwrap();
+        assert!((1..=2).contains(&documents.len()), "{code}: {case:#}");
+        let demo = plan::DEMO_FILES.iter().find(|f| f.code == code).unwrap();
+        assert_eq!(documents.len(), demo.documents().count(), "{code}");
+        assert_eq!(documents[0]["media_type"], "application/pdf", "{code}");
+        media_types.extend(
+            documents
+                .iter()
+                .map(|d| d["media_type"].as_str().unwrap().to_owned()),
+        );
+
+        let process = suite.get(&clerk, &format!("/bpm/processes/{id}")).await;
+        let history: Vec<&str> = process["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|visit| visit["phase"]["key"].as_str().unwrap())
+            .collect();
+        let mut expected = vec!["initial"];
+        expected.extend(demo.moves.iter().map(|m| m.to));
+        assert_eq!(history, expected, "{code}");
+        for (visit, step) in process["history"].as_array().unwrap()[1..]
+            .iter()
+            .zip(demo.moves)
+        {
+            assert_eq!(visit["comment"], step.comment, "{code}");
+        }
+        let rejected_at = history.iter().position(|p| *p == "rejected");
+        if process["status"] == "finished" && rejected_at.is_some_and(|at| at + 1 < history.len()) {
+            assert_eq!(
+                process["finished_by"]["id"],
+                validator_id.as_str(),
+                "{code}"
+            );
+            looped_and_finished = true;
+        }
+    }
+    assert!(
+        looped_and_finished,
+        "no file went round the rejection loop to Finalizado"
+    );
+    assert!(media_types.contains("image/png"), "{media_types:?}");
+    let plan_image = files.iter().find(|f| f["code"] == "DEMO-004").unwrap();
+    let image_documents = suite
+        .get(
+            &clerk,
+            &format!(
+                "/docs/files/{}/documents",
+                plan_image["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    let png = image_documents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "plano_local.png")
+        .expect("the floor plan");
+    let content = suite
+        .client
+        .get(format!(
+            "{}/api/v1/docs/documents/{}/content",
+            suite.gateway,
+            png["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&clerk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(content.status(), StatusCode::OK);
+    assert!(content
+        .bytes()
+        .await
+        .unwrap()
+        .starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // A second run finds everything in place and changes nothing.
+    let before = state(&suite, &clerk, &files).await;
+    let again = seed(&suite.gateway, &credentials)
+        .await
+        .expect("second run");
+    assert!(again.already_present(), "{again:?}");
+    assert_eq!(again.created(), 0);
+    assert!(
+        again
+            .summary()
+            .starts_with("demo data already present: 12 files"),
+        "{}",
+        again.summary()
+    );
+    assert_eq!(state(&suite, &clerk, &files).await, before);
+    assert_eq!(suite.demo_files(&reader).await.len(), 12);
+
+    // A wrong password and a gateway that is not there are told apart.
+    let wrong = Credentials {
+        validator: tramita_seed::Login {
+            username: "validator".into(),
+            password: "not-the-password".into(),
+        },
+        ..Credentials::development()
+    };
+    let refused = seed(&suite.gateway, &wrong).await.unwrap_err();
+    assert!(
+        matches!(&refused, SeedError::SignIn { username, .. } if username == "validator"),
+        "{refused}"
+    );
+    suite.stop().await;
+    let down = seed("http://127.0.0.1:9", &credentials).await.unwrap_err();
+    assert!(matches!(down, SeedError::Unreachable { .. }), "{down}");
+    assert!(down.to_string().contains("http://127.0.0.1:9"), "{down}");
+}
