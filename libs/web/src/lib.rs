@@ -98,13 +98,79 @@ pub fn serve<F>(
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
+    let common = CommonRoutes {
+        readiness,
+        openapi,
+        json_limit,
+    };
+    server(listener, workers, metrics, move |cfg| {
+        common.configure(cfg);
+        configure(cfg);
+    })
+}
+
+/// As [`serve`], but with the service's routes ahead of the common ones: for
+/// a service whose API lives under `/docs/`, where the common routes put the
+/// Swagger UI (`/docs/{_:.*}`), which would take them.
+pub fn serve_routes_first<F>(
+    listener: std::net::TcpListener,
+    workers: usize,
+    json_limit: usize,
+    metrics: PrometheusMetrics,
+    readiness: Readiness,
+    openapi: utoipa::openapi::OpenApi,
+    configure: F,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let common = CommonRoutes {
+        readiness,
+        openapi,
+        json_limit,
+    };
+    server(listener, workers, metrics, move |cfg| {
+        configure(cfg);
+        common.configure(cfg);
+    })
+}
+
+/// What [`configure_common`] registers.
+#[derive(Clone)]
+struct CommonRoutes {
+    readiness: Readiness,
+    openapi: utoipa::openapi::OpenApi,
+    json_limit: usize,
+}
+
+impl CommonRoutes {
+    fn configure(&self, cfg: &mut web::ServiceConfig) {
+        configure_common(
+            cfg,
+            self.readiness.clone(),
+            self.openapi.clone(),
+            self.json_limit,
+        );
+    }
+}
+
+/// The server with the standard middleware around the routes `routes`
+/// registers, answering 404 problems elsewhere.
+fn server<F>(
+    listener: std::net::TcpListener,
+    workers: usize,
+    metrics: PrometheusMetrics,
+    routes: F,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .wrap(metrics.clone())
             .wrap(tracing_actix_web::TracingLogger::<request_id::RequestSpan>::new())
             .wrap(actix_web::middleware::from_fn(request_id::request_id))
-            .configure(|cfg| configure_common(cfg, readiness.clone(), openapi.clone(), json_limit))
-            .configure(configure.clone())
+            .configure(routes.clone())
             .default_service(web::to(extract::not_found))
     })
     .workers(workers)

@@ -258,36 +258,19 @@ impl Application {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("bind {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
-        // As `tramita_web::serve`, but with the service's routes ahead of
-        // the common ones: the API lives under `/docs/`, where the common
-        // routes put the Swagger UI (`/docs/{_:.*}`), which would take them.
-        let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
-                .wrap(metrics.clone())
-                .wrap(tracing_actix_web::TracingLogger::<
-                    tramita_web::request_id::RequestSpan,
-                >::new())
-                .wrap(actix_web::middleware::from_fn(
-                    tramita_web::request_id::request_id,
-                ))
-                .app_data(handlers.clone())
-                .app_data(validator.clone())
-                .configure(|cfg| http::routes(cfg, idempotency.clone()))
-                .configure(|cfg| {
-                    tramita_web::configure_common(
-                        cfg,
-                        readiness.clone(),
-                        openapi.clone(),
-                        JSON_LIMIT,
-                    )
-                })
-                .default_service(web::to(tramita_web::extract::not_found))
-        })
-        .workers(settings.workers)
-        .keep_alive(tramita_web::KEEP_ALIVE)
-        .shutdown_timeout(10)
-        .listen(listener)?
-        .run();
+        let server = tramita_web::serve_routes_first(
+            listener,
+            settings.workers,
+            JSON_LIMIT,
+            metrics,
+            readiness,
+            openapi,
+            move |cfg| {
+                cfg.app_data(handlers.clone())
+                    .app_data(validator.clone())
+                    .configure(|cfg| http::routes(cfg, idempotency.clone()));
+            },
+        )?;
 
         let shutdown = CancellationToken::new();
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
