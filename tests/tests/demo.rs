@@ -420,3 +420,127 @@ async fn the_seeder_loads_a_dozen_files_over_every_phase_once_and_a_second_run_c
     assert!(matches!(down, SeedError::Unreachable { .. }), "{down}");
     assert!(down.to_string().contains("http://127.0.0.1:9"), "{down}");
 }
+
+impl Suite {
+    /// Opens the file `code` as the clerk would by hand, with a PDF named
+    /// `document`, waits for its saga and takes the moves `to`, in order.
+    async fn open_by_hand(&self, token: &str, code: &str, document: &str, to: &[&str]) -> String {
+        let request = self
+            .client
+            .post(format!("{}/api/v1/docs/uploads", self.gateway))
+            .bearer_auth(token);
+        let upload = common::upload(request, document, &common::pdf(1)).await;
+        let response = self
+            .client
+            .post(format!("{}/api/v1/files", self.gateway))
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "code": code, "initial_option": "Sede electrónica",
+                "description": format!("Abierto a mano: {code}"),
+                "first_document": {"upload_id": upload},
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{code}");
+        let created: Value = response.json().await.unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        tramita_testkit::eventually(Duration::from_secs(60), "file active", || async {
+            let file = self.get(token, &format!("/files/{id}")).await;
+            (file["status"] == "active").then_some(())
+        })
+        .await;
+        for phase in to {
+            let response = self
+                .client
+                .post(format!(
+                    "{}/api/v1/bpm/processes/{id}/transitions",
+                    self.gateway
+                ))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"to": phase}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{code} to {phase}");
+        }
+        id
+    }
+}
+
+#[tokio::test]
+async fn a_run_cut_short_is_completed_and_a_demo_file_moved_by_hand_is_left_as_it_is() {
+    let suite = Suite::start().await;
+    let clerk = suite.token("clerk", "clerk-dev-only").await;
+    // Given DEMO-012 stopped after its first move, as a run cut short
+    // leaves it (its second document not added yet), and DEMO-009 moved by
+    // hand off the demo's path (to validation instead of rejected)...
+    let cut_short = suite
+        .open_by_hand(
+            &clerk,
+            "DEMO-012",
+            "solicitud_licencia_actividad.pdf",
+            &["technical_analysis"],
+        )
+        .await;
+    let by_hand = suite
+        .open_by_hand(
+            &clerk,
+            "DEMO-009",
+            "solicitud_vado.pdf",
+            &["technical_analysis", "validation"],
+        )
+        .await;
+
+    // ...when the seeder runs (whether or not the index shows them yet)...
+    let report = seed(&suite.gateway, &Credentials::development())
+        .await
+        .expect("seeded");
+
+    // ...it opens the ten others, completes DEMO-012 and leaves DEMO-009.
+    assert_eq!(report.created(), 10, "{report:#?}");
+    let outcome = |code: &str| report.files.iter().find(|f| f.code == code).unwrap();
+    let completed = outcome("DEMO-012");
+    assert_eq!(completed.id.to_string(), cut_short);
+    assert!(!completed.created);
+    assert_eq!((completed.moves, completed.documents_added), (6, 1));
+    assert_eq!(completed.phase, "finished");
+    assert!(completed.left_as_is.is_none());
+    let left = outcome("DEMO-009");
+    assert_eq!(left.id.to_string(), by_hand);
+    assert_eq!((left.moves, left.documents_added), (0, 0));
+    assert_eq!(left.phase, "validation");
+    assert!(left.left_as_is.is_some(), "{left:?}");
+
+    let process = suite
+        .get(&clerk, &format!("/bpm/processes/{cut_short}"))
+        .await;
+    let history: Vec<&str> = process["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|visit| visit["phase"]["key"].as_str().unwrap())
+        .collect();
+    let demo = plan::DEMO_FILES
+        .iter()
+        .find(|f| f.code == "DEMO-012")
+        .unwrap();
+    let mut expected = vec!["initial"];
+    expected.extend(demo.moves.iter().map(|m| m.to));
+    assert_eq!(history, expected);
+    let case = suite
+        .get(&clerk, &format!("/index/files/{cut_short}"))
+        .await;
+    assert_eq!(case["documents"].as_array().unwrap().len(), 2, "{case:#}");
+    let untouched = suite
+        .get(&clerk, &format!("/bpm/processes/{by_hand}"))
+        .await;
+    assert_eq!(untouched["history"].as_array().unwrap().len(), 3);
+
+    // A second run has nothing left to do.
+    let again = seed(&suite.gateway, &Credentials::development())
+        .await
+        .expect("second run");
+    assert!(again.already_present(), "{again:#?}");
+    suite.stop().await;
+}
