@@ -242,7 +242,7 @@ pub async fn seed(base_url: &str, credentials: &Credentials) -> Result<Report, S
             detail: "files has no initial options configured".into(),
         });
     }
-    let known = demo_files_in_index(&gateway, &team.clerk).await?;
+    let known = demo_files_in_index(&gateway, &team.clerk, CODE_PREFIX).await?;
 
     let mut files: Vec<FileOutcome> = stream::iter(DEMO_FILES.iter())
         .map(|file| {
@@ -258,13 +258,15 @@ pub async fn seed(base_url: &str, credentials: &Credentials) -> Result<Report, S
     Ok(Report { files })
 }
 
-/// The demo files the index knows, by code.
+/// The demo files the index knows among those whose code starts with
+/// `prefix` (a demo file's whole code, or [`CODE_PREFIX`] for all), by code.
 async fn demo_files_in_index(
     gateway: &Gateway,
     session: &Session,
+    prefix: &str,
 ) -> Result<HashMap<String, Uuid>, SeedError> {
     Ok(gateway
-        .search_index(session, CODE_PREFIX)
+        .search_index(session, prefix)
         .await?
         .iter()
         .filter_map(|item| {
@@ -417,7 +419,7 @@ async fn open(
                 INDEX_WAIT,
                 &format!("the index to show {}", file.code),
                 || async {
-                    Ok(demo_files_in_index(gateway, opener)
+                    Ok(demo_files_in_index(gateway, opener, file.code)
                         .await?
                         .get(file.code)
                         .copied())
