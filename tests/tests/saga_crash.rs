@@ -401,6 +401,7 @@ async fn create(client: reqwest::Client, files: String, n: usize, upload: Uuid) 
 #[tokio::test]
 async fn a_hundred_creations_while_files_docs_and_bpm_crash_end_active_or_failed_and_agree() {
     let began = Instant::now();
+    let stage = |what: &str| eprintln!("{:>6.1?} {what}", began.elapsed());
     let cluster = Cluster::new().await;
     let client = tramita_testkit::bearer_client(&cluster.issuer.token("clerk-1", &["clerk"]));
     // Declared after the cluster, so dropped (killed) before it.
@@ -414,6 +415,7 @@ async fn a_hundred_creations_while_files_docs_and_bpm_crash_end_active_or_failed
     let (index_handle, index_pool) = cluster.index().await;
     let files_pool = cluster.infra.pool(&cluster.files_db).await;
     let bpm_pool = cluster.infra.pool(&cluster.bpm_db).await;
+    stage("files, docs and bpm ready as processes; the index in this process");
 
     // Every first document staged before the stream.
     let docs_base = docs.base();
@@ -467,10 +469,16 @@ async fn a_hundred_creations_while_files_docs_and_bpm_crash_end_active_or_failed
     for (at, service) in [(20, &mut files), (45, &mut docs), (70, &mut bpm)] {
         reach(at).await;
         kills.push(created.load(Ordering::SeqCst));
+        stage(&format!(
+            "{} creations answered: killing {}",
+            kills[kills.len() - 1],
+            service.name
+        ));
         service.crash_and_restart().await;
     }
 
     load.await.unwrap();
+    stage("every creation answered");
     assert!(
         kills.iter().all(|&at| at < FILES),
         "every crash fell inside the stream: {kills:?}"
@@ -497,7 +505,9 @@ async fn a_hundred_creations_while_files_docs_and_bpm_crash_end_active_or_failed
         FILES as i64,
         "{active} active, {failed} failed"
     );
-    eprintln!("{active} active, {failed} failed; crashes after {kills:?} creations");
+    stage(&format!(
+        "no saga runs: {active} active, {failed} failed; crashes after {kills:?} creations"
+    ));
     let active_ids: Vec<Uuid> =
         sqlx::query_scalar("SELECT id FROM files WHERE status = 'active' ORDER BY id")
             .fetch_all(&files_pool)
@@ -515,6 +525,7 @@ async fn a_hundred_creations_while_files_docs_and_bpm_crash_end_active_or_failed
         (processes == active_ids).then_some(())
     })
     .await;
+    stage("bpm agrees");
     // docs: one document per active file, none left for a failed one.
     eventually(Duration::from_secs(60), "docs agrees", || async {
         let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM files ORDER BY id")
@@ -541,6 +552,7 @@ async fn a_hundred_creations_while_files_docs_and_bpm_crash_end_active_or_failed
         (with_document == active_ids).then_some(())
     })
     .await;
+    stage("docs agrees");
     // The index: every file at its version, with its status.
     eventually(Duration::from_secs(60), "the index agrees", || async {
         let indexed = count(
@@ -556,9 +568,9 @@ async fn a_hundred_creations_while_files_docs_and_bpm_crash_end_active_or_failed
         (indexed == active && indexed_failed == failed).then_some(())
     })
     .await;
+    stage("the index agrees");
     index_handle.stop().await;
     for service in [&mut files, &mut docs, &mut bpm] {
         service.kill();
     }
-    eprintln!("took {:?}", began.elapsed());
 }
