@@ -1,0 +1,103 @@
+# syntax=docker/dockerfile:1.7
+#
+# One image per Tramita service, from one Dockerfile:
+#
+#   docker build --build-arg SERVICE=files --target service -t tramita-files .
+#   docker build --build-arg SERVICE=gateway --target gateway -t tramita-gateway .
+#
+# `scripts/images build|push [service...]` is the way in (it passes the
+# toolchain of rust-toolchain.toml, the commit and the right target).
+#
+# - Dependencies are compiled in their own layer (cargo-chef), shared by the
+#   six images: a change to the code of one service rebuilds only that crate
+#   and the ones that depend on it.
+# - librdkafka is built from source with rdkafka's default features (C
+#   compiler and make; zlib linked statically), so the binary needs nothing
+#   at run time beyond glibc and libgcc.
+# - The run-time image is distroless (no shell, no package manager) and runs
+#   as an unprivileged user (65532). Health checks in docker-compose use the
+#   bundled `tramita-healthcheck` probe; Kubernetes probes over HTTP itself.
+# - The gateway's image also carries the web app (web/dist), served from
+#   /srv/web (GATEWAY_STATIC_DIR).
+
+# Kept equal to rust-toolchain.toml by scripts/check-deploy.
+ARG RUST_VERSION=1.95.0
+ARG NODE_VERSION=22
+ARG CARGO_CHEF_VERSION=0.1.78
+
+# ------------------------------------------------------------------ toolchain
+FROM rust:${RUST_VERSION}-slim-bookworm AS chef
+ARG RUST_VERSION
+ARG CARGO_CHEF_VERSION
+# The image already has the toolchain of rust-toolchain.toml; naming it here
+# keeps rustup from fetching rust-toolchain.toml's extra components
+# (rustfmt, clippy), which a release build does not use.
+ENV RUSTUP_TOOLCHAIN=${RUST_VERSION} \
+    CARGO_TERM_COLOR=never \
+    LIBZ_SYS_STATIC=1
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Debian packages are not pinned: the security updates of the release are
+# wanted, and the base image's tag pins the release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential pkg-config \
+ && rm -rf /var/lib/apt/lists/* \
+ && cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}" \
+ && rm -rf /usr/local/cargo/registry
+WORKDIR /src
+
+# ------------------------------------------------------------------ recipe
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+# ------------------------------------------------------------------ build
+FROM chef AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY --from=planner /src/recipe.json recipe.json
+# The dependencies of every service binary, once, before the sources: this
+# layer is reused until Cargo.toml or Cargo.lock change.
+RUN cargo chef cook --release --locked --recipe-path recipe.json \
+      --bin tramita-gateway --bin tramita-auth --bin tramita-files \
+      --bin tramita-index --bin tramita-docs --bin tramita-bpm \
+      --bin tramita-healthcheck
+COPY . .
+ARG SERVICE
+# Fails when the binary would need a shared library that the run-time image
+# lacks (only glibc, libgcc and libstdc++ are there).
+RUN test -n "${SERVICE}" || { echo "--build-arg SERVICE=<gateway|auth|files|index|docs|bpm> is required" >&2; exit 1; } \
+ && cargo build --release --locked --bin "tramita-${SERVICE}" --bin tramita-healthcheck \
+ && mkdir -p /out/usr/local/bin \
+ && cp "target/release/tramita-${SERVICE}" target/release/tramita-healthcheck /out/usr/local/bin/ \
+ && ln -s "tramita-${SERVICE}" /out/usr/local/bin/tramita \
+ && if ldd "/out/usr/local/bin/tramita-${SERVICE}" | grep -Ev 'linux-vdso|ld-linux|/lib.*/(libc|libm|libgcc_s|libstdc\+\+|libpthread|libdl|librt)\.so'; then \
+      echo "tramita-${SERVICE} links a library the run-time image does not have (above)" >&2; exit 1; \
+    fi
+
+# ------------------------------------------------------------------ web app
+FROM node:${NODE_VERSION}-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
+# ------------------------------------------------------------------ run time
+FROM gcr.io/distroless/cc-debian12:nonroot AS service
+ARG SERVICE
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="tramita-${SERVICE}" \
+      org.opencontainers.image.description="Tramita ${SERVICE} service" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="EUPL-1.2"
+COPY --from=builder /out/ /
+# Logs are JSON on stdout. The listen address (<SERVICE>_HOST, 127.0.0.1 by
+# default) and everything else come from the environment: docker-compose.yml
+# and the Kubernetes ConfigMaps set them.
+ENV RUST_LOG=info
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/tramita"]
+
+FROM service AS gateway
+COPY --from=web /web/dist/ /srv/web/
+ENV GATEWAY_STATIC_DIR=/srv/web
