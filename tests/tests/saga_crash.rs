@@ -38,12 +38,12 @@ const FILES: usize = 100;
 /// test (either outcome is allowed; none may stay pending).
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long files, docs, bpm and the index get to agree once no saga runs.
-/// A SIGKILLed process leaves work behind that only time clears: its Kafka
-/// consumers stay in their groups until their session expires, and a
-/// MongoDB transaction docs had open keeps its document locked until the
-/// server's transaction lifetime (60 s) ends it, so the restarted docs
-/// retries that message (WriteConflict) and its partition waits: a
-/// compensation can land about 75 s after the kill.
+/// A SIGKILLed process leaves work behind that only time clears: the
+/// restarted consumers wait for their groups to rebalance (about 10 s
+/// here), and a MongoDB transaction docs had open keeps its document
+/// locked until the server's transaction lifetime (60 s) ends it, so the
+/// restarted docs retries that message (WriteConflict) and its partition
+/// waits: a compensation can land about 75 s after the kill.
 const AGREE_WITHIN: Duration = Duration::from_secs(120);
 /// How long a started service may take to answer `/health/ready`.
 const READY_WITHIN: Duration = Duration::from_secs(60);
