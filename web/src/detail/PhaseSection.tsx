@@ -57,7 +57,15 @@ export function ChangePhase({ file, writable, expect }: { file: CaseFile; writab
     if (result?.data) {
       const entered = result.data.phase.key;
       const visits = result.data.history.length;
-      expect((c) => c.process?.phase.key === entered && (c.process?.history.length ?? 0) >= visits);
+      // Entering a terminal phase finishes the process, and then the file
+      // (files hears of it from bpm): wait for both in the index.
+      const finishes = result.data.status === "finished";
+      expect(
+        (c) =>
+          c.process?.phase.key === entered &&
+          (c.process?.history.length ?? 0) >= visits &&
+          (!finishes || c.status === "finished"),
+      );
       void queries.invalidateQueries({ queryKey: ["process", file.id] });
       setMoved(localName(result.data.phase.names, i18n.language, entered));
       setOpen(false);
