@@ -9,185 +9,27 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tramita_identity::IdentitySettings;
-use tramita_messaging::KafkaSettings;
 use tramita_seed::{plan, seed, Credentials, SeedError};
-use tramita_testkit::TestInfra;
-use tramita_web::ServiceHandle;
-use uuid::Uuid;
+
+use common::suite::{Options, Suite};
 
 /// The suite as `scripts/run` starts it in development: auth with the demo
-/// users, files with the default initial options, docs, bpm, index and the
-/// gateway in front.
-struct Suite {
-    gateway: String,
-    handles: Vec<ServiceHandle>,
-    client: reqwest::Client,
+/// users, and the gateway's rate limit of scripts/run's default, which the
+/// seeder must live with.
+async fn start() -> Suite {
+    Suite::start_with(Options {
+        rate: tramita_gateway::domain::RateLimit {
+            per_second: 50,
+            burst: 100,
+        },
+        ..Default::default()
+    })
+    .await
 }
 
 impl Suite {
-    async fn start() -> Self {
-        let infra = TestInfra::from_env();
-        let kafka = KafkaSettings {
-            brokers: infra.kafka_brokers.clone(),
-            topic_prefix: infra.topic_prefix(),
-        };
-        let auth = tramita_auth::Application::build(tramita_auth::Settings {
-            host: "127.0.0.1".into(),
-            port: 0,
-            database_url: infra.fresh_database().await,
-            pool_size: 5,
-            kafka: kafka.clone(),
-            events_partitions: 1,
-            json_limit: 16 * 1024,
-            workers: 1,
-            outbox_relay: true,
-            issuer: "tramita-auth".into(),
-            audience: "tramita".into(),
-            access_token_ttl: Duration::from_secs(300),
-            refresh_token_ttl: Duration::from_secs(3600),
-            login_free_failures: 3,
-            login_user_free_failures: 20,
-            trusted_proxies: tramita_auth::TrustedProxies::parse(&["127.0.0.1"]).unwrap(),
-            key_reload_interval: Duration::from_secs(15),
-            // Cheap hashes keep debug-build tests fast; production refuses them.
-            hash_cost: tramita_auth::app::HashCost {
-                memory_kib: 1024,
-                iterations: 1,
-                parallelism: 1,
-            },
-            hash_concurrency: 2,
-            hash_wait: Duration::from_secs(5),
-            retention: Default::default(),
-            messaging_retention: Default::default(),
-            admin_username: "admin".into(),
-            admin_password: Some("demo-test-admin-password".into()),
-            admin_name: "Administrador, Tramita".into(),
-            demo_users: true,
-            environment: tramita_auth::Environment::Development,
-        })
-        .await
-        .expect("build auth");
-        let identity = IdentitySettings {
-            jwks_url: format!("http://127.0.0.1:{}/.well-known/jwks.json", auth.port()),
-            issuer: "tramita-auth".into(),
-            audience: "tramita".into(),
-        };
-        let files = tramita_files::Application::build(tramita_files::Settings {
-            host: "127.0.0.1".into(),
-            port: 0,
-            database_url: infra.fresh_database().await,
-            pool_size: 5,
-            kafka: kafka.clone(),
-            events_partitions: 3,
-            initial_options: vec!["Sede electrónica".into(), "A petición departamento".into()],
-            json_limit: 64 * 1024,
-            workers: 1,
-            outbox_relay: true,
-            saga: Default::default(),
-            retention: Default::default(),
-            idempotency: Default::default(),
-            identity: identity.clone(),
-        })
-        .await
-        .expect("build files");
-        let (docs, _) = common::docs(&kafka, &identity).await;
-        let (bpm, _) = common::bpm(&infra, &kafka, &identity).await;
-        let index = tramita_index::Application::build(tramita_index::Settings {
-            host: "127.0.0.1".into(),
-            port: 0,
-            database_url: infra.fresh_database().await,
-            pool_size: 5,
-            kafka: kafka.clone(),
-            consumer_group: format!("index-{}", Uuid::new_v4().simple()),
-            max_attempts: 3,
-            events_partitions: 3,
-            workers: 1,
-            retention: Default::default(),
-            identity: identity.clone(),
-            time_zone: tramita_index::DEFAULT_TIME_ZONE,
-        })
-        .await
-        .expect("build index");
-        let upstream = |name: &str, port: u16| tramita_gateway::UpstreamSettings {
-            name: tramita_gateway::domain::UpstreamName::parse(name).unwrap(),
-            url: format!("http://127.0.0.1:{port}"),
-            policy: tramita_gateway::app::UpstreamPolicy::default(),
-            body_limit: None,
-        };
-        let gateway = tramita_gateway::Application::build(tramita_gateway::Settings {
-            host: "127.0.0.1".into(),
-            port: 0,
-            internal_host: "127.0.0.1".into(),
-            internal_port: 0,
-            workers: 1,
-            upstreams: vec![
-                upstream("auth", auth.port()),
-                upstream("files", files.port()),
-                upstream("index", index.port()),
-                upstream("docs", docs.port),
-                upstream("bpm", bpm.port),
-            ],
-            public_routes: tramita_gateway::domain::PublicRoutes::parse(
-                tramita_gateway::domain::routing::DEFAULT_PUBLIC_ROUTES,
-            )
-            .unwrap(),
-            jwks_url: identity.jwks_url.clone(),
-            issuer: identity.issuer.clone(),
-            audience: identity.audience.clone(),
-            body_limit: 1024 * 1024,
-            public_body_limit: 8 * 1024,
-            body_read_timeout: Duration::from_secs(15),
-            upload_timeout: Duration::from_secs(600),
-            trusted_proxies: Default::default(),
-            // The rate scripts/run's gateway has by default: the seeder
-            // must live with it.
-            rate: tramita_gateway::domain::RateLimit {
-                per_second: 50,
-                burst: 100,
-            },
-            cors_origins: Vec::new(),
-            static_dir: "/nonexistent/tramita-web".into(),
-            pool_max_idle_per_host: 8,
-            token_cache: Duration::from_secs(30),
-            openapi_refresh: Duration::from_secs(60),
-        })
-        .await
-        .expect("build gateway");
-        let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
-        let handles = vec![
-            gateway.handle(),
-            files.handle(),
-            index.handle(),
-            docs.handle,
-            bpm.handle,
-            auth.handle(),
-        ];
-        tokio::spawn(auth.run_until_stopped());
-        tokio::spawn(files.run_until_stopped());
-        tokio::spawn(index.run_until_stopped());
-        tokio::spawn(gateway.run_until_stopped());
-        Self {
-            gateway: gateway_url,
-            handles,
-            client: reqwest::Client::new(),
-        }
-    }
-
     async fn token(&self, username: &str, password: &str) -> String {
-        let response = self
-            .client
-            .post(format!("{}/api/v1/auth/token", self.gateway))
-            .form(&[
-                ("grant_type", "password"),
-                ("username", username),
-                ("password", password),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
-        let tokens: Value = response.json().await.unwrap();
+        let tokens = self.login(username, password).await;
         tokens["access_token"].as_str().unwrap().to_owned()
     }
 
@@ -216,12 +58,6 @@ impl Suite {
         items.sort_by_key(|item| item["code"].as_str().unwrap().to_owned());
         items
     }
-
-    async fn stop(self) {
-        for handle in &self.handles {
-            handle.stop().await;
-        }
-    }
 }
 
 /// What a second run must leave untouched: each demo file's process
@@ -245,7 +81,7 @@ async fn state(suite: &Suite, token: &str, files: &[Value]) -> Vec<(String, i64,
 
 #[tokio::test]
 async fn the_seeder_loads_a_dozen_files_over_every_phase_once_and_a_second_run_changes_nothing() {
-    let suite = Suite::start().await;
+    let suite = start().await;
     let credentials = Credentials::development();
 
     // When the seeder runs against a fresh suite...
@@ -470,7 +306,7 @@ impl Suite {
 
 #[tokio::test]
 async fn a_run_cut_short_is_completed_and_a_demo_file_moved_by_hand_is_left_as_it_is() {
-    let suite = Suite::start().await;
+    let suite = start().await;
     let clerk = suite.token("clerk", "clerk-dev-only").await;
     // Given DEMO-012 stopped after its first move, as a run cut short
     // leaves it (its second document not added yet), and DEMO-009 moved by

@@ -4,6 +4,8 @@
 //! document.
 #![allow(dead_code)]
 
+pub mod suite;
+
 use std::time::Duration;
 
 use reqwest::StatusCode;
