@@ -21,10 +21,11 @@ use rdkafka::Message;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tramita_messaging::KafkaSettings;
-use tramita_testkit::TestInfra;
 use uuid::Uuid;
 
 mod gateway;
+mod saga;
+mod stack;
 
 /// Files created and indexed before measuring.
 const WARMUP_FILES: i64 = 20;
@@ -128,108 +129,13 @@ fn summary(histogram: &Histogram<u64>) -> serde_json::Value {
 
 async fn pipeline() -> anyhow::Result<serde_json::Value> {
     let params = PipelineParams::from_env()?;
-    let infra = TestInfra::from_env();
-    let kafka = KafkaSettings {
-        brokers: infra.kafka_brokers.clone(),
-        topic_prefix: format!("bench-{}.", Uuid::new_v4().simple()),
-    };
-    let issuer = tramita_testkit::TestIssuer::start().await;
-    let identity = tramita_identity::IdentitySettings {
-        jwks_url: issuer.jwks_url.clone(),
-        issuer: issuer.issuer.clone(),
-        audience: issuer.audience.clone(),
-    };
-    let files_db = infra.fresh_database().await;
-    let index_db = infra.fresh_database().await;
-    let bpm_db = infra.fresh_database().await;
-    let docs = tramita_docs::Application::build(tramita_docs::Settings {
-        host: "127.0.0.1".into(),
-        port: 0,
-        mongodb_uri: TestInfra::mongodb_uri(),
-        database: format!("bench_{}", Uuid::new_v4().simple()),
-        max_bytes: 1024 * 1024,
-        media_types: tramita_docs::startup::DEFAULT_MEDIA_TYPES
-            .iter()
-            .map(|raw| tramita_docs::domain::MediaType::parse(raw))
-            .collect::<Result<_, _>>()?,
-        upload_ttl: Duration::from_secs(3600),
-        sweep_interval: Duration::from_secs(3600),
-        kafka: kafka.clone(),
-        topic_partitions: 3,
-        files_events_partitions: 3,
-        workers: 2,
-        identity: identity.clone(),
-        consumer_group: "bench-docs".into(),
-        max_attempts: 5,
-        outbox_relay: true,
-        retention: Default::default(),
-        idempotency: Default::default(),
-    })
-    .await?;
-    let bpm = tramita_bpm::Application::build(tramita_bpm::Settings {
-        host: "127.0.0.1".into(),
-        port: 0,
-        database_url: bpm_db,
-        pool_size: 10,
-        time_zone: "Europe/Madrid"
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        due_soon_days: 3,
-        deadline_sweep_interval: Duration::ZERO,
-        kafka: kafka.clone(),
-        topic_partitions: 3,
-        consumer_group: "bench-bpm".into(),
-        max_attempts: 5,
-        json_limit: 256 * 1024,
-        workers: 1,
-        identity: identity.clone(),
-        retention: Default::default(),
-        outbox_relay: true,
-        idempotency: Default::default(),
-    })
-    .await?;
-    let files = tramita_files::Application::build(tramita_files::Settings {
-        host: "127.0.0.1".into(),
-        port: 0,
-        database_url: files_db,
-        pool_size: 20,
-        kafka: kafka.clone(),
-        events_partitions: 3,
-        initial_options: vec!["Sede electrónica".into()],
-        json_limit: 64 * 1024,
-        workers: 2,
-        outbox_relay: true,
-        saga: Default::default(),
-        retention: Default::default(),
-        idempotency: Default::default(),
-        identity: identity.clone(),
-    })
-    .await?;
-    let index = tramita_index::Application::build(tramita_index::Settings {
-        host: "127.0.0.1".into(),
-        port: 0,
-        database_url: index_db,
-        pool_size: 10,
-        kafka: kafka.clone(),
-        consumer_group: "bench-index".into(),
-        max_attempts: 5,
-        events_partitions: 3,
-        workers: 1,
-        retention: Default::default(),
-        identity,
-        time_zone: tramita_index::DEFAULT_TIME_ZONE,
-    })
-    .await?;
-    let files_url = format!("http://127.0.0.1:{}/files", files.port());
-    let docs_url = format!("http://127.0.0.1:{}", docs.port());
-    let index_pool = index.pool().clone();
-    let files_pool = files.pool().clone();
-    let (files_handle, index_handle) = (files.handle(), index.handle());
-    let (docs_handle, bpm_handle) = (docs.handle(), bpm.handle());
-    tokio::spawn(files.run_until_stopped());
-    tokio::spawn(index.run_until_stopped());
-    tokio::spawn(docs.run_until_stopped());
-    tokio::spawn(bpm.run_until_stopped());
+    let stack = stack::Stack::start(true).await?;
+    let kafka = stack.kafka.clone();
+    let issuer = &stack.issuer;
+    let files_url = stack.files_url.clone();
+    let docs_url = stack.docs_url.clone();
+    let index_pool = stack.index_pool.clone().context("the index runs")?;
+    let files_pool = stack.files_pool.clone();
 
     // Warm-up, not measured: the index's consumer joins its group and both
     // services open their connections before the clock starts.
@@ -370,10 +276,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         sqlx::query_scalar("SELECT count(*) FROM files WHERE status = 'pending'")
             .fetch_one(&files_pool)
             .await?;
-    files_handle.stop().await;
-    index_handle.stop().await;
-    docs_handle.stop().await;
-    bpm_handle.stop().await;
+    stack.stop(false).await?;
 
     let floor = broker_floor(&kafka, params.rate, params.duration).await?;
     Ok(json!({
@@ -471,7 +374,8 @@ async fn main() -> anyhow::Result<()> {
     let results = match which.as_str() {
         "pipeline" => pipeline().await?,
         "gateway" => gateway::run().await?,
-        other => anyhow::bail!("unknown benchmark {other:?}; available: pipeline, gateway"),
+        "saga" => saga::run().await?,
+        other => anyhow::bail!("unknown benchmark {other:?}; available: pipeline, gateway, saga"),
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&dir)?;
