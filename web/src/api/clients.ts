@@ -10,8 +10,8 @@ import type { paths as FilesPaths } from "./generated/files";
 import type { paths as IndexPaths } from "./generated/index";
 import { session } from "../auth/instance";
 
-/** Where the gateway serves the API. */
-export const API_BASE = "/api/v1";
+/** Where the gateway serves the API: this origin's /api/v1. */
+export const API_BASE = `${globalThis.location?.origin ?? ""}/api/v1`;
 
 const retries = new WeakMap<Request, Request>();
 

@@ -9,7 +9,7 @@ import { LoginError, type TokenGrant, type TokenTransport } from "./session";
 export const WEB_CLIENT_ID = "tramita-web";
 
 const tokenApi = createClient<AuthPaths>({
-  baseUrl: "/api/v1",
+  baseUrl: `${globalThis.location?.origin ?? ""}/api/v1`,
   credentials: "same-origin",
   bodySerializer: (body) => new URLSearchParams(body as unknown as Record<string, string>),
   headers: { "content-type": "application/x-www-form-urlencoded" },
