@@ -10,8 +10,17 @@ import { NotFoundPage } from "./pages/NotFoundPage";
 
 // The create and detail screens load on first use: the list and the login
 // stay in the initial bundle.
-const CreateFilePage = lazy(() => import("./pages/CreateFilePage"));
-const FileDetailPage = lazy(() => import("./pages/FileDetailPage"));
+const loadCreate = () => import("./pages/CreateFilePage");
+const loadDetail = () => import("./pages/FileDetailPage");
+const CreateFilePage = lazy(loadCreate);
+const FileDetailPage = lazy(loadDetail);
+
+// Opened straight on one of them, fetch its code while the session is
+// restored instead of after.
+if (typeof location !== "undefined") {
+  if (location.pathname === "/files/new") void loadCreate();
+  else if (location.pathname.startsWith("/files/")) void loadDetail();
+}
 
 const queryClient = new QueryClient({
   defaultOptions: {

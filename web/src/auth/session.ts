@@ -121,10 +121,16 @@ export class Session {
     return this.accept(grant);
   }
 
-  /** Ends the session here and on the server. */
+  /**
+   * Ends the session on the server (which removes the cookie), then here:
+   * "signed out" is only shown once it is true.
+   */
   async logout(): Promise<void> {
-    this.drop({ status: "signed-out", reason: "logout" });
-    await this.transport.logout();
+    try {
+      await this.transport.logout();
+    } finally {
+      this.drop({ status: "signed-out", reason: "logout" });
+    }
   }
 
   /** Another tab ended the session: forget it here too. */

@@ -1,4 +1,5 @@
-import { Link, Outlet, useNavigate } from "react-router";
+import { useEffect, useRef } from "react";
+import { Link, Outlet, useLocation, useNavigate } from "react-router";
 import { useTranslation } from "react-i18next";
 import { useQueryClient } from "@tanstack/react-query";
 import { useSession } from "../auth/useSession";
@@ -12,6 +13,17 @@ export function Layout() {
   const navigate = useNavigate();
   const queries = useQueryClient();
   const user = state.status === "signed-in" ? state.user : null;
+  const { pathname } = useLocation();
+  const mainRef = useRef<HTMLElement>(null);
+  const shown = useRef(pathname);
+  // Moving to another screen puts the focus at the start of its content, as
+  // a page load would (screen readers then read the new screen).
+  useEffect(() => {
+    if (shown.current !== pathname) {
+      shown.current = pathname;
+      mainRef.current?.focus();
+    }
+  }, [pathname]);
 
   async function logout() {
     await logoutEverywhere();
@@ -55,7 +67,7 @@ export function Layout() {
           </div>
         </div>
       </header>
-      <main id="main" className="content" tabIndex={-1}>
+      <main id="main" className="content" tabIndex={-1} ref={mainRef}>
         <Outlet />
       </main>
     </>
