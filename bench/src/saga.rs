@@ -137,6 +137,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
     }
     let pending = drain(&stack.files_pool, &ids, Duration::from_secs(120)).await?;
     anyhow::ensure!(pending == 0, "{pending} warm-up sagas never ended");
+    quiesce(&stack, params.drain).await?;
 
     let mut runs = Vec::new();
     for (index, rate) in params.rates.iter().copied().enumerate() {
@@ -230,6 +231,8 @@ async fn run_at(
 ) -> anyhow::Result<serde_json::Value> {
     let token = stack.issuer.token("bench", &["clerk"]);
     let requested = uploads.len();
+    let load_before = load_average();
+    let cpu_before = cpu_seconds();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
@@ -265,6 +268,20 @@ async fn run_at(
     let ids: Vec<Uuid> = sent.keys().copied().collect();
     let pending_at_end = drain(&stack.files_pool, &ids, params.drain).await?;
     let drained_after = started.elapsed();
+    // Late replies and compensations of failed sagas end before anything is
+    // read, and before the next run starts.
+    let idle = quiesce(stack, params.drain).await?;
+    let cpu_after = cpu_seconds();
+    let cpu: serde_json::Map<String, serde_json::Value> = cpu_after
+        .iter()
+        .map(|(name, after)| {
+            let used = after - cpu_before.get(name).copied().unwrap_or(0.0);
+            (name.to_string(), json!(round(used)))
+        })
+        .collect();
+    if !idle {
+        eprintln!("the services did not become idle; a later run starts on a backlog");
+    }
 
     // Everything below reads what the services stored; the sagas are over.
     let files: Vec<(Uuid, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
@@ -292,7 +309,7 @@ async fn run_at(
         }
     }
     let id_set: HashSet<String> = ids.iter().map(Uuid::to_string).collect();
-    let records = read_records(stack, &id_set, active.len() * 5).await?;
+    let records = read_records(stack, &id_set).await?;
     let files_inbox = pg_inbox(&stack.files_pool, FILES_REPLIES_CONSUMER).await?;
     let bpm_inbox = pg_inbox(&stack.bpm_pool, BPM_GROUP).await?;
     let docs_inbox = mongo_inbox(&stack.docs_db, &format!("{DOCS_GROUP}.commands")).await?;
@@ -300,43 +317,82 @@ async fn run_at(
     let bpm_claims = pg_claims(&stack.bpm_pool).await?;
 
     let mut segments = Segments::default();
+    let mut every = Segments::default();
     let mut incomplete = 0u64;
     let mut timestamp_kinds: HashMap<&'static str, u64> = HashMap::new();
-    for (id, active_at) in &active {
-        let Some(by_type) = records.get(&id.to_string()) else {
-            incomplete += 1;
-            continue;
-        };
+    let no_records = HashMap::new();
+    for id in &ids {
+        let by_type = records.get(&id.to_string()).unwrap_or(&no_records);
         for record in by_type.values() {
             *timestamp_kinds.entry(record.kind).or_default() += 1;
         }
-        let timeline = (|| {
-            let c1 = by_type.get(ATTACH_UPLOAD)?;
-            let r1 = by_type.get(DOCUMENT_ATTACHED)?;
-            let c2 = by_type.get(START_PROCESS)?;
-            let r2 = by_type.get(PROCESS_STARTED)?;
-            Some(Timeline {
-                sent: *sent.get(id)?,
-                docs_in: *docs_inbox.get(&c1.message_id)?,
-                files_in_1: *files_inbox.get(&r1.message_id)?,
-                bpm_in: *bpm_inbox.get(&c2.message_id)?,
-                files_in_2: *files_inbox.get(&r2.message_id)?,
-                c1_claimed: files_claims.get(&c1.message_id).copied(),
-                c2_claimed: files_claims.get(&c2.message_id).copied(),
-                r2_claimed: bpm_claims.get(&r2.message_id).copied(),
-                announced: by_type.get(FILE_ACTIVATED).map(|r| r.produced),
-                c1: c1.clone(),
-                r1: r1.clone(),
-                c2: c2.clone(),
-                r2: r2.clone(),
-                active: *active_at,
-            })
-        })();
-        match timeline {
-            Some(timeline) => segments.add(&timeline),
-            None => incomplete += 1,
+        let record = |message_type: &str| by_type.get(message_type);
+        let (c1, r1, c2, r2) = (
+            record(ATTACH_UPLOAD),
+            record(DOCUMENT_ATTACHED),
+            record(START_PROCESS),
+            record(PROCESS_STARTED),
+        );
+        let inbox = |of: Option<&Record>, inbox: &HashMap<Uuid, DateTime<Utc>>| {
+            of.and_then(|r| inbox.get(&r.message_id)).copied()
+        };
+        let claim = |of: Option<&Record>, claims: &HashMap<Uuid, DateTime<Utc>>| {
+            of.and_then(|r| claims.get(&r.message_id)).copied()
+        };
+        let timeline = Timeline {
+            points: [
+                sent.get(id).copied(),
+                c1.map(|r| r.occurred_at),
+                c1.map(|r| r.produced),
+                inbox(c1, &docs_inbox),
+                r1.map(|r| r.occurred_at),
+                r1.map(|r| r.produced),
+                inbox(r1, &files_inbox),
+                c2.map(|r| r.occurred_at),
+                c2.map(|r| r.produced),
+                inbox(c2, &bpm_inbox),
+                r2.map(|r| r.occurred_at),
+                r2.map(|r| r.produced),
+                inbox(r2, &files_inbox),
+                active.get(id).copied(),
+            ],
+            c1_claimed: claim(c1, &files_claims),
+            c2_claimed: claim(c2, &files_claims),
+            r2_claimed: claim(r2, &bpm_claims),
+            announced: record(FILE_ACTIVATED).map(|r| r.produced),
+        };
+        every.add(&timeline);
+        if active.contains_key(id) {
+            if timeline.points.iter().all(Option::is_some) {
+                segments.add(&timeline);
+            } else {
+                incomplete += 1;
+            }
         }
     }
+    // How fast each consumer applied this run's messages, first to last.
+    let throughput = |of: &str, inbox: &HashMap<Uuid, DateTime<Utc>>| {
+        let times: Vec<DateTime<Utc>> = records
+            .values()
+            .filter_map(|by_type| by_type.get(of))
+            .filter_map(|r| inbox.get(&r.message_id).copied())
+            .collect();
+        rate_of(&times)
+    };
+    let produced = |of: &str| {
+        let times: Vec<DateTime<Utc>> = records
+            .values()
+            .filter_map(|by_type| by_type.get(of).map(|r| r.produced))
+            .collect();
+        rate_of(&times)
+    };
+    let consumers = json!({
+        "docs_applied_attach_upload_per_second": throughput(ATTACH_UPLOAD, &docs_inbox),
+        "docs_relay_produced_document_attached_per_second": produced(DOCUMENT_ATTACHED),
+        "bpm_applied_start_process_per_second": throughput(START_PROCESS, &bpm_inbox),
+        "files_applied_document_attached_per_second": throughput(DOCUMENT_ATTACHED, &files_inbox),
+        "note": "messages of this run / (last - first): under overload, the capacity of the slowest stage",
+    });
 
     let completed = active.len();
     let first_sent = sent.values().min().copied();
@@ -390,6 +446,7 @@ async fn run_at(
             round(completed_in_window as f64 / params.duration.as_secs_f64()),
         "kept_up": kept_up,
         "seconds_until_every_saga_ended": round(drained_after.as_secs_f64()),
+        "services_idle_before_the_next_run": idle,
         "create_http_latency": stats(http),
         "post_to_active_latency": post_to_active,
         "timelines_measured": segments.total.len(),
@@ -397,6 +454,15 @@ async fn run_at(
         "kafka_timestamp_types": timestamp_kinds,
         "steps": segments.report(),
         "mean_share": segments.shares(),
+        "steps_every_saga_of_the_run": if failed > 0 || pending_at_end > 0 || incomplete > 0 {
+            every.report()
+        } else {
+            json!("same as steps: every saga completed")
+        },
+        "stage_throughput": consumers,
+        "load_average_before_and_after": [load_before, load_average()],
+        "cpu_seconds_from_first_post_to_idle": cpu,
+        "cpu_note": "user+system CPU seconds of this process (docs, bpm, files and the load generator), and of the shared servers, which other engineers' work also uses; the machine has 2 cores",
         "batching": {
             "files_reply_consumer_mean_messages_per_transaction": mean_group(&files_inbox),
             "bpm_command_consumer_mean_messages_per_transaction": mean_group(&bpm_inbox),
@@ -417,14 +483,12 @@ struct Record {
     kind: &'static str,
 }
 
-/// Reads the saga's topics from their start (assigning every partition, no
-/// group), keeping the records of the files in `ids`, until `expected` of
-/// them were read or nothing came for 5 s. Returns, by file id, each
-/// message type's earliest record.
+/// Reads the saga's topics from their start up to their current end
+/// (assigning every partition, no group), keeping the records of the files
+/// in `ids`. Returns, by file id, each message type's earliest record.
 async fn read_records(
     stack: &Stack,
     ids: &HashSet<String>,
-    expected: usize,
 ) -> anyhow::Result<HashMap<String, HashMap<String, Record>>> {
     let topics = [
         stack.kafka.topic("docs.commands"),
@@ -436,14 +500,31 @@ async fn read_records(
         .kafka
         .consumer(&format!("saga-bench-reader-{}", Uuid::new_v4().simple()))?;
     let mut assignment = TopicPartitionList::new();
-    for topic in &topics {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        for found in metadata.topics() {
-            for partition in found.partitions() {
-                assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+    // The next offset to read up to, by (topic, partition).
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        for topic in &topics {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            for found in metadata.topics() {
+                for partition in found.partitions() {
+                    let (low, high) = consumer.fetch_watermarks(
+                        topic,
+                        partition.id(),
+                        Duration::from_secs(10),
+                    )?;
+                    if high > low {
+                        assignment.add_partition_offset(
+                            topic,
+                            partition.id(),
+                            Offset::Beginning,
+                        )?;
+                        ends.insert((topic.clone(), partition.id()), high);
+                    }
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     consumer.assign(&assignment)?;
     let wanted = [
         ATTACH_UPLOAD,
@@ -453,13 +534,17 @@ async fn read_records(
         FILE_ACTIVATED,
     ];
     let mut found: HashMap<String, HashMap<String, Record>> = HashMap::new();
-    let mut kept = 0usize;
-    while kept < expected {
-        let Ok(received) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await
-        else {
-            break;
-        };
-        let message = received?;
+    while !ends.is_empty() {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .context("the topics stopped before their end")??;
+        let key = (message.topic().to_owned(), message.partition());
+        if ends
+            .get(&key)
+            .is_some_and(|end| message.offset() + 1 >= *end)
+        {
+            ends.remove(&key);
+        }
         let Ok(envelope) = Envelope::from_kafka(&message) else {
             continue;
         };
@@ -481,21 +566,160 @@ async fn read_records(
             produced,
             kind,
         };
+        // A record published twice: its first production counts.
         let of_file = found.entry(envelope.aggregate_id.clone()).or_default();
         match of_file.get_mut(&envelope.message_type) {
-            // A record published twice: its first production counts.
-            Some(earlier) => {
-                if record.produced < earlier.produced {
-                    *earlier = record;
-                }
-            }
+            Some(earlier) if earlier.produced <= record.produced => {}
+            Some(earlier) => *earlier = record,
             None => {
                 of_file.insert(envelope.message_type.clone(), record);
-                kept += 1;
             }
         }
     }
     Ok(found)
+}
+
+/// Waits, at most `limit`, until the consumers of the saga's topics have
+/// committed everything on them and no outbox holds a message to send, so
+/// that a run starts on idle services. Returns whether they got there.
+async fn quiesce(stack: &Stack, limit: Duration) -> anyhow::Result<bool> {
+    let pairs = [
+        (
+            format!("{DOCS_GROUP}.commands"),
+            stack.kafka.topic("docs.commands"),
+        ),
+        (BPM_GROUP.to_owned(), stack.kafka.topic("bpm.commands")),
+        (
+            FILES_REPLIES_CONSUMER.to_owned(),
+            stack.kafka.topic("files.saga-replies"),
+        ),
+    ];
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut lag = 0i64;
+        for (group, topic) in &pairs {
+            lag += tokio::task::block_in_place(|| lag_of(stack, group, topic))?;
+        }
+        let unsent =
+            "SELECT count(*) FROM messaging_outbox WHERE sent_at IS NULL AND parked_at IS NULL";
+        let files: i64 = sqlx::query_scalar(unsent)
+            .fetch_one(&stack.files_pool)
+            .await?;
+        let bpm: i64 = sqlx::query_scalar(unsent)
+            .fetch_one(&stack.bpm_pool)
+            .await?;
+        let docs = stack
+            .docs_db
+            .collection::<Document>("messaging_outbox")
+            .count_documents(doc! { "sent_at": null, "parked_at": null })
+            .await?;
+        if lag == 0 && files == 0 && bpm == 0 && docs == 0 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("not idle: consumer lag {lag}, unsent files {files}, bpm {bpm}, docs {docs}");
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Messages on `topic` that consumer group `group` has not committed.
+fn lag_of(stack: &Stack, group: &str, topic: &str) -> anyhow::Result<i64> {
+    // A consumer of the group that never subscribes: it only asks the
+    // coordinator for the group's committed offsets.
+    let consumer: StreamConsumer = stack.kafka.consumer(group)?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut partitions = TopicPartitionList::new();
+    for found in metadata.topics() {
+        for partition in found.partitions() {
+            partitions.add_partition(topic, partition.id());
+        }
+    }
+    let committed = consumer.committed_offsets(partitions, Duration::from_secs(10))?;
+    let mut lag = 0;
+    for element in committed.elements() {
+        let (low, high) =
+            consumer.fetch_watermarks(topic, element.partition(), Duration::from_secs(10))?;
+        let at = match element.offset() {
+            Offset::Offset(at) => at,
+            _ => low,
+        };
+        lag += (high - at).max(0);
+    }
+    Ok(lag)
+}
+
+/// Events per second from the first to the last of `times`.
+fn rate_of(times: &[DateTime<Utc>]) -> f64 {
+    match (times.iter().min(), times.iter().max()) {
+        (Some(first), Some(last)) if last > first => round(
+            (times.len() - 1) as f64
+                / ((*last - *first).num_microseconds().unwrap_or(1) as f64 / 1e6),
+        ),
+        _ => 0.0,
+    }
+}
+
+/// CPU seconds (user + system, and reaped children's) used so far by this
+/// process and by the shared servers, found by their command lines.
+fn cpu_seconds() -> HashMap<&'static str, f64> {
+    // USER_HZ: 100 on every Linux this runs on.
+    const TICKS: f64 = 100.0;
+    let own = std::process::id().to_string();
+    let mut used = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return used;
+    };
+    for entry in entries.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let name = if pid == own {
+            "this_process"
+        } else if cmdline.contains("secantusd") {
+            "mongodb_compatible_server"
+        } else if cmdline.contains("kafka.Kafka") {
+            "kafka"
+        } else if cmdline.starts_with("postgres") || cmdline.contains("bin/postgres ") {
+            "postgresql"
+        } else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name in parentheses: utime is the 14th
+        // field of the line, so the 12th after ") ".
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields
+            .get(11..15)
+            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+            .unwrap_or(0.0);
+        *used.entry(name).or_default() += ticks / TICKS;
+    }
+    used
+}
+
+/// The 1, 5 and 15 minute load averages of this machine.
+fn load_average() -> serde_json::Value {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|raw| {
+            raw.split_whitespace()
+                .take(3)
+                .filter_map(|n| n.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .map_or(serde_json::Value::Null, |v| json!(v))
 }
 
 /// A PostgreSQL inbox's `processed_at` by message id, for one consumer.
@@ -552,21 +776,16 @@ fn mean_group(times: &HashMap<Uuid, DateTime<Utc>>) -> f64 {
     round(times.len() as f64 / distinct.len() as f64)
 }
 
-/// Every point of one saga's life.
+/// Every point of one saga's life, in order (see [`MAIN`]); `None` where
+/// the saga never got there (or a timestamp is missing).
 struct Timeline {
-    sent: DateTime<Utc>,
-    c1: Record,
+    /// POST sent, AttachUpload built, produced, docs inbox, DocumentAttached
+    /// built, produced, files inbox, StartProcess built, produced, bpm inbox,
+    /// ProcessStarted built, produced, files inbox, file active.
+    points: [Option<DateTime<Utc>>; 14],
     c1_claimed: Option<DateTime<Utc>>,
-    docs_in: DateTime<Utc>,
-    r1: Record,
-    files_in_1: DateTime<Utc>,
-    c2: Record,
     c2_claimed: Option<DateTime<Utc>>,
-    bpm_in: DateTime<Utc>,
-    r2: Record,
     r2_claimed: Option<DateTime<Utc>>,
-    files_in_2: DateTime<Utc>,
-    active: DateTime<Utc>,
     announced: Option<DateTime<Utc>>,
 }
 
@@ -604,93 +823,72 @@ impl Segments {
         self.by_name.entry((step, segment)).or_default().push(value);
     }
 
+    /// Adds every segment of `t` whose two ends exist, and POST->active
+    /// when the timeline is complete.
     fn add(&mut self, t: &Timeline) {
-        let main = [
-            ms(t.sent, t.c1.occurred_at),
-            ms(t.c1.occurred_at, t.c1.produced),
-            ms(t.c1.produced, t.docs_in),
-            ms(t.docs_in, t.r1.occurred_at),
-            ms(t.r1.occurred_at, t.r1.produced),
-            ms(t.r1.produced, t.files_in_1),
-            ms(t.files_in_1, t.c2.occurred_at),
-            ms(t.c2.occurred_at, t.c2.produced),
-            ms(t.c2.produced, t.bpm_in),
-            ms(t.bpm_in, t.r2.occurred_at),
-            ms(t.r2.occurred_at, t.r2.produced),
-            ms(t.r2.produced, t.files_in_2),
-            ms(t.files_in_2, t.active),
-        ];
-        for ((step, segment), value) in MAIN.iter().zip(main) {
-            self.push(step, segment, value);
-        }
-        self.total.push(ms(t.sent, t.active));
-        // Composites.
-        self.push("attach_document", "wait", main[1] + main[2]);
-        self.push("attach_document", "reply_way_back", main[4] + main[5]);
-        self.push(
-            "attach_document",
-            "step_total",
-            main[1..6].iter().sum::<f64>(),
-        );
-        self.push("start_process", "wait", main[7] + main[8]);
-        self.push("start_process", "reply_way_back", main[10] + main[11]);
-        self.push(
-            "start_process",
-            "step_total",
-            main[6..12].iter().sum::<f64>(),
-        );
-        self.push(
-            "broker",
-            "all_relay_waits",
-            main[1] + main[4] + main[7] + main[10],
-        );
-        self.push(
-            "broker",
-            "all_broker_to_consumer",
-            main[2] + main[5] + main[8] + main[11],
-        );
-        // The PostgreSQL relays' claims split command_to_broker.
-        let split = |this: &mut Self,
-                     step,
-                     built: DateTime<Utc>,
-                     claimed: Option<DateTime<Utc>>,
-                     produced| {
-            if let Some(claimed) = claimed {
-                this.push(step, "commit_and_relay_wake", ms(built, claimed));
-                this.push(step, "claim_to_produce", ms(claimed, produced));
+        let p = &t.points;
+        let main: Vec<Option<f64>> = p
+            .windows(2)
+            .map(|pair| Some(ms(pair[0]?, pair[1]?)))
+            .collect();
+        for ((step, segment), value) in MAIN.iter().zip(&main) {
+            if let Some(value) = value {
+                self.push(step, segment, *value);
             }
-        };
-        split(
-            self,
-            "attach_document",
-            t.c1.occurred_at,
-            t.c1_claimed,
-            t.c1.produced,
-        );
-        split(
-            self,
-            "start_process",
-            t.c2.occurred_at,
-            t.c2_claimed,
-            t.c2.produced,
-        );
-        if let Some(claimed) = t.r2_claimed {
-            self.push(
-                "start_process",
-                "reply_commit_and_relay_wake",
-                ms(t.r2.occurred_at, claimed),
-            );
-            self.push(
-                "start_process",
-                "reply_claim_to_produce",
-                ms(claimed, t.r2.produced),
-            );
         }
-        if let Some(announced) = t.announced {
+        if p.iter().all(Option::is_some) {
+            if let (Some(sent), Some(active)) = (p[0], p[13]) {
+                self.total.push(ms(sent, active));
+            }
+        }
+        let sum = |range: std::ops::Range<usize>| -> Option<f64> {
+            main[range].iter().copied().sum::<Option<f64>>()
+        };
+        let composites = [
+            ("attach_document", "wait", sum(1..3)),
+            ("attach_document", "reply_way_back", sum(4..6)),
+            ("attach_document", "step_total", sum(1..6)),
+            ("start_process", "wait", sum(7..9)),
+            ("start_process", "reply_way_back", sum(10..12)),
+            ("start_process", "step_total", sum(6..12)),
+            (
+                "broker",
+                "all_relay_waits",
+                [main[1], main[4], main[7], main[10]].into_iter().sum(),
+            ),
+            (
+                "broker",
+                "all_broker_to_consumer",
+                [main[2], main[5], main[8], main[11]].into_iter().sum(),
+            ),
+        ];
+        for (step, segment, value) in composites {
+            if let Some(value) = value {
+                self.push(step, segment, value);
+            }
+        }
+        // The PostgreSQL relays' claims split the way to the broker.
+        let splits = [
+            ("attach_document", "command", p[1], t.c1_claimed, p[2]),
+            ("start_process", "command", p[7], t.c2_claimed, p[8]),
+            ("start_process", "reply", p[10], t.r2_claimed, p[11]),
+        ];
+        for (step, which, built, claimed, produced) in splits {
+            let (Some(built), Some(claimed), Some(produced)) = (built, claimed, produced) else {
+                continue;
+            };
+            let (wake, claim) = match which {
+                "command" => ("commit_and_relay_wake", "claim_to_produce"),
+                _ => ("reply_commit_and_relay_wake", "reply_claim_to_produce"),
+            };
+            self.push(step, wake, ms(built, claimed));
+            self.push(step, claim, ms(claimed, produced));
+        }
+        if let (Some(active), Some(announced)) = (p[13], t.announced) {
             self.push(
                 "activation",
                 "active_to_file_activated_produced",
-                ms(t.active, announced),
+                ms(active, announced),
             );
         }
     }
