@@ -107,7 +107,7 @@ test("the clerk edits it, adds a version and takes it through the rejection loop
   await expect(dialog.getByRole("radio")).toHaveCount(1);
   await expect(dialog.getByRole("radio", { name: "Fase rechazado" })).toBeVisible();
   await expectAccessible(page, "change phase dialog");
-  await screenshot(page, "change-phase-es");
+  await screenshot(page, "change-phase-es", { fullPage: false });
   await page.keyboard.press("Escape");
   await expect(dialog).toBeHidden();
 

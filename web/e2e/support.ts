@@ -57,9 +57,9 @@ export async function expectAccessible(page: Page, screen: string) {
 const SCREENSHOTS = process.env.TRAMITA_SCREENSHOTS ?? path.resolve(import.meta.dirname, "../../docs/screenshots");
 
 /** Saves a screenshot of the whole page as docs/screenshots/<name>.png. */
-export async function screenshot(page: Page, name: string) {
+export async function screenshot(page: Page, name: string, { fullPage = true } = {}) {
   mkdirSync(SCREENSHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true, animations: "disabled" });
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage, animations: "disabled" });
 }
 
 /** A small PDF the docs service recognises by its signature. */
