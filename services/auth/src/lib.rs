@@ -7,5 +7,5 @@ pub mod app;
 pub mod domain;
 pub mod startup;
 
-pub use startup::{Application, Environment, Settings};
+pub use startup::{Application, Environment, KeyEncryptionSettings, Settings};
 pub use tramita_web::client_address::TrustedProxies;

@@ -20,8 +20,8 @@ use crate::adapters::events::AUTH_EVENTS;
 use crate::adapters::http::{self, ApiDoc, BrowserClient, ClientAddress};
 use crate::adapters::postgres::{PgAuthStore, MIGRATOR};
 use crate::app::{
-    run_retention, AccountService, AdminSeed, HashCost, HashLimits, KeyRing, RetentionPolicy,
-    SecretHasher, TokenPolicy, TokenService,
+    run_retention, AccountService, AdminSeed, HashCost, HashLimits, KekRing, KeyEncryptionKey,
+    KeyRing, RetentionPolicy, SecretHasher, TokenPolicy, TokenService,
 };
 use crate::domain::{DisplayName, LoginBackoff, NewPassword, Username};
 
@@ -49,6 +49,68 @@ impl Environment {
             Some("production") => Ok(Self::Production),
             Some(_) => Err("must be development or production, or unset".into()),
         }
+    }
+}
+
+/// The key-encryption keys of the signing keys.
+#[derive(Debug, Clone, Default)]
+pub struct KeyEncryptionSettings {
+    /// The current one, which encrypts (`AUTH_KEY_ENCRYPTION_KEY`, base64 of
+    /// 32 bytes; required unless `TRAMITA_ENV=development`, where it defaults
+    /// to the public [`crate::app::DEV_KEY_ENCRYPTION_KEY`]).
+    pub current: Option<KeyEncryptionKey>,
+    /// Previous ones, which only decrypt keys not yet re-encrypted
+    /// (`AUTH_KEY_ENCRYPTION_KEYS_OLD`, comma-separated, default none).
+    pub old: Vec<KeyEncryptionKey>,
+}
+
+impl KeyEncryptionSettings {
+    /// Reads `AUTH_KEY_ENCRYPTION_KEY` and `AUTH_KEY_ENCRYPTION_KEYS_OLD`;
+    /// errors name the variable (never the value).
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let invalid = |name: &str, error: crate::app::KekParseError| SettingsError::Invalid {
+            name: name.into(),
+            value: "(secret, not shown)".into(),
+            reason: error.to_string(),
+        };
+        let current = std::env::var("AUTH_KEY_ENCRYPTION_KEY")
+            .ok()
+            .filter(|raw| !raw.trim().is_empty())
+            .map(|raw| KeyEncryptionKey::parse(&raw))
+            .transpose()
+            .map_err(|e| invalid("AUTH_KEY_ENCRYPTION_KEY", e))?;
+        let old = tramita_settings::list_or("AUTH_KEY_ENCRYPTION_KEYS_OLD", &[])
+            .iter()
+            .filter(|raw| !raw.trim().is_empty())
+            .map(|raw| KeyEncryptionKey::parse(raw))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("AUTH_KEY_ENCRYPTION_KEYS_OLD", e))?;
+        Ok(Self { current, old })
+    }
+
+    /// The ring to seal and open signing keys with: the configured current
+    /// KEK, or the development one only with `TRAMITA_ENV=development`.
+    /// Errors name the variable.
+    pub fn ring(&self, environment: Environment) -> anyhow::Result<KekRing> {
+        let development = KeyEncryptionKey::development();
+        let current = match (&self.current, environment) {
+            (Some(key), Environment::Development) => key.clone(),
+            (Some(key), _) if *key == development => anyhow::bail!(
+                "AUTH_KEY_ENCRYPTION_KEY must not be the development default unless TRAMITA_ENV=development"
+            ),
+            (Some(key), _) => key.clone(),
+            (None, Environment::Development) => {
+                tracing::warn!(
+                    kek_id = development.id(),
+                    "AUTH_KEY_ENCRYPTION_KEY is not set: the signing keys are encrypted under the public development-only key-encryption key (TRAMITA_ENV=development); never use this outside development"
+                );
+                development
+            }
+            (None, _) => anyhow::bail!(
+                "AUTH_KEY_ENCRYPTION_KEY is required (the key-encryption key of the signing keys: base64 of 32 random bytes, e.g. `openssl rand -base64 32`) unless TRAMITA_ENV=development"
+            ),
+        };
+        Ok(KekRing::new(current, self.old.clone()))
     }
 }
 
@@ -122,6 +184,9 @@ pub struct Settings {
     pub demo_users: bool,
     /// `TRAMITA_ENV`: development, production or unset.
     pub environment: Environment,
+    /// Key-encryption keys of the signing keys (`AUTH_KEY_ENCRYPTION_KEY`,
+    /// `AUTH_KEY_ENCRYPTION_KEYS_OLD`).
+    pub key_encryption: KeyEncryptionSettings,
 }
 
 impl Settings {
@@ -188,6 +253,7 @@ impl Settings {
                     reason,
                 },
             )?,
+            key_encryption: KeyEncryptionSettings::from_env()?,
         })
     }
 
@@ -245,6 +311,7 @@ impl Application {
     /// binds the listener and starts the outbox relay and the key reloader.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let seed = settings.admin_seed()?;
+        let keks = settings.key_encryption.ring(settings.environment)?;
         let pool = tramita_messaging::store::connect(
             &settings.database_url,
             settings.pool_size,
@@ -263,7 +330,7 @@ impl Application {
             .await?;
         let producer = tramita_messaging::RenewableProducer::new(&settings.kafka)?;
 
-        let store = PgAuthStore::new(pool.clone(), events_topic);
+        let store = PgAuthStore::new(pool.clone(), events_topic, keks);
         let hasher = SecretHasher::new(
             settings.hash_cost,
             HashLimits {
@@ -421,7 +488,40 @@ impl Application {
 
 #[cfg(test)]
 mod tests {
-    use super::Environment;
+    use super::{Environment, KeyEncryptionSettings};
+    use crate::app::KeyEncryptionKey;
+
+    #[test]
+    fn the_development_key_encryption_key_applies_only_in_development() {
+        let unset = KeyEncryptionSettings::default();
+        let ring = unset.ring(Environment::Development).unwrap();
+        assert_eq!(ring.current_id(), KeyEncryptionKey::development().id());
+        for environment in [Environment::Production, Environment::Unspecified] {
+            let error = unset.ring(environment).unwrap_err().to_string();
+            assert!(
+                error.contains("AUTH_KEY_ENCRYPTION_KEY is required"),
+                "{error}"
+            );
+            let development = KeyEncryptionSettings {
+                current: Some(KeyEncryptionKey::development()),
+                old: vec![],
+            };
+            let error = development.ring(environment).unwrap_err().to_string();
+            assert!(error.contains("development default"), "{error}");
+        }
+        let real = KeyEncryptionKey::from_bytes([7; 32]);
+        let configured = KeyEncryptionSettings {
+            current: Some(real.clone()),
+            old: vec![KeyEncryptionKey::development()],
+        };
+        assert_eq!(
+            configured
+                .ring(Environment::Production)
+                .unwrap()
+                .current_id(),
+            real.id()
+        );
+    }
 
     #[test]
     fn tramita_env_is_development_only_when_said_explicitly() {

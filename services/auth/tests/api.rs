@@ -6,8 +6,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Digest;
 use sqlx::PgPool;
-use tramita_auth::app::HashCost;
-use tramita_auth::{Application, Environment, Settings, TrustedProxies};
+use tramita_auth::app::{HashCost, KekRing, KeyEncryptionKey, SealedKey, KEK_LEN};
+use tramita_auth::{Application, Environment, KeyEncryptionSettings, Settings, TrustedProxies};
 use tramita_identity::{KeySource, Role, TokenValidator, ValidationSettings};
 use tramita_messaging::KafkaSettings;
 use tramita_testkit::{count, eventually, header, TestInfra};
@@ -60,6 +60,8 @@ fn settings(kafka: &KafkaSettings, database_url: String) -> Settings {
         admin_name: "Administrador, Tramita".into(),
         demo_users: true,
         environment: Environment::Development,
+        // The development key-encryption key (TRAMITA_ENV=development).
+        key_encryption: Default::default(),
     }
 }
 
@@ -1439,6 +1441,7 @@ async fn without_tramita_env_the_admin_password_is_required_and_the_development_
         "{error:#}"
     );
     unset.admin_password = Some(ADMIN_PASSWORD.into());
+    unset.key_encryption = keks(kek(9), vec![]);
     let app = Application::build(unset)
         .await
         .expect("a configured password");
@@ -2082,4 +2085,294 @@ async fn other_clients_keep_the_refresh_token_in_the_body_and_set_no_cookie() {
     oauth_error(with_cookie, StatusCode::BAD_REQUEST, "invalid_request").await;
     assert_eq!(auth.refresh(&refresh).await.status(), StatusCode::OK);
     auth.handle.stop().await;
+}
+
+// Signing keys encrypted at rest under a key-encryption key (KEK).
+
+fn kek(n: u8) -> KeyEncryptionKey {
+    KeyEncryptionKey::from_bytes([n; KEK_LEN])
+}
+
+fn keks(current: KeyEncryptionKey, old: Vec<KeyEncryptionKey>) -> KeyEncryptionSettings {
+    KeyEncryptionSettings {
+        current: Some(current),
+        old,
+    }
+}
+
+/// A signing key row as stored, read straight from the table.
+#[derive(Debug)]
+struct KeyRow {
+    kid: String,
+    private_pkcs8: Option<Vec<u8>>,
+    private_sealed: Option<Vec<u8>>,
+    private_nonce: Option<Vec<u8>>,
+    kek_id: Option<String>,
+    public_x: String,
+}
+
+async fn key_rows(pool: &PgPool) -> Vec<KeyRow> {
+    use sqlx::Row;
+    sqlx::query(
+        "SELECT kid, private_pkcs8, private_sealed, private_nonce, kek_id, public_x \
+         FROM signing_keys ORDER BY created_at, kid",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| KeyRow {
+        kid: row.get("kid"),
+        private_pkcs8: row.get("private_pkcs8"),
+        private_sealed: row.get("private_sealed"),
+        private_nonce: row.get("private_nonce"),
+        kek_id: row.get("kek_id"),
+        public_x: row.get("public_x"),
+    })
+    .collect()
+}
+
+impl KeyRow {
+    fn sealed(&self) -> SealedKey {
+        SealedKey {
+            kek_id: self.kek_id.clone().expect("sealed: a KEK id"),
+            nonce: self.private_nonce.clone().expect("sealed: a nonce"),
+            ciphertext: self.private_sealed.clone().expect("sealed: a ciphertext"),
+        }
+    }
+}
+
+/// Starts another instance with `settings`; its base URL and handle.
+async fn start_instance(settings: Settings) -> (String, ServiceHandle) {
+    let app = Application::build(settings)
+        .await
+        .expect("start the auth service");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    (base, handle)
+}
+
+async fn me_status(base: &str, token: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(format!("{base}/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn reader_token_from(base: &str) -> String {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{base}/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "reader"),
+            ("password", "reader-dev-only"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn signing_keys_are_stored_encrypted_under_the_key_encryption_key_never_in_plaintext() {
+    let auth = TestAuth::spawn_with(|s| s.key_encryption = keks(kek(1), vec![])).await;
+    let (token, _) = auth.tokens("reader", "reader-dev-only").await;
+    let rows = key_rows(&auth.pool).await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.kid, kid_of(&token));
+    assert_eq!(row.private_pkcs8, None, "no plaintext column value");
+    assert_eq!(row.kek_id.as_deref(), Some(kek(1).id()));
+    let sealed = row.sealed();
+    let plain = KekRing::new(kek(1), vec![])
+        .open(&row.kid, &sealed)
+        .expect("opens under the KEK it names");
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&plain).expect("an Ed25519 key");
+    use base64::Engine;
+    use ring::signature::KeyPair;
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        row.public_x,
+        "the stored private key is the one whose public key is published"
+    );
+    // The private seed (PKCS#8 v1 Ed25519: bytes 16..48) appears nowhere in
+    // what is stored.
+    let seed = &plain[16..48];
+    assert!(!sealed.ciphertext.windows(seed.len()).any(|w| w == seed));
+    assert_ne!(sealed.ciphertext[..plain.len()], plain[..]);
+    // A rotated key is stored sealed too.
+    let admin = auth.admin_token().await;
+    auth.post_json("/auth/keys/rotate", Some(&admin), &json!({}))
+        .await
+        .error_for_status()
+        .unwrap();
+    let rows = key_rows(&auth.pool).await;
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .all(|r| r.private_pkcs8.is_none() && r.kek_id.as_deref() == Some(kek(1).id())));
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_plaintext_key_from_before_encryption_at_rest_is_encrypted_on_start() {
+    let auth = TestAuth::spawn().await;
+    let token = reader_token_from(&auth.base).await;
+    auth.handle.stop().await;
+    // What an older version stored: the private key in plaintext.
+    let development = KekRing::new(KeyEncryptionKey::development(), vec![]);
+    let row = key_rows(&auth.pool).await.remove(0);
+    let plain = development.open(&row.kid, &row.sealed()).unwrap();
+    sqlx::query(
+        "UPDATE signing_keys SET private_pkcs8 = $2, private_sealed = NULL, \
+         private_nonce = NULL, kek_id = NULL WHERE kid = $1",
+    )
+    .bind(&row.kid)
+    .bind(&plain)
+    .execute(&auth.pool)
+    .await
+    .unwrap();
+
+    let (base, handle) = start_instance(settings(&auth.kafka, auth.database_url.clone())).await;
+    let rows = key_rows(&auth.pool).await;
+    assert_eq!(rows.len(), 1, "the key is kept, not replaced");
+    assert_eq!(rows[0].private_pkcs8, None);
+    assert_eq!(
+        development.open(&rows[0].kid, &rows[0].sealed()).unwrap(),
+        plain
+    );
+    assert_eq!(me_status(&base, &token).await, StatusCode::OK);
+    assert_eq!(kid_of(&reader_token_from(&base).await), row.kid);
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_encryption_key_stops_the_start_with_an_error_naming_both_keys() {
+    let auth = TestAuth::spawn_with(|s| s.key_encryption = keks(kek(1), vec![])).await;
+    auth.handle.stop().await;
+    let mut wrong = settings(&auth.kafka, auth.database_url.clone());
+    wrong.key_encryption = keks(kek(2), vec![kek(3)]);
+    let error = Application::build(wrong).await.unwrap_err();
+    let message = format!("{error:#}");
+    for part in [
+        "AUTH_KEY_ENCRYPTION_KEY",
+        "AUTH_KEY_ENCRYPTION_KEYS_OLD",
+        kek(1).id(),
+        kek(2).id(),
+        kek(3).id(),
+    ] {
+        assert!(message.contains(part), "{part} missing in: {message}");
+    }
+    let rows = key_rows(&auth.pool).await;
+    assert_eq!(rows.len(), 1, "no new key was made");
+    assert_eq!(
+        rows[0].kek_id.as_deref(),
+        Some(kek(1).id()),
+        "left as it was"
+    );
+
+    // An altered row is refused too.
+    sqlx::query("UPDATE signing_keys SET private_sealed = set_byte(private_sealed, 0, get_byte(private_sealed, 0) # 1)")
+        .execute(&auth.pool)
+        .await
+        .unwrap();
+    let mut right = settings(&auth.kafka, auth.database_url.clone());
+    right.key_encryption = keks(kek(1), vec![]);
+    let message = format!("{:#}", Application::build(right).await.unwrap_err());
+    assert!(
+        message.contains("altered or corrupted") && message.contains(kek(1).id()),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn rotating_the_key_encryption_key_re_encrypts_every_key_and_tokens_keep_validating() {
+    let auth = TestAuth::spawn_with(|s| s.key_encryption = keks(kek(1), vec![])).await;
+    let before_rotation = reader_token_from(&auth.base).await;
+    let admin = auth.admin_token().await;
+    auth.post_json("/auth/keys/rotate", Some(&admin), &json!({}))
+        .await
+        .error_for_status()
+        .unwrap();
+    let after_rotation = reader_token_from(&auth.base).await;
+    assert_ne!(kid_of(&before_rotation), kid_of(&after_rotation));
+    let before: Vec<String> = key_rows(&auth.pool)
+        .await
+        .iter()
+        .map(|r| r.private_sealed.clone().map(hex_of).unwrap())
+        .collect();
+    auth.handle.stop().await;
+
+    // Step 1 of the procedure: the new KEK current, the old one kept to read.
+    let mut rotating = settings(&auth.kafka, auth.database_url.clone());
+    rotating.key_encryption = keks(kek(2), vec![kek(1)]);
+    let (base, handle) = start_instance(rotating).await;
+    let rows = key_rows(&auth.pool).await;
+    assert_eq!(rows.len(), 2);
+    for (row, old_ciphertext) in rows.iter().zip(&before) {
+        assert_eq!(row.kek_id.as_deref(), Some(kek(2).id()), "{}", row.kid);
+        assert_ne!(&hex_of(row.private_sealed.clone().unwrap()), old_ciphertext);
+        KekRing::new(kek(2), vec![])
+            .open(&row.kid, &row.sealed())
+            .expect("opens under the new KEK alone");
+    }
+    for token in [&before_rotation, &after_rotation] {
+        assert_eq!(me_status(&base, token).await, StatusCode::OK);
+    }
+    assert_eq!(
+        kid_of(&reader_token_from(&base).await),
+        kid_of(&after_rotation),
+        "the same signing key keeps signing"
+    );
+    handle.stop().await;
+
+    // Step 2: the old KEK removed; it can no longer read anything.
+    let mut rotated = settings(&auth.kafka, auth.database_url.clone());
+    rotated.key_encryption = keks(kek(2), vec![]);
+    let (base, handle) = start_instance(rotated).await;
+    assert_eq!(me_status(&base, &after_rotation).await, StatusCode::OK);
+    handle.stop().await;
+    let mut old_only = settings(&auth.kafka, auth.database_url.clone());
+    old_only.key_encryption = keks(kek(1), vec![]);
+    let message = format!("{:#}", Application::build(old_only).await.unwrap_err());
+    assert!(message.contains(kek(2).id()), "{message}");
+}
+
+fn hex_of(bytes: Vec<u8>) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn outside_development_a_key_encryption_key_is_required_and_the_development_one_refused() {
+    let infra = TestInfra::from_env();
+    let kafka = KafkaSettings {
+        brokers: infra.kafka_brokers.clone(),
+        topic_prefix: infra.topic_prefix(),
+    };
+    let mut production = settings(&kafka, infra.fresh_database().await);
+    production.environment = Environment::Production;
+    production.demo_users = false;
+    production.hash_cost = HashCost::OWASP;
+    production.key_encryption = KeyEncryptionSettings::default();
+    let message = format!(
+        "{:#}",
+        Application::build(production.clone()).await.unwrap_err()
+    );
+    assert!(
+        message.contains("AUTH_KEY_ENCRYPTION_KEY is required"),
+        "{message}"
+    );
+    production.key_encryption = keks(KeyEncryptionKey::development(), vec![]);
+    let message = format!("{:#}", Application::build(production).await.unwrap_err());
+    assert!(
+        message.contains("AUTH_KEY_ENCRYPTION_KEY must not be the development default"),
+        "{message}"
+    );
 }

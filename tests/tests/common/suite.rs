@@ -104,6 +104,8 @@ impl Suite {
             admin_name: "Administrador, Tramita".into(),
             demo_users: true,
             environment: tramita_auth::Environment::Development,
+            // The development key-encryption key (TRAMITA_ENV=development).
+            key_encryption: Default::default(),
         })
         .await
         .expect("build auth");

@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use crate::adapters::events;
 use crate::app::{
-    Actor, ClientRepository, LoginThrottle, RetentionStore, RotateError, SaveError, SessionStore,
-    SigningKeyStore, StoredKey, Swept, ThrottleKey, TokenHash, UserRepository, UserUpdate,
+    Actor, ClientRepository, KekRing, KeyStoreError, LoginThrottle, RetentionStore, RotateError,
+    SaveError, SealedAtRest, SealedKey, SessionStore, SigningKeyStore, StoredKey, Swept,
+    ThrottleKey, TokenHash, UserRepository, UserUpdate,
 };
 use crate::domain::{
     ApiClient, ClientId, ClientName, DisplayName, Email, LoginBackoff, Roles, SecretHash, User,
@@ -33,12 +34,18 @@ const ADMINS_LOCK: i64 = 0x7472_616d_6164_6d6e;
 pub struct PgAuthStore {
     pool: PgPool,
     events_topic: String,
+    keks: KekRing,
 }
 
 impl PgAuthStore {
-    /// A store over `pool`, announcing user events on `events_topic` (full name).
-    pub fn new(pool: PgPool, events_topic: String) -> Self {
-        Self { pool, events_topic }
+    /// A store over `pool`, announcing account events on `events_topic`
+    /// (full name), keeping signing keys encrypted under `keks`.
+    pub fn new(pool: PgPool, events_topic: String, keks: KekRing) -> Self {
+        Self {
+            pool,
+            events_topic,
+            keks,
+        }
     }
 }
 
@@ -660,42 +667,139 @@ impl RetentionStore for PgAuthStore {
     }
 }
 
-fn key_from_row(row: &PgRow) -> anyhow::Result<StoredKey> {
-    Ok(StoredKey {
-        kid: row.try_get("kid")?,
-        private_pkcs8: row.try_get("private_pkcs8")?,
-        public_x: row.try_get("public_x")?,
-        created_at: row.try_get("created_at")?,
-        retired_at: row.try_get("retired_at")?,
-    })
+/// The private key of a stored row: sealed (`private_sealed`, `private_nonce`,
+/// `kek_id`), or plaintext (`private_pkcs8`) when written before encryption
+/// at rest.
+enum StoredPrivate {
+    Sealed(SealedKey),
+    Plain(Vec<u8>),
 }
 
-async fn insert_key(conn: &mut sqlx::PgConnection, key: &StoredKey) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, private_pkcs8, public_x, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&key.kid)
-    .bind(&key.private_pkcs8)
-    .bind(&key.public_x)
-    .bind(key.created_at)
-    .execute(conn)
-    .await
-    .context("insert signing key")?;
-    Ok(())
+fn stored_private(row: &PgRow) -> anyhow::Result<StoredPrivate> {
+    let sealed: Option<Vec<u8>> = row.try_get("private_sealed")?;
+    match sealed {
+        Some(ciphertext) => Ok(StoredPrivate::Sealed(SealedKey {
+            kek_id: row.try_get("kek_id")?,
+            nonce: row.try_get("private_nonce")?,
+            ciphertext,
+        })),
+        None => Ok(StoredPrivate::Plain(
+            row.try_get::<Option<Vec<u8>>, _>("private_pkcs8")?
+                .context("a signing key row holds no private key")?,
+        )),
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "kid, private_pkcs8, private_sealed, private_nonce, kek_id, public_x, created_at, retired_at";
+
+impl PgAuthStore {
+    fn key_from_row(&self, row: &PgRow) -> Result<StoredKey, KeyStoreError> {
+        let kid: String = row.try_get("kid").context("kid")?;
+        let private_pkcs8 = match stored_private(row)? {
+            StoredPrivate::Sealed(sealed) => self.keks.open(&kid, &sealed)?,
+            StoredPrivate::Plain(plain) => plain,
+        };
+        Ok(StoredKey {
+            private_pkcs8,
+            public_x: row.try_get("public_x").context("public_x")?,
+            created_at: row.try_get("created_at").context("created_at")?,
+            retired_at: row.try_get("retired_at").context("retired_at")?,
+            kid,
+        })
+    }
+
+    async fn insert_key(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        key: &StoredKey,
+    ) -> anyhow::Result<()> {
+        let sealed = self.keks.seal(&key.kid, &key.private_pkcs8)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, private_sealed, private_nonce, kek_id, public_x, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.kid)
+        .bind(&sealed.ciphertext)
+        .bind(&sealed.nonce)
+        .bind(&sealed.kek_id)
+        .bind(&key.public_x)
+        .bind(key.created_at)
+        .execute(conn)
+        .await
+        .context("insert signing key")?;
+        Ok(())
+    }
 }
 
 impl SigningKeyStore for PgAuthStore {
+    #[tracing::instrument(skip_all, fields(kek_id = self.keks.current_id()))]
+    async fn seal_stored_keys(&self) -> Result<SealedAtRest, KeyStoreError> {
+        let mut tx = self.pool.begin().await.context("begin seal keys")?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SIGNING_KEYS_LOCK)
+            .execute(&mut *tx)
+            .await
+            .context("lock signing keys")?;
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .context("select signing keys to seal")?;
+        let mut done = SealedAtRest::default();
+        for row in &rows {
+            let kid: String = row.try_get("kid").context("kid")?;
+            let plaintext = match stored_private(row)? {
+                StoredPrivate::Sealed(sealed) if self.keks.is_current(&sealed) => {
+                    // Opened all the same: a wrong or altered key stops the
+                    // start here rather than at the first token.
+                    self.keks.open(&kid, &sealed)?;
+                    done.current += 1;
+                    continue;
+                }
+                StoredPrivate::Sealed(sealed) => {
+                    done.reencrypted += 1;
+                    self.keks.open(&kid, &sealed)?
+                }
+                StoredPrivate::Plain(plain) => {
+                    done.encrypted += 1;
+                    plain
+                }
+            };
+            let sealed = self.keks.seal(&kid, &plaintext)?;
+            sqlx::query(
+                "UPDATE signing_keys SET private_pkcs8 = NULL, private_sealed = $2, \
+                 private_nonce = $3, kek_id = $4 WHERE kid = $1",
+            )
+            .bind(&kid)
+            .bind(&sealed.ciphertext)
+            .bind(&sealed.nonce)
+            .bind(&sealed.kek_id)
+            .execute(&mut *tx)
+            .await
+            .context("store a sealed signing key")?;
+            tracing::info!(
+                kid,
+                kek_id = sealed.kek_id,
+                "signing key sealed under the current key-encryption key"
+            );
+        }
+        tx.commit().await.context("commit seal keys")?;
+        Ok(done)
+    }
+
     async fn published_keys(&self, retired_after: DateTime<Utc>) -> anyhow::Result<Vec<StoredKey>> {
-        sqlx::query(
-            "SELECT kid, private_pkcs8, public_x, created_at, retired_at FROM signing_keys \
-             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at, kid",
-        )
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM signing_keys \
+             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at, kid"
+        ))
         .bind(retired_after)
         .fetch_all(&self.pool)
         .await
         .context("select signing keys")?
         .iter()
-        .map(key_from_row)
+        .map(|row| self.key_from_row(row).map_err(anyhow::Error::new))
         .collect()
     }
 
@@ -713,7 +817,7 @@ impl SigningKeyStore for PgAuthStore {
         .await
         .context("look for a current key")?;
         if !current {
-            insert_key(&mut tx, key).await?;
+            self.insert_key(&mut tx, key).await?;
             tracing::info!(kid = %key.kid, "first signing key created");
         }
         tx.commit().await.context("commit first key")?;
@@ -732,7 +836,7 @@ impl SigningKeyStore for PgAuthStore {
             .execute(&mut *tx)
             .await
             .context("retire the current keys")?;
-        insert_key(&mut tx, key).await?;
+        self.insert_key(&mut tx, key).await?;
         tx.commit().await.context("commit rotate keys")?;
         Ok(())
     }

@@ -97,8 +97,28 @@ impl<K> std::fmt::Debug for KeyRing<K> {
 }
 
 impl<K: SigningKeyStore> KeyRing<K> {
-    /// Loads the keys, creating the first one when the store has none.
+    /// Encrypts (or re-encrypts) the stored keys under the current
+    /// key-encryption key, loads them, and creates the first one when the
+    /// store has none. A key under a key-encryption key the store was not
+    /// given stops the start with an error naming both.
     pub async fn start(store: K, retired_published_for: Duration) -> anyhow::Result<Self> {
+        let sealed = store
+            .seal_stored_keys()
+            .await
+            .context("encrypt the signing keys at rest")?;
+        if sealed.encrypted + sealed.reencrypted > 0 {
+            tracing::warn!(
+                encrypted = sealed.encrypted,
+                reencrypted = sealed.reencrypted,
+                already_current = sealed.current,
+                "signing keys encrypted under the current key-encryption key"
+            );
+        } else {
+            tracing::info!(
+                already_current = sealed.current,
+                "signing keys are encrypted under the current key-encryption key"
+            );
+        }
         let ring = Self {
             store,
             retired_published_for,

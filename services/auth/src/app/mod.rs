@@ -1,6 +1,7 @@
 //! Use cases of the auth service and the ports they need.
 
 mod accounts;
+mod key_encryption;
 mod keys;
 mod ports;
 mod retention;
@@ -11,10 +12,13 @@ pub use accounts::{
     AccountError, AccountService, AdminSeed, ChangeUserCommand, RegisterClientCommand,
     RegisterError, RegisterUserCommand, RegisteredClient,
 };
+pub use key_encryption::{
+    KekParseError, KekRing, KeyEncryptionKey, OpenError, SealedKey, DEV_KEY_ENCRYPTION_KEY, KEK_LEN,
+};
 pub use keys::{KeyRing, StoredKey};
 pub use ports::{
-    Actor, ClientRepository, LoginThrottle, RetentionStore, RotateError, SaveError, SessionStore,
-    SigningKeyStore, ThrottleKey, UserRepository, UserUpdate,
+    Actor, ClientRepository, KeyStoreError, LoginThrottle, RetentionStore, RotateError, SaveError,
+    SealedAtRest, SessionStore, SigningKeyStore, ThrottleKey, UserRepository, UserUpdate,
 };
 pub use retention::{run as run_retention, RetentionPolicy, Swept};
 pub use secrets::{

@@ -4,6 +4,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use super::key_encryption::OpenError;
 use super::keys::StoredKey;
 use super::secrets::TokenHash;
 use crate::domain::{ApiClient, ClientId, SecretHash, User, UserEvent, UserId};
@@ -257,10 +258,45 @@ pub trait RetentionStore: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<super::retention::Swept>> + Send;
 }
 
-/// Stores the Ed25519 signing keys.
+/// What [`SigningKeyStore::seal_stored_keys`] found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealedAtRest {
+    /// Keys found in plaintext (written before encryption at rest) and
+    /// encrypted now.
+    pub encrypted: u64,
+    /// Keys found under a previous key-encryption key and re-encrypted
+    /// under the current one.
+    pub reencrypted: u64,
+    /// Keys already under the current key-encryption key.
+    pub current: u64,
+}
+
+/// Why the stored signing keys could not be read or sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyStoreError {
+    /// A key is under an unknown key-encryption key, or does not decrypt.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Anything else.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Stores the Ed25519 signing keys, their private parts encrypted under the
+/// key-encryption keys it was given.
 pub trait SigningKeyStore: Send + Sync + 'static {
-    /// Keys not retired, or retired after `retired_after`, oldest first.
-    /// Errors are unexpected.
+    /// Encrypts every key stored in plaintext and re-encrypts every key
+    /// under a previous key-encryption key with the current one, atomically
+    /// and under the signing keys' lock (safe when replicas start at once);
+    /// checks that the keys already under the current one decrypt.
+    ///
+    /// Errors: [`KeyStoreError::Open`] when a key is under a key-encryption
+    /// key it was not given, or does not decrypt (nothing is changed then);
+    /// [`KeyStoreError::Unexpected`] otherwise.
+    fn seal_stored_keys(&self) -> impl Future<Output = Result<SealedAtRest, KeyStoreError>> + Send;
+
+    /// Keys not retired, or retired after `retired_after`, oldest first,
+    /// decrypted. Errors are unexpected (a key that does not decrypt is one).
     fn published_keys(
         &self,
         retired_after: DateTime<Utc>,
