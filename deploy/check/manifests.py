@@ -14,7 +14,7 @@ when there is any:
   AUTH_JWKS_URL where it reads IdentitySettings or requires it) is set for
   it in docker-compose.yml and in both overlays; each listens on every
   interface (<SERVICE>_HOST=0.0.0.0) there; auth has AUTH_ADMIN_PASSWORD
-  unless TRAMITA_ENV=development; the gateway's upstreams are not loopback;
+  and AUTH_KEY_ENCRYPTION_KEY unless TRAMITA_ENV=development; the gateway's upstreams are not loopback;
 - every ConfigMap a Deployment reads exists; no Secret is committed;
 - every service container has probes, requests and limits and the
   restricted security context; prod runs each as a Rollout with a
@@ -79,6 +79,8 @@ def check_environment(where, service, env, wanted):
     if service == "auth" and env.get("TRAMITA_ENV") != "development":
         if "AUTH_ADMIN_PASSWORD" not in env:
             finding(where, "auth requires AUTH_ADMIN_PASSWORD unless TRAMITA_ENV=development")
+        if "AUTH_KEY_ENCRYPTION_KEY" not in env:
+            finding(where, "auth requires AUTH_KEY_ENCRYPTION_KEY unless TRAMITA_ENV=development")
         if env.get("AUTH_DEMO_USERS") == "true":
             finding(where, "auth refuses AUTH_DEMO_USERS=true outside development")
     if service == "gateway":
