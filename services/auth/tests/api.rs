@@ -2376,3 +2376,199 @@ async fn outside_development_a_key_encryption_key_is_required_and_the_developmen
         "{message}"
     );
 }
+
+// API clients: secret rotation and events.
+
+async fn rotate_secret(
+    auth: &TestAuth,
+    token: &str,
+    id: &str,
+    idempotency_key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = auth
+        .client
+        .post(auth.url(&format!("/auth/clients/{id}/secret")))
+        .bearer_auth(token);
+    if let Some(key) = idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn rotating_a_client_secret_stops_the_old_one_at_once_and_the_new_one_works() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let first = create_client(&auth, &admin, "svc-rotate").await;
+    assert_eq!(
+        client_token(&auth, "svc-rotate", &first, "10.1.0.1")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let rotated = rotate_secret(&auth, &admin, "svc-rotate", Some("rotate-1")).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    assert_eq!(rotated.headers()["cache-control"], "no-store");
+    let rotated: Value = rotated.json().await.unwrap();
+    assert_eq!(rotated["client_id"], "svc-rotate");
+    assert_eq!(rotated["version"], 2);
+    assert!(rotated.get("secret_hash").is_none());
+    let second = rotated["client_secret"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    oauth_error(
+        client_token(&auth, "svc-rotate", &first, "10.1.0.2").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+    assert_eq!(
+        client_token(&auth, "svc-rotate", &second, "10.1.0.3")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    // The same Idempotency-Key again: the answer carries a secret, so it was
+    // stored nowhere; the request runs again and its secret is the one.
+    assert_eq!(count(&auth.pool, "idempotency_keys").await, 0);
+    let again = rotate_secret(&auth, &admin, "svc-rotate", Some("rotate-1")).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    let third = again.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(third, second);
+    oauth_error(
+        client_token(&auth, "svc-rotate", &second, "10.1.0.4").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+    )
+    .await;
+
+    // Only an admin may rotate; refusals change nothing.
+    for (user, password) in [("reader", "reader-dev-only"), ("clerk", "clerk-dev-only")] {
+        let (token, _) = auth.tokens(user, password).await;
+        assert_problem(
+            rotate_secret(&auth, &token, "svc-rotate", None).await,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    let anonymous = auth
+        .client
+        .post(auth.url("/auth/clients/svc-rotate/secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    assert_problem(
+        rotate_secret(&auth, &admin, "nobody", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        rotate_secret(&auth, &admin, "Not An Id", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(
+        client_token(&auth, "svc-rotate", &third, "10.1.0.5")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM api_clients WHERE client_id = 'svc-rotate'")
+            .fetch_one(&auth.pool)
+            .await
+            .unwrap();
+    assert_eq!(version, 3, "two rotations, nothing else");
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn client_changes_are_published_on_auth_events_without_secrets() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    let admin_id = auth.user_id("admin").await;
+    let secret = create_client(&auth, &admin, "svc-events").await;
+    let patch = |body: Value| {
+        let auth = &auth;
+        let admin = admin.clone();
+        async move {
+            let response = auth
+                .patch_json("/auth/clients/svc-events", &admin, &body)
+                .await;
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    };
+    patch(json!({"roles": ["reader", "clerk"]})).await;
+    // No change, no event.
+    patch(json!({"roles": ["clerk", "reader"]})).await;
+    let disabled = auth
+        .post_json("/auth/clients/svc-events/disable", Some(&admin), &json!({}))
+        .await;
+    assert_eq!(disabled.status(), StatusCode::OK);
+    patch(json!({"enabled": true})).await;
+    let rotated: Value = rotate_secret(&auth, &admin, "svc-events", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new_secret = rotated["client_secret"].as_str().unwrap().to_owned();
+
+    // The seeded admin and three demo users come first.
+    let messages = auth
+        .infra
+        .read_topic(&auth.kafka.topic("auth.events"), 9, Duration::from_secs(20))
+        .await;
+    assert_eq!(messages.len(), 9);
+    let client_events: Vec<_> = messages
+        .iter()
+        .filter(|m| header(m, "aggregate-id").as_deref() == Some("svc-events"))
+        .collect();
+    let types: Vec<String> = client_events
+        .iter()
+        .map(|m| header(m, "message-type").unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "auth.ClientRegistered.v1",
+            "auth.ClientUpdated.v1",
+            "auth.ClientDisabled.v1",
+            "auth.ClientUpdated.v1",
+            "auth.ClientSecretRotated.v1",
+        ]
+    );
+    for (version, message) in (1..).zip(&client_events) {
+        assert_eq!(header(message, "actor").as_deref(), Some(admin_id.as_str()));
+        assert_eq!(
+            rdkafka::Message::key(*message),
+            Some(&b"svc-events"[..]),
+            "keyed by client id"
+        );
+        let raw = rdkafka::Message::payload(*message).unwrap();
+        let text = String::from_utf8_lossy(raw);
+        assert!(
+            !text.contains(&secret)
+                && !text.contains(&new_secret)
+                && !text.contains("sha256")
+                && !text.contains("secret"),
+            "{text}"
+        );
+        let payload: Value = serde_json::from_slice(raw).unwrap();
+        assert_eq!(payload["client_id"], "svc-events");
+        assert_eq!(payload["version"], version);
+    }
+    let disabled: Value =
+        serde_json::from_slice(rdkafka::Message::payload(client_events[2]).unwrap()).unwrap();
+    assert_eq!(disabled["enabled"], false);
+    let last: Value =
+        serde_json::from_slice(rdkafka::Message::payload(client_events[4]).unwrap()).unwrap();
+    assert_eq!(last["enabled"], true);
+    assert_eq!(last["roles"], json!(["clerk", "reader"]));
+    auth.handle.stop().await;
+}

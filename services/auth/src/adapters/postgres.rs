@@ -15,8 +15,8 @@ use crate::app::{
     ThrottleKey, TokenHash, UserRepository, UserUpdate,
 };
 use crate::domain::{
-    ApiClient, ClientId, ClientName, DisplayName, Email, LoginBackoff, Roles, SecretHash, User,
-    UserEvent, UserId, Username,
+    ApiClient, ClientEvent, ClientId, ClientName, DisplayName, Email, LoginBackoff, Roles,
+    SecretHash, User, UserEvent, UserId, Username,
 };
 
 /// The migrations of the auth database.
@@ -262,7 +262,13 @@ impl UserRepository for PgAuthStore {
 
 impl ClientRepository for PgAuthStore {
     #[tracing::instrument(skip_all, fields(client_id = client.id.as_str()))]
-    async fn insert_client(&self, client: &ApiClient) -> Result<(), SaveError> {
+    async fn insert_client(
+        &self,
+        client: &ApiClient,
+        event: &ClientEvent,
+        actor: Actor<'_>,
+    ) -> Result<(), SaveError> {
+        let mut tx = self.pool.begin().await.context("begin insert client")?;
         let inserted = sqlx::query(
             "INSERT INTO api_clients (client_id, name, secret_hash, roles, enabled, version, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -275,15 +281,26 @@ impl ClientRepository for PgAuthStore {
         .bind(client.version)
         .bind(client.created_at)
         .bind(client.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match inserted {
-            Ok(_) => Ok(()),
-            Err(error) if unique_violation(&error, "api_clients_pkey") => Err(
-                SaveError::Duplicate(format!("client id {}", client.id.as_str())),
-            ),
-            Err(error) => Err(anyhow::Error::new(error).context("insert client").into()),
+            Ok(_) => {}
+            Err(error) if unique_violation(&error, "api_clients_pkey") => {
+                return Err(SaveError::Duplicate(format!(
+                    "client id {}",
+                    client.id.as_str()
+                )))
+            }
+            Err(error) => return Err(anyhow::Error::new(error).context("insert client").into()),
         }
+        tramita_messaging::outbox::enqueue(
+            &mut tx,
+            &self.events_topic,
+            &events::client_envelope(event, actor),
+        )
+        .await?;
+        tx.commit().await.context("commit insert client")?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(client_id = client.id.as_str(), expected_version))]
@@ -291,10 +308,13 @@ impl ClientRepository for PgAuthStore {
         &self,
         client: &ApiClient,
         expected_version: i64,
+        event: &ClientEvent,
+        actor: Actor<'_>,
     ) -> Result<(), SaveError> {
+        let mut tx = self.pool.begin().await.context("begin update client")?;
         let changed = sqlx::query(
             "UPDATE api_clients SET name = $2, roles = $3, enabled = $4, version = $5, \
-             updated_at = $6 WHERE client_id = $1 AND version = $7",
+             updated_at = $6, secret_hash = $8 WHERE client_id = $1 AND version = $7",
         )
         .bind(client.id.as_str())
         .bind(client.name.as_str())
@@ -303,13 +323,21 @@ impl ClientRepository for PgAuthStore {
         .bind(client.version)
         .bind(client.updated_at)
         .bind(expected_version)
-        .execute(&self.pool)
+        .bind(client.secret_hash.as_str())
+        .execute(&mut *tx)
         .await
         .context("update client")?
         .rows_affected();
         if changed == 0 {
             return Err(SaveError::VersionConflict);
         }
+        tramita_messaging::outbox::enqueue(
+            &mut tx,
+            &self.events_topic,
+            &events::client_envelope(event, actor),
+        )
+        .await?;
+        tx.commit().await.context("commit update client")?;
         Ok(())
     }
 

@@ -77,7 +77,8 @@ pub enum AccountError {
     Unexpected(#[from] anyhow::Error),
 }
 
-/// A freshly registered client and its secret, shown this once.
+/// A client and its freshly made secret (registered, or after a secret
+/// rotation), shown this once.
 #[derive(Debug, Clone)]
 pub struct RegisteredClient {
     /// The client.
@@ -236,16 +237,19 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
         .await
     }
 
-    /// Registers an API client with a generated secret, returned this once.
+    /// Registers an API client with a generated secret, returned this once,
+    /// and announces it.
     #[tracing::instrument(skip_all, fields(client_id = command.id.as_str()))]
     pub async fn register_client(
         &self,
         command: RegisterClientCommand,
+        actor: Actor<'_>,
     ) -> Result<RegisteredClient, RegisterError> {
         let secret = random_token()?;
         let hash = client_secret_digest(&secret);
-        let client = ApiClient::register(command.id, command.name, command.roles, hash, now());
-        match self.repository.insert_client(&client).await {
+        let (client, event) =
+            ApiClient::register(command.id, command.name, command.roles, hash, now());
+        match self.repository.insert_client(&client, &event, actor).await {
             Ok(()) => {
                 tracing::info!("API client registered");
                 Ok(RegisteredClient { client, secret })
@@ -271,23 +275,69 @@ impl<R: UserRepository + ClientRepository> AccountService<R> {
         self.repository.clients(after, limit).await
     }
 
-    /// Changes a client.
+    /// Changes a client and announces it (nothing when nothing changes).
     #[tracing::instrument(skip_all, fields(client_id = id.as_str()))]
     pub async fn change_client(
         &self,
         id: &ClientId,
         change: ClientChange,
+        actor: Actor<'_>,
     ) -> Result<ApiClient, AccountError> {
         for _ in 0..UPDATE_ATTEMPTS {
             let mut client = self.client(id).await?;
             let expected = client.version;
-            if !client.apply(change.clone(), now()) {
+            let Some(event) = client.apply(change.clone(), now()) else {
                 return Ok(client);
-            }
-            match self.repository.update_client(&client, expected).await {
+            };
+            match self
+                .repository
+                .update_client(&client, expected, &event, actor)
+                .await
+            {
                 Ok(()) => {
-                    tracing::info!(enabled = client.enabled, "API client changed");
+                    tracing::info!(
+                        event = event.message_type(),
+                        enabled = client.enabled,
+                        "API client changed"
+                    );
                     return Ok(client);
+                }
+                Err(SaveError::VersionConflict) => continue,
+                Err(SaveError::Duplicate(name)) => {
+                    return Err(anyhow::anyhow!("duplicate {name} on update").into())
+                }
+                Err(SaveError::LastAdmin) => {
+                    return Err(anyhow::anyhow!("a client change touched the admins").into())
+                }
+                Err(SaveError::Unexpected(error)) => return Err(error.into()),
+            }
+        }
+        Err(anyhow::anyhow!("gave up after {UPDATE_ATTEMPTS} concurrent changes").into())
+    }
+
+    /// Gives a client a new generated secret, returned this once, and
+    /// announces it. The previous secret stops working at the commit: the
+    /// token endpoint reads the stored digest on every request.
+    #[tracing::instrument(skip_all, fields(client_id = id.as_str()))]
+    pub async fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+        actor: Actor<'_>,
+    ) -> Result<RegisteredClient, AccountError> {
+        let secret = random_token()?;
+        let hash = client_secret_digest(&secret);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let mut client = self.client(id).await?;
+            let expected = client.version;
+            let event = client.rotate_secret(hash.clone(), now());
+            match self
+                .repository
+                .update_client(&client, expected, &event, actor)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(version = client.version, "API client secret rotated");
+                    return Ok(RegisteredClient { client, secret });
                 }
                 Err(SaveError::VersionConflict) => continue,
                 Err(SaveError::Duplicate(name)) => {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::key_encryption::OpenError;
 use super::keys::StoredKey;
 use super::secrets::TokenHash;
-use crate::domain::{ApiClient, ClientId, SecretHash, User, UserEvent, UserId};
+use crate::domain::{ApiClient, ClientEvent, ClientId, SecretHash, User, UserEvent, UserId};
 
 /// Why an account could not be saved.
 #[derive(Debug, thiserror::Error)]
@@ -97,18 +97,21 @@ pub trait UserRepository: Send + Sync + 'static {
     fn enabled_admin_exists(&self) -> impl Future<Output = anyhow::Result<bool>> + Send;
 }
 
-/// Stores API clients.
+/// Stores API clients and, in the same transaction, the events they emit.
 pub trait ClientRepository: Send + Sync + 'static {
-    /// Inserts a new client.
+    /// Inserts a new client and writes `event` to the outbox atomically.
     ///
     /// Errors: [`SaveError::Duplicate`] when the id is taken;
     /// [`SaveError::Unexpected`] otherwise.
     fn insert_client(
         &self,
         client: &ApiClient,
+        event: &ClientEvent,
+        actor: Actor<'_>,
     ) -> impl Future<Output = Result<(), SaveError>> + Send;
 
-    /// Saves `client` if the stored version is `expected_version`.
+    /// Saves `client` (its secret hash included) if the stored version is
+    /// `expected_version`, and writes `event` to the outbox, atomically.
     ///
     /// Errors: [`SaveError::VersionConflict`] when the stored version differs
     /// or the client is gone; [`SaveError::Unexpected`] otherwise.
@@ -116,6 +119,8 @@ pub trait ClientRepository: Send + Sync + 'static {
         &self,
         client: &ApiClient,
         expected_version: i64,
+        event: &ClientEvent,
+        actor: Actor<'_>,
     ) -> impl Future<Output = Result<(), SaveError>> + Send;
 
     /// Replaces the stored secret hash of client `id` by `new` if it is still

@@ -6,7 +6,7 @@ mod throttle;
 mod user;
 mod values;
 
-pub use client::{ApiClient, ClientChange};
+pub use client::{ApiClient, ClientChange, ClientEvent};
 pub use throttle::{retry_after_seconds, LoginBackoff};
 pub use user::{User, UserChange, UserEvent, UserId};
 pub use values::{

@@ -74,6 +74,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/auth/clients/{id}/secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Gives an API client a new generated secret, shown only in this response;
+         *     the previous secret stops working at once. Announced on `auth.events` as
+         *     `auth.ClientSecretRotated.v1`. The answer is never stored for an
+         *     `Idempotency-Key` (it carries a secret): a repeated request rotates
+         *     again, and the secret of the last answer is the one that works.
+         */
+        post: operations["rotate_client_secret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/auth/keys/rotate": {
         parameters: {
             query?: never;
@@ -267,9 +290,12 @@ export interface components {
              */
             roles?: string[] | null;
         };
-        /** @description A new API client with its secret, shown only in this response. */
+        /**
+         * @description An API client with its new secret (on registration or a secret
+         *     rotation), shown only in this response.
+         */
         CreatedClientResponse: components["schemas"]["ClientResponse"] & {
-            /** @description The secret (only its hash is kept; it cannot be shown again). */
+            /** @description The secret (only its digest is kept; it cannot be shown again). */
             client_secret: string;
         };
         /** @description Body of `POST /auth/users`. */
@@ -748,6 +774,92 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ClientResponse"];
+                };
+            };
+            /** @description A malformed Idempotency-Key */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not an admin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such client */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A request with the same Idempotency-Key is still in flight (retry after `Retry-After` seconds) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying, when the same Idempotency-Key is in flight */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The Idempotency-Key was already used with another request body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rotate_client_secret: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes the request safe to retry (IETF httpapi draft "The Idempotency-Key HTTP Header Field"): 1 to 255 visible ASCII characters, such as a UUID, scoped to the caller, the method, the path and the query. A retry with the same key and the same body gets the first response again, with `Idempotent-Replayed: true`, and changes nothing; with another body, 422; while the first request is still in flight, 409. Only successes (2xx) are kept, and never one marked `Cache-Control: no-store` (it shows a secret once): after a refusal (4xx), an error (5xx) or such a response the key may be used again. Keys expire 24 h (86400 s) after their first use (`IDEMPOTENCY_KEY_TTL`). */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                /** @description Client id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The client and its new secret */
+            200: {
+                headers: {
+                    /** @description `no-store` */
+                    "cache-control"?: string;
+                    /** @description `true` when this is the stored response of an earlier request with the same Idempotency-Key, replayed */
+                    "idempotent-replayed"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedClientResponse"];
                 };
             };
             /** @description A malformed Idempotency-Key */

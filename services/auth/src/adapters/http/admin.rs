@@ -433,13 +433,14 @@ impl From<ApiClient> for ClientResponse {
     }
 }
 
-/// A new API client with its secret, shown only in this response.
+/// An API client with its new secret (on registration or a secret
+/// rotation), shown only in this response.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedClientResponse {
     /// The client.
     #[serde(flatten)]
     pub client: ClientResponse,
-    /// The secret (only its hash is kept; it cannot be shown again).
+    /// The secret (only its digest is kept; it cannot be shown again).
     pub client_secret: String,
 }
 
@@ -494,7 +495,10 @@ pub async fn create_client(
         unreachable!("every field parsed when there are no field errors");
     };
     let registered = accounts
-        .register_client(RegisterClientCommand { id, name, roles })
+        .register_client(
+            RegisterClientCommand { id, name, roles },
+            Some(&principal.subject),
+        )
         .await?;
     Ok(HttpResponse::Created()
         .insert_header((
@@ -577,6 +581,7 @@ pub async fn update_client(
                 roles,
                 enabled: body.enabled,
             },
+            Some(&principal.subject),
         )
         .await?;
     Ok(HttpResponse::Ok().json(ClientResponse::from(client)))
@@ -608,9 +613,45 @@ pub async fn disable_client(
                 enabled: Some(false),
                 ..ClientChange::default()
             },
+            Some(&principal.subject),
         )
         .await?;
     Ok(HttpResponse::Ok().json(ClientResponse::from(client)))
+}
+
+/// Gives an API client a new generated secret, shown only in this response;
+/// the previous secret stops working at once. Announced on `auth.events` as
+/// `auth.ClientSecretRotated.v1`. The answer is never stored for an
+/// `Idempotency-Key` (it carries a secret): a repeated request rotates
+/// again, and the secret of the last answer is the one that works.
+#[utoipa::path(
+    post, path = "/auth/clients/{id}/secret", tag = "clients",
+    params(("id" = String, Path, description = "Client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The client and its new secret", body = CreatedClientResponse, headers(("cache-control" = String, description = "`no-store`"))),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn rotate_client_secret(
+    Authenticated(principal): Authenticated,
+    accounts: web::Data<Accounts>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    admin(&principal)?;
+    let id = client_id(&id)?;
+    let rotated = accounts
+        .rotate_client_secret(&id, Some(&principal.subject))
+        .await?;
+    tracing::info!(client_id = id.as_str(), actor = %principal.subject, "client secret rotated by an admin");
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(CreatedClientResponse {
+            client: ClientResponse::from(rotated.client),
+            client_secret: rotated.secret,
+        }))
 }
 
 /// Who the token belongs to.

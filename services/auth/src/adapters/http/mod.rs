@@ -38,7 +38,7 @@ const IDEMPOTENCY_DOCS: IdempotencyDocsUnder = IdempotencyDocsUnder(IDEMPOTENT_P
     paths(
         token, logout, jwks, rotate_keys, me,
         create_user, list_users, get_user, update_user, disable_user,
-        create_client, list_clients, update_client, disable_client,
+        create_client, list_clients, update_client, disable_client, rotate_client_secret,
     ),
     components(schemas(
         TokenRequest, TokenResponse, OAuthErrorBody, LogoutRequest, JwksDoc, RotatedKeyResponse,
@@ -82,6 +82,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, idempotency: Idempotency<PgIdempoten
             .route("/auth/clients", web::post().to(create_client))
             .route("/auth/clients", web::get().to(list_clients))
             .route("/auth/clients/{id}", web::patch().to(update_client))
-            .route("/auth/clients/{id}/disable", web::post().to(disable_client)),
+            .route("/auth/clients/{id}/disable", web::post().to(disable_client))
+            .route(
+                "/auth/clients/{id}/secret",
+                web::post().to(rotate_client_secret),
+            ),
     );
 }
