@@ -113,7 +113,8 @@ pub struct Operation {
 }
 
 impl Operation {
-    fn new(kind: Kind, source: &'static str) -> Self {
+    /// A new operation of `kind`, not sent yet.
+    pub(crate) fn new(kind: Kind, source: &'static str) -> Self {
         Self {
             id: Uuid::new_v4(),
             kind,

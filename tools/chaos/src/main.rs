@@ -697,7 +697,7 @@ async fn drive(
     let settling = Instant::now();
     let operations = ledger.operations();
     let findings = loop {
-        let findings = check::check(&stores, &operations).await?;
+        let findings = check::compare(&check::Snapshot::read(&stores).await?, &operations);
         if !findings.settling() || settling.elapsed() > plan.settle {
             break findings;
         }
