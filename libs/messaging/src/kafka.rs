@@ -111,9 +111,11 @@ impl KafkaSettings {
             .await
     }
 
-    /// Creates `topics` with `config` when missing; sets `config` on those
-    /// that exist with other values (keeping any other setting an operator
-    /// gave them).
+    /// Creates `topics` with `config` when missing, replicated as the
+    /// broker's `default.replication.factor` says (1 on a development broker,
+    /// 3 in production, where a topic with one replica would refuse writes
+    /// that need `min.insync.replicas=2`); sets `config` on those that exist
+    /// with other values (keeping any other setting an operator gave them).
     pub async fn ensure_topics_with(
         &self,
         topics: &[String],
@@ -125,7 +127,7 @@ impl KafkaSettings {
             .iter()
             .map(|t| {
                 config.iter().fold(
-                    NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                    NewTopic::new(t, partitions, TopicReplication::Fixed(BROKER_DEFAULT)),
                     |topic, (key, value)| topic.set(key, value),
                 )
             })
@@ -162,6 +164,9 @@ impl KafkaSettings {
         self.base().create().context("create Kafka admin client")
     }
 }
+
+/// A replication factor of -1 asks the broker for its default (KIP-464).
+const BROKER_DEFAULT: i32 = -1;
 
 /// Settings of event topics. Events are full snapshots keyed by aggregate,
 /// so compaction keeps every aggregate's latest state for ever (a rebuild
