@@ -318,14 +318,33 @@ async fn broker_floor(
         )
         .await
         .map_err(|(e, _)| e)?;
-    tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+    // A fresh topic may be unknown to the consumer for a moment: such
+    // errors pass, only the deadline is fatal.
+    let ready = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = ready.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, consumer.recv()).await? {
+            Ok(_) => break,
+            Err(error) => {
+                eprintln!("floor consumer not ready yet: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 
     let expected = u64::from(rate) * duration.as_secs();
     let origin = Instant::now();
     let receiver = tokio::spawn(async move {
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
         while histogram.len() < expected {
-            let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
+            let message =
+                match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await? {
+                    Ok(message) => message,
+                    Err(error) => {
+                        eprintln!("floor consumer error: {error}");
+                        continue;
+                    }
+                };
             let Some(payload) = message.payload() else {
                 continue;
             };

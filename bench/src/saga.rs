@@ -105,6 +105,14 @@ impl Params {
 pub async fn run() -> anyhow::Result<serde_json::Value> {
     let params = Params::from_env()?;
     let stack = Stack::start(false).await?;
+    // The databases are dropped whether the runs succeed or not.
+    let measured = measure(&stack, &params).await;
+    stack.stop(true).await?;
+    measured
+}
+
+/// Warm-up, the runs and the broker's floor on `stack`.
+async fn measure(stack: &Stack, params: &Params) -> anyhow::Result<serde_json::Value> {
     let client = reqwest::Client::new();
     let needed: u64 = WARMUP_SAGAS as u64
         + params
@@ -137,7 +145,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
     }
     let pending = drain(&stack.files_pool, &ids, Duration::from_secs(120)).await?;
     anyhow::ensure!(pending == 0, "{pending} warm-up sagas never ended");
-    quiesce(&stack, params.drain).await?;
+    quiesce(stack, params.drain).await?;
 
     let mut runs = Vec::new();
     for (index, rate) in params.rates.iter().copied().enumerate() {
@@ -148,15 +156,19 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
             index + 1,
             params.duration.as_secs()
         );
-        let result = run_at(&stack, &client, &params, index, rate, batch).await?;
+        let result = run_at(stack, &client, params, index, rate, batch).await?;
         eprintln!("{}", serde_json::to_string(&result["summary"])?);
         runs.push(result);
     }
 
     eprintln!("broker floor: {FLOOR_RATE}/s for {FLOOR_SECONDS} s");
     let floor =
-        crate::broker_floor(&stack.kafka, FLOOR_RATE, Duration::from_secs(FLOOR_SECONDS)).await?;
-    stack.stop(true).await?;
+        match crate::broker_floor(&stack.kafka, FLOOR_RATE, Duration::from_secs(FLOOR_SECONDS))
+            .await
+        {
+            Ok(floor) => crate::summary(&floor),
+            Err(error) => json!({ "error": format!("{error:#}") }),
+        };
 
     Ok(json!({
         "benchmark": "saga",
@@ -166,7 +178,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
         "drain_limit_seconds": params.drain.as_secs(),
         "warmup_sagas": WARMUP_SAGAS,
         "runs": runs,
-        "broker_floor_produce_to_consume_latency": crate::summary(&floor),
+        "broker_floor_produce_to_consume_latency": floor,
         "broker_floor_note": format!("a bare idempotent produce (linger 2 ms, acks all, as the relays) to a consumer on the same broker, {FLOOR_RATE}/s for {FLOOR_SECONDS} s; a saga crosses the broker four times (two commands, two replies)"),
         "setup": "docs (MongoDB-compatible test server), bpm and files (PostgreSQL) in one process with their production defaults (outbox relays woken by LISTEN/NOTIFY in PostgreSQL, polling every 500 ms in MongoDB; producers linger 2 ms; consumers apply whatever is already waiting in one transaction), on the shared 2-core machine with Kafka, PostgreSQL and the MongoDB-compatible server, while other engineers' builds and tests run: figures are noisy",
         "method": METHOD,
