@@ -66,6 +66,8 @@ pub struct VisitRow {
     pub seq: i32,
     /// The phase entered.
     pub phase: String,
+    /// `start`, `transition` or `migration`.
+    pub entry: String,
     /// The transition's comment (the operation's marker).
     pub comment: Option<String>,
 }
@@ -115,6 +117,8 @@ pub struct Snapshot {
     pub unsent: Vec<(String, i64)>,
     /// The index.
     pub index: Vec<IndexRow>,
+    /// The index's timeline: entries by file and event type.
+    pub timeline: Vec<(Uuid, String, i64)>,
 }
 
 impl Snapshot {
@@ -152,17 +156,18 @@ impl Snapshot {
             .fetch_all(&stores.bpm)
             .await
             .context("read processes")?;
-        let visits = sqlx::query_as::<_, (Uuid, i32, String, Option<String>)>(
-            "SELECT file_id, seq, phase_key, comment FROM phase_visits ORDER BY file_id, seq",
+        let visits = sqlx::query_as::<_, (Uuid, i32, String, String, Option<String>)>(
+            "SELECT file_id, seq, phase_key, entry, comment FROM phase_visits ORDER BY file_id, seq",
         )
         .fetch_all(&stores.bpm)
         .await
         .context("read phase visits")?
         .into_iter()
-        .map(|(file_id, seq, phase, comment)| VisitRow {
+        .map(|(file_id, seq, phase, entry, comment)| VisitRow {
             file_id,
             seq,
             phase,
+            entry,
             comment,
         })
         .collect();
@@ -243,6 +248,12 @@ impl Snapshot {
             document: document.0,
         })
         .collect();
+        let timeline = sqlx::query_as(
+            "SELECT file_id, message_type, count(*) FROM index_timeline GROUP BY file_id, message_type",
+        )
+        .fetch_all(&stores.index)
+        .await
+        .context("read the index's timeline")?;
         Ok(Self {
             files,
             sagas,
@@ -252,6 +263,7 @@ impl Snapshot {
             uploads,
             unsent,
             index,
+            timeline,
         })
     }
 }
@@ -356,6 +368,13 @@ pub fn compare(snapshot: &Snapshot, operations: &[Operation]) -> Findings {
         let sha = op.sha256.as_deref().unwrap_or_default();
         match op.kind {
             Kind::StageUpload => {
+                // Attached by its saga at most once.
+                let attached = versions_by_sha.get(sha).map_or(0, Vec::len);
+                if attached > 1 {
+                    findings
+                        .duplicated
+                        .push(format!("{what}: attached {attached} times"));
+                }
                 let held = uploads_by_sha.get(sha).cloned().unwrap_or_default();
                 judge(&mut findings, op, &what, held.len(), || {
                     let told = op.upload_id.map(|id| id.to_string());
@@ -565,6 +584,61 @@ pub fn compare(snapshot: &Snapshot, operations: &[Operation]) -> Findings {
             ));
         }
     }
+
+    // Events: one per change (a change announced twice under two message
+    // ids is doubled, even if every store holds it once).
+    let mut events: HashMap<(Uuid, &str), i64> = HashMap::new();
+    for (file, kind, count) in &snapshot.timeline {
+        events.insert((*file, kind.as_str()), *count);
+    }
+    let event = |file: Uuid, kind: &str| events.get(&(file, kind)).copied().unwrap_or(0);
+    let mut transitions: HashMap<Uuid, i64> = HashMap::new();
+    for visit in &snapshot.visits {
+        if visit.entry == "transition" {
+            *transitions.entry(visit.file_id).or_default() += 1;
+        }
+    }
+    for file in &snapshot.files {
+        let id = file.id;
+        let mut expected = vec![("files.FileCreated.v1", 1)];
+        if file.status == "active" {
+            let versions: i64 = snapshot
+                .documents
+                .iter()
+                .filter(|d| d.file_id == id.to_string())
+                .map(|d| d.versions.len() as i64)
+                .sum();
+            let added =
+                event(id, "docs.DocumentAdded.v1") + event(id, "docs.DocumentVersionAdded.v1");
+            expected.push(("bpm.ProcessStarted.v1", 1));
+            expected.push((
+                "bpm.PhaseChanged.v1",
+                transitions.get(&id).copied().unwrap_or(0),
+            ));
+            if added != versions {
+                let line = format!(
+                    "file {id}: docs holds {versions} versions, the timeline has {added} document events"
+                );
+                if added > versions {
+                    findings.duplicated.push(line);
+                } else {
+                    findings.index.push(line);
+                }
+            }
+        }
+        for (kind, want) in expected {
+            let got = event(id, kind);
+            if got > want {
+                findings.duplicated.push(format!(
+                    "file {id}: {got} {kind} in the timeline for {want} change(s)"
+                ));
+            } else if got < want {
+                findings.index.push(format!(
+                    "file {id}: {got} {kind} in the timeline for {want} change(s)"
+                ));
+            }
+        }
+    }
     findings
 }
 
@@ -638,6 +712,7 @@ mod tests {
             file_id: file,
             seq: 1,
             phase: "initial".into(),
+            entry: "start".into(),
             comment: None,
         });
         snapshot.documents.push(DocumentRow {
@@ -655,6 +730,13 @@ mod tests {
                 "documents": [{"id": document.to_string(), "version": 1}],
             }),
         });
+        for kind in [
+            "files.FileCreated.v1",
+            "bpm.ProcessStarted.v1",
+            "docs.DocumentAdded.v1",
+        ] {
+            snapshot.timeline.push((file, kind.into(), 1));
+        }
     }
 
     #[test]
@@ -748,6 +830,7 @@ mod tests {
                 file_id: file,
                 seq,
                 phase: "rejected".into(),
+                entry: "transition".into(),
                 comment: Some(twice.marker()),
             });
         }
@@ -806,5 +889,48 @@ mod tests {
         snapshot.index[0].document["documents"] = json!(with_tombstone);
         let findings = compare(&snapshot, &[]);
         assert!(findings.clean(), "{findings:?}");
+    }
+
+    #[test]
+    fn an_event_announced_twice_is_duplicated_and_a_missing_one_awaited() {
+        // given an active file whose first document was announced twice
+        // and whose process start never reached the timeline
+        let op = acknowledged(Kind::CreateFile);
+        let file = Uuid::new_v4();
+        let mut snapshot = Snapshot::default();
+        active_file(&mut snapshot, &op, file);
+        snapshot.timeline = vec![
+            (file, "files.FileCreated.v1".into(), 1),
+            (file, "docs.DocumentAdded.v1".into(), 2),
+        ];
+        // when
+        let findings = compare(&snapshot, &[]);
+        // then
+        assert_eq!(findings.duplicated.len(), 1, "{findings:?}");
+        assert_eq!(findings.index.len(), 1, "{findings:?}");
+    }
+
+    #[test]
+    fn an_upload_attached_to_two_documents_is_duplicated() {
+        let mut upload = acknowledged(Kind::StageUpload);
+        upload.sha256 = Some("aa".into());
+        upload.upload_id = Some(Uuid::new_v4());
+        let creator = acknowledged(Kind::CreateFile);
+        let mut snapshot = Snapshot::default();
+        active_file(&mut snapshot, &creator, Uuid::new_v4());
+        snapshot
+            .uploads
+            .push((upload.upload_id.unwrap().to_string(), "aa".into()));
+        let mut copy = snapshot.documents[0].clone();
+        copy.id = Uuid::new_v4().to_string();
+        snapshot.documents.push(copy);
+        let findings = compare(&snapshot, &[upload]);
+        assert!(
+            findings
+                .duplicated
+                .iter()
+                .any(|d| d.contains("attached 2 times")),
+            "{findings:?}"
+        );
     }
 }

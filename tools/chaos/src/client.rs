@@ -19,8 +19,9 @@ use uuid::Uuid;
 
 const BOUNDARY: &str = "tramita-chaos-boundary-5f2b9e";
 /// One HTTP exchange may take this long (longer than the gateway's own
-/// timeout with its retries, so the gateway answers first when it can).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// timeout with its retries, so the gateway answers first when it can),
+/// and never past the operation's deadline.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What an operation is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -294,7 +295,10 @@ impl Client {
                 Err(error) => return Exchange::GaveUp(error),
             };
             *attempts += 1;
-            match build(&self.http, &token).send().await {
+            let left = until
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(100), REQUEST_TIMEOUT);
+            match build(&self.http, &token).timeout(left).send().await {
                 Ok(response) => {
                     let status = response.status();
                     let etag = response
@@ -560,6 +564,41 @@ impl Client {
             }
         }
         Some((file, false))
+    }
+
+    /// The recovery probe: signs in afresh (auth), runs a whole
+    /// create-file saga (gateway, docs, files, bpm, Kafka and the stores)
+    /// and waits until the index shows the file active with its process.
+    /// Whether all of it went through within `within`.
+    pub async fn probe(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        *self.token.write().await = None;
+        if self.sign_in(until).await.is_err() {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        let Some((file, true)) = self.create_file_saga("probe", left).await else {
+            return false;
+        };
+        let url = format!("{}/index/files/{file}", self.base);
+        while Instant::now() < until {
+            let mut attempts = 0;
+            if let Exchange::Answered(answer) = self
+                .exchange(until, &mut attempts, |http, token| {
+                    http.get(&url).bearer_auth(token)
+                })
+                .await
+            {
+                if answer.status.is_success()
+                    && answer.body["status"] == "active"
+                    && answer.body["process"].is_object()
+                {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        false
     }
 }
 
