@@ -42,6 +42,9 @@ impl Stack {
     /// the settings the benchmarks have always used.
     pub async fn start(with_index: bool) -> anyhow::Result<Self> {
         let infra = TestInfra::from_env();
+        // The benchmark removes its databases itself, or keeps them when
+        // asked (Stack::stop).
+        infra.leave_behind();
         let kafka = KafkaSettings {
             brokers: infra.kafka_brokers.clone(),
             topic_prefix: format!("bench-{}.", Uuid::new_v4().simple()),

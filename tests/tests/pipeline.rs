@@ -51,7 +51,7 @@ impl Suite {
             issuer: issuer.issuer.clone(),
             audience: issuer.audience.clone(),
         };
-        let (docs, _) = common::docs(&kafka, &identity).await;
+        let (docs, _) = common::docs(&infra, &kafka, &identity).await;
         let (bpm, _) = common::bpm(&infra, &kafka, &identity).await;
         Self {
             docs: format!("http://127.0.0.1:{}", docs.port),

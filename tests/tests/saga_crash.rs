@@ -283,7 +283,7 @@ impl Cluster {
             },
             files_db: infra.fresh_database().await,
             bpm_db: infra.fresh_database().await,
-            docs_db: TestInfra::fresh_mongo_database().await.1,
+            docs_db: infra.fresh_mongo_database().await.1,
             tag: Uuid::new_v4().simple().to_string(),
             logs,
             infra,

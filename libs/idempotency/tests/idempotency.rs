@@ -246,6 +246,8 @@ struct Harness {
     sweep: Box<dyn Fn() -> futures::future::BoxFuture<'static, u64> + Send + Sync>,
     /// Claims one key from `n` owners at once; returns how many got it.
     race: Box<dyn Fn(usize) -> futures::future::BoxFuture<'static, usize> + Send + Sync>,
+    /// Removes the test's database when the harness goes.
+    _infra: TestInfra,
 }
 
 impl Harness {
@@ -256,18 +258,20 @@ impl Harness {
         store.ensure_schema().await.unwrap();
         // Twice: replicas starting together run it again.
         store.ensure_schema().await.unwrap();
-        Self::start(store, settings, Records::Postgres(pool)).await
+        Self::start(infra, store, settings, Records::Postgres(pool)).await
     }
 
     async fn mongo(settings: IdempotencySettings) -> Self {
-        let (_client, db) = TestInfra::fresh_mongo_database().await;
+        let infra = TestInfra::from_env();
+        let (_client, db) = infra.fresh_mongo_database().await;
         let store = MongoIdempotencyStore::new(db.clone());
         store.ensure_schema().await.unwrap();
         store.ensure_schema().await.unwrap();
-        Self::start(store, settings, Records::Mongo(db)).await
+        Self::start(infra, store, settings, Records::Mongo(db)).await
     }
 
     async fn start<St: IdempotencyStore>(
+        infra: TestInfra,
         store: St,
         settings: IdempotencySettings,
         records: Records,
@@ -350,6 +354,7 @@ impl Harness {
             records,
             sweep,
             race,
+            _infra: infra,
         }
     }
 

@@ -30,7 +30,7 @@ async fn setup() -> (TestInfra, KafkaSettings, MongoStore) {
         brokers: infra.kafka_brokers.clone(),
         topic_prefix: infra.topic_prefix(),
     };
-    let (client, db) = TestInfra::fresh_mongo_database().await;
+    let (client, db) = infra.fresh_mongo_database().await;
     let store = MongoStore::new(client, db);
     store.ensure_schema().await.unwrap();
     (infra, kafka, store)

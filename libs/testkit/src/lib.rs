@@ -1,12 +1,16 @@
 //! Helpers for tests against the real servers started by `scripts/infra`:
-//! a fresh PostgreSQL database and a unique topic prefix per test, polling
-//! with a deadline, and raw Kafka access.
+//! a fresh PostgreSQL database, MongoDB database and topic prefix per test,
+//! removed again when the test ends; polling with a deadline, and raw Kafka
+//! access.
 #![forbid(unsafe_code)]
 
+pub mod cleanup;
 mod issuer;
 pub use issuer::{SigningKey, TestIssuer};
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,13 +24,24 @@ use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Where the test servers are: `DATABASE_URL` (a role that may create
-/// databases) and `KAFKA_BROKERS`, as written by `scripts/infra up`.
+/// databases) and `KAFKA_BROKERS`, as written by `scripts/infra up`; and
+/// what this test created there.
+///
+/// Everything it hands out ([`TestInfra::fresh_database`],
+/// [`TestInfra::fresh_mongo_database`], [`TestInfra::topic_prefix`]) is
+/// removed when the last clone of it is dropped: PostgreSQL databases are
+/// dropped `WITH (FORCE)` (services still running in the test lose their
+/// connections), MongoDB databases dropped, and every topic under its
+/// prefixes deleted. So keep it (or a clone) for as long as the test uses
+/// what it made, typically in the test's fixture. `TESTKIT_KEEP=1` keeps
+/// everything, to look at after a failure.
 #[derive(Debug, Clone)]
 pub struct TestInfra {
     /// Admin database URL.
     pub database_url: String,
     /// Kafka bootstrap servers.
     pub kafka_brokers: String,
+    tracker: Arc<cleanup::Tracker>,
 }
 
 impl TestInfra {
@@ -37,15 +52,36 @@ impl TestInfra {
                 panic!("{name} is not set: run the tests with scripts/test (or `source .local/infra/env` after scripts/infra up)")
             })
         };
+        let (database_url, kafka_brokers) = (get("DATABASE_URL"), get("KAFKA_BROKERS"));
         Self {
-            database_url: get("DATABASE_URL"),
-            kafka_brokers: get("KAFKA_BROKERS"),
+            tracker: Arc::new(cleanup::Tracker {
+                database_url: database_url.clone(),
+                kafka_brokers: kafka_brokers.clone(),
+                created: Mutex::new(cleanup::Created::default()),
+                leave_behind: AtomicBool::new(false),
+            }),
+            database_url,
+            kafka_brokers,
         }
     }
 
-    /// Creates an empty database for one test and returns its URL.
+    /// Leaves what this infra (and its clones) created, and will create,
+    /// for the caller to remove: for tools that keep their databases on
+    /// purpose (the benchmarks).
+    pub fn leave_behind(&self) {
+        self.tracker.leave_behind.store(true, Ordering::SeqCst);
+    }
+
+    /// A name no other test uses, carrying its creation time (UUIDv7), so
+    /// that a sweep can tell old leftovers from a running test's.
+    fn fresh_name() -> String {
+        format!("{}{}", cleanup::DATABASE_PREFIX, Uuid::now_v7().simple())
+    }
+
+    /// Creates an empty database for one test and returns its URL; it is
+    /// dropped when the test ends.
     pub async fn fresh_database(&self) -> String {
-        let name = format!("test_{}", Uuid::new_v4().simple());
+        let name = Self::fresh_name();
         let mut conn = PgConnection::connect(&self.database_url)
             .await
             .expect("connect as the test admin");
@@ -53,6 +89,7 @@ impl TestInfra {
             .execute(&mut conn)
             .await
             .expect("create a test database");
+        self.tracker.record(|c| c.databases.push(name.clone()));
         let _ = conn.close().await;
         replace_database(&self.database_url, &name)
     }
@@ -64,19 +101,32 @@ impl TestInfra {
         })
     }
 
-    /// A client of the MongoDB-compatible server and a database name no
-    /// other test uses (created on first write).
-    pub async fn fresh_mongo_database() -> (mongodb::Client, mongodb::Database) {
+    /// A MongoDB database name no other test uses, for a service that
+    /// connects by itself; the database is dropped when the test ends.
+    pub fn fresh_mongo_database_name(&self) -> String {
+        let name = Self::fresh_name();
+        self.tracker
+            .record(|c| c.mongo_databases.push(name.clone()));
+        name
+    }
+
+    /// A client of the MongoDB-compatible server and a database no other
+    /// test uses (created on first write, dropped when the test ends).
+    pub async fn fresh_mongo_database(&self) -> (mongodb::Client, mongodb::Database) {
         let client = mongodb::Client::with_uri_str(Self::mongodb_uri())
             .await
             .expect("parse MONGODB_URI");
-        let database = client.database(&format!("test_{}", Uuid::new_v4().simple()));
+        let database = client.database(&self.fresh_mongo_database_name());
         (client, database)
     }
 
-    /// A unique topic prefix, so each test has its own topics.
+    /// A unique topic prefix, so each test has its own topics; every topic
+    /// under it is deleted when the test ends.
     pub fn topic_prefix(&self) -> String {
-        format!("test-{}.", Uuid::new_v4().simple())
+        let prefix = format!("{}{}.", cleanup::TOPIC_PREFIX, Uuid::now_v7().simple());
+        self.tracker
+            .record(|c| c.topic_prefixes.push(prefix.clone()));
+        prefix
     }
 
     /// A small pool on `url`.

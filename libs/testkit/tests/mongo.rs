@@ -29,7 +29,8 @@ async fn ids(collection: &mongodb::Collection<Document>) -> Vec<String> {
 #[tokio::test]
 async fn the_driver_commits_and_aborts_transactions() {
     let client = client().await;
-    let db = client.database(&format!("test_{}", uuid::Uuid::new_v4().simple()));
+    let infra = tramita_testkit::TestInfra::from_env();
+    let db = client.database(&infra.fresh_mongo_database_name());
     let documents = db.collection::<Document>("documents");
     let outbox = db.collection::<Document>("outbox");
     // Collections must exist before a transaction writes to them.

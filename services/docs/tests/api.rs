@@ -121,7 +121,7 @@ impl TestDocs {
             host: "127.0.0.1".into(),
             port: 0,
             mongodb_uri: TestInfra::mongodb_uri(),
-            database: format!("test_{}", Uuid::new_v4().simple()),
+            database: infra.fresh_mongo_database_name(),
             max_bytes: 8 * MIB as u64,
             media_types: tramita_docs::startup::DEFAULT_MEDIA_TYPES
                 .iter()

@@ -25,12 +25,13 @@ pub struct Started {
     pub handle: ServiceHandle,
 }
 
-/// The docs service on port 0, over a fresh MongoDB database.
+/// The docs service on port 0, over a fresh MongoDB database of `infra`.
 pub async fn docs(
+    infra: &TestInfra,
     kafka: &KafkaSettings,
     identity: &IdentitySettings,
 ) -> (Started, mongodb::Database) {
-    let (_, database) = TestInfra::fresh_mongo_database().await;
+    let (_, database) = infra.fresh_mongo_database().await;
     let group = format!("docs-{}", Uuid::new_v4().simple());
     docs_on(kafka, identity, database.name(), &group).await
 }

@@ -46,6 +46,8 @@ pub struct Suite {
     identity: IdentitySettings,
     /// bpm, which a test may stop and start again.
     pub bpm: Bpm,
+    /// Removes the suite's databases and topics when the suite goes.
+    _infra: TestInfra,
 }
 
 /// bpm's handle, database and consumer group, to stop and start it again;
@@ -133,7 +135,7 @@ impl Suite {
         })
         .await
         .expect("build files");
-        let (docs, _) = super::docs(&kafka, &identity).await;
+        let (docs, _) = super::docs(&infra, &kafka, &identity).await;
         let bpm_database = infra.fresh_database().await;
         let bpm_group = format!("bpm-{}", Uuid::new_v4().simple());
         let (bpm, bpm_pool) = super::bpm_on(&kafka, &identity, &bpm_database, &bpm_group).await;
@@ -217,6 +219,7 @@ impl Suite {
                 group: bpm_group,
                 pool: bpm_pool,
             },
+            _infra: infra,
         }
     }
 
