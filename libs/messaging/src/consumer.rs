@@ -19,6 +19,7 @@
 //! middle of a retry, or while a dead letter cannot be published, leaves the
 //! message and everything after it uncommitted: they are delivered again.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +29,7 @@ use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header};
 use rdkafka::producer::FutureRecord;
-use rdkafka::Message;
+use rdkafka::{Message, Offset};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tramita_web::ReadinessCheck;
@@ -40,6 +41,15 @@ use crate::port::MessageStore;
 
 /// The longest wait for a failed attempt's rollback.
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a consumer measures its lag.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The longest wait for the broker's answer to one lag question.
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The next offset to apply on each partition, as this process applied them.
+type AppliedOffsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
 /// Suffix of dead-letter topics.
 pub const DLQ_SUFFIX: &str = ".dlq";
@@ -219,7 +229,8 @@ impl ConsumerHealth {
 /// Runs one consumer group member until shutdown.
 pub struct ConsumerRunner<S, H> {
     store: S,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
+    applied: AppliedOffsets,
     dlq_producer: RenewableProducer,
     handler: H,
     config: ConsumerConfig,
@@ -247,7 +258,8 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
     ) -> Self {
         Self {
             store,
-            consumer,
+            consumer: Arc::new(consumer),
+            applied: AppliedOffsets::default(),
             dlq_producer: dlq_producer.into(),
             handler,
             config,
@@ -270,6 +282,17 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
             .subscribe(&topics)
             .with_context(|| format!("subscribe to {topics:?}"))?;
         tracing::info!(consumer = %self.config.name, ?topics, "consumer started");
+        // The lag reporter stops with the runner, however the runner ends
+        // (also when its task is aborted).
+        let lag_stop = CancellationToken::new();
+        let lag_guard = lag_stop.clone().drop_guard();
+        let lag_reporter = tokio::spawn(report_lag(
+            self.consumer.clone(),
+            self.applied.clone(),
+            self.metrics.consumer_lag.clone(),
+            self.config.name.clone(),
+            lag_stop,
+        ));
         'consume: loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -319,6 +342,8 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
             tracing::debug!(error = %error, "final offset commit had nothing to do or failed");
         }
         self.consumer.unsubscribe();
+        drop(lag_guard);
+        let _ = lag_reporter.await;
         tracing::info!(consumer = %self.config.name, "consumer stopped");
         Ok(())
     }
@@ -334,6 +359,13 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
             .consumed
             .with_label_values(&[self.config.name.as_str(), label])
             .inc();
+        self.applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                (message.topic().to_owned(), message.partition()),
+                message.offset() + 1,
+            );
         if let Err(error) = self.consumer.store_offset_from_message(message) {
             tracing::warn!(error = %error, "offset store failed; the message may be redelivered");
         }
@@ -356,23 +388,27 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
         async {
             let mut tx = self.store.begin().await.ok()?;
             let mut outcomes = Vec::with_capacity(envelopes.len());
-            for envelope in &envelopes {
-                let recorded = self
-                    .store
-                    .record_in_inbox(&mut tx, &self.config.name, envelope)
-                    .await;
-                let failure = match recorded {
-                    Ok(false) => {
-                        outcomes.push(Outcome::Duplicate);
+            for (message, envelope) in batch.iter().zip(&envelopes) {
+                // Each message is handled in its own span, continuing its
+                // own trace; the batch's span holds the transaction.
+                let applied = async {
+                    let recorded = self
+                        .store
+                        .record_in_inbox(&mut tx, &self.config.name, envelope)
+                        .await?;
+                    if !recorded {
+                        return Ok(Outcome::Duplicate);
+                    }
+                    self.handler.handle(&mut tx, envelope).await?;
+                    Ok::<_, anyhow::Error>(Outcome::Applied)
+                }
+                .instrument(self.consume_span(message, envelope))
+                .await;
+                let failure = match applied {
+                    Ok(outcome) => {
+                        outcomes.push(outcome);
                         continue;
                     }
-                    Ok(true) => match self.handler.handle(&mut tx, envelope).await {
-                        Ok(()) => {
-                            outcomes.push(Outcome::Applied);
-                            continue;
-                        }
-                        Err(error) => anyhow::Error::new(error),
-                    },
                     Err(error) => error,
                 };
                 tracing::debug!(
@@ -402,16 +438,7 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
                 return self.dead_letter(message, &error, 1, shutdown).await;
             }
         };
-        let span = tracing::info_span!(
-            "consume",
-            consumer = %self.config.name,
-            message_type = %envelope.message_type,
-            message_id = %envelope.message_id,
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
-        );
-        tramita_telemetry::set_remote_parent(&span, envelope.traceparent.as_deref());
+        let span = self.consume_span(message, &envelope);
         async {
             let mut attempt: u32 = 0;
             let mut outages: u32 = 0;
@@ -466,6 +493,27 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
         }
         .instrument(span)
         .await
+    }
+
+    /// The span of one message's handling: a child of the span that emitted
+    /// it (the envelope's `traceparent`), so what the handler writes (its
+    /// replies and events carry this span's context) continues the trace.
+    fn consume_span(&self, message: &BorrowedMessage<'_>, envelope: &Envelope) -> tracing::Span {
+        let span = tracing::info_span!(
+            "consume",
+            otel.name = %format!("consume {}", message.topic()),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.message.id = %envelope.message_id,
+            consumer = %self.config.name,
+            message_type = %envelope.message_type,
+            message_id = %envelope.message_id,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+        );
+        tramita_telemetry::set_remote_parent(&span, envelope.traceparent.as_deref());
+        span
     }
 
     /// One try: inbox check and effect in one transaction.
@@ -617,6 +665,97 @@ impl<S, H> ConsumerRunner<S, H> {
             .consumer_stalled
             .with_label_values(&[self.config.name.as_str()])
     }
+}
+
+/// Sets `tramita_consumer_lag` of consumer `name` every [`LAG_INTERVAL`]
+/// until `stop`: for each assigned partition, its high watermark minus the
+/// next offset to apply (the later of what this process applied and what
+/// the group committed; the low watermark when neither is known, as
+/// `auto.offset.reset=earliest` starts there). Partitions no longer
+/// assigned lose their series; all go at the end.
+async fn report_lag(
+    consumer: Arc<StreamConsumer>,
+    applied: AppliedOffsets,
+    gauge: prometheus::IntGaugeVec,
+    name: String,
+    stop: CancellationToken,
+) {
+    let mut reported: HashSet<(String, i32)> = HashSet::new();
+    let mut ticks = tokio::time::interval(LAG_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let measuring = {
+            let (consumer, applied) = (consumer.clone(), applied.clone());
+            tokio::task::spawn_blocking(move || measure_lag(&consumer, &applied))
+        };
+        let measured = tokio::select! {
+            _ = stop.cancelled() => break,
+            measured = measuring => measured,
+        };
+        let lags = match measured {
+            Ok(Ok(lags)) => lags,
+            Ok(Err(error)) => {
+                tracing::debug!(consumer = %name, error = %error, "cannot measure the lag");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let current: HashSet<(String, i32)> = lags.keys().cloned().collect();
+        for (topic, partition) in reported.difference(&current) {
+            let _ = gauge.remove_label_values(&[&name, topic, &partition.to_string()]);
+        }
+        for ((topic, partition), lag) in lags {
+            gauge
+                .with_label_values(&[&name, &topic, &partition.to_string()])
+                .set(lag);
+        }
+        reported = current;
+    }
+    for (topic, partition) in reported {
+        let _ = gauge.remove_label_values(&[&name, &topic, &partition.to_string()]);
+    }
+}
+
+/// The lag of each assigned partition (see [`report_lag`]); a partition
+/// whose watermarks the broker does not give in time is left out. Blocks on
+/// the broker.
+fn measure_lag(
+    consumer: &StreamConsumer,
+    applied: &Mutex<HashMap<(String, i32), i64>>,
+) -> rdkafka::error::KafkaResult<HashMap<(String, i32), i64>> {
+    let assignment = consumer.assignment()?;
+    let mut lags = HashMap::new();
+    if assignment.count() == 0 {
+        return Ok(lags);
+    }
+    let committed = consumer
+        .committed_offsets(assignment.clone(), LAG_TIMEOUT)
+        .ok();
+    let applied = applied
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, LAG_TIMEOUT) else {
+            continue;
+        };
+        let from_commit = committed
+            .as_ref()
+            .and_then(|c| c.find_partition(topic, partition))
+            .and_then(|e| match e.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
+        let from_applied = applied.get(&(topic.to_owned(), partition)).copied();
+        let next = from_applied.max(from_commit).unwrap_or(low).max(low);
+        lags.insert((topic.to_owned(), partition), (high - next).max(0));
+    }
+    Ok(lags)
 }
 
 /// Sleeps `pause`; `false` if shutdown came first.

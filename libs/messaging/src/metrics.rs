@@ -18,6 +18,9 @@ pub struct MessagingMetrics {
     /// 1 while a consumer cannot move past a message (its dead letter cannot
     /// be published), 0 otherwise.
     pub consumer_stalled: IntGaugeVec,
+    /// Messages on each assigned partition not yet applied by a consumer:
+    /// the partition's high watermark minus the next offset to apply.
+    pub consumer_lag: IntGaugeVec,
 }
 
 impl MessagingMetrics {
@@ -47,6 +50,13 @@ impl MessagingMetrics {
                 ),
                 &["consumer"],
             )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "tramita_consumer_lag",
+                    "Messages on an assigned partition not yet applied by the consumer",
+                ),
+                &["consumer", "topic", "partition"],
+            )?,
             consumed: IntCounterVec::new(
                 Opts::new(
                     "tramita_consumer_messages_total",
@@ -61,6 +71,7 @@ impl MessagingMetrics {
         registry.register(Box::new(metrics.outbox_parked.clone()))?;
         registry.register(Box::new(metrics.outbox_publish_failures.clone()))?;
         registry.register(Box::new(metrics.consumer_stalled.clone()))?;
+        registry.register(Box::new(metrics.consumer_lag.clone()))?;
         Ok(metrics)
     }
 

@@ -39,7 +39,9 @@ use anyhow::Context;
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::envelope::Envelope;
 use crate::kafka::RenewableProducer;
 use crate::metrics::MessagingMetrics;
 pub use crate::port::ParkedRow;
@@ -312,9 +314,16 @@ impl<S: OutboxStore> OutboxRelay<S> {
                 .key(&envelope.aggregate_id)
                 .payload(&payload)
                 .headers(headers);
-            match producer.send(record, self.config.publish_timeout).await {
+            let span = publish_span(topic, position, envelope);
+            let published = producer
+                .send(record, self.config.publish_timeout)
+                .instrument(span.clone())
+                .await;
+            let _entered = span.enter();
+            match published {
                 Ok(_) => sent.push(position),
                 Err((error, _)) => {
+                    span.record("otel.status_code", "ERROR");
                     tracing::warn!(position, topic, error = %error, "outbox row failed to publish");
                     let failure = FailedRow {
                         position,
@@ -338,6 +347,26 @@ impl<S: OutboxStore> OutboxRelay<S> {
             self.metrics.outbox_backlog.set(count);
         }
     }
+}
+
+/// The span of one row's publish: a child of the span that wrote the row
+/// (the envelope's `traceparent`), so a trace goes on from the request or
+/// message that caused it, whenever the relay gets to the row.
+fn publish_span(topic: &str, position: i64, envelope: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.destination.name = topic,
+        messaging.message.id = %envelope.message_id,
+        message_type = %envelope.message_type,
+        aggregate_id = %envelope.aggregate_id,
+        position,
+    );
+    tramita_telemetry::set_remote_parent(&span, envelope.traceparent.as_deref());
+    span
 }
 
 /// The parked rows of an outbox, oldest first.

@@ -1113,3 +1113,78 @@ async fn a_producer_with_a_fatal_error_turns_readiness_red_and_the_relay_renews_
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// Records an effect once the gate is open.
+struct Gated {
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+impl MessageHandler<PgStore> for Gated {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        envelope: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let mut open = self.open.clone();
+        open.wait_for(|open| *open)
+            .await
+            .map_err(|e| HandlerError::Transient(e.into()))?;
+        record_effect(tx, envelope).await
+    }
+}
+
+/// `tramita_consumer_lag` of partition 0 of `topic`, if reported.
+fn lag_of(metrics: &MessagingMetrics, topic: &str) -> Option<i64> {
+    use prometheus::core::Collector;
+    metrics
+        .consumer_lag
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .find(|metric| {
+            metric
+                .get_label()
+                .iter()
+                .any(|l| l.get_name() == "topic" && l.get_value() == topic)
+        })
+        .map(|metric| metric.get_gauge().get_value() as i64)
+}
+
+#[tokio::test]
+async fn consumer_lag_counts_the_messages_not_yet_applied_and_falls_to_zero_once_they_are() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("lag.events");
+    kafka
+        .ensure_topics(&[topic.clone(), format!("{topic}.dlq")], 1)
+        .await
+        .unwrap();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let consumer = start_consumer(&kafka, &pool, &topic, &group(), Gated { open: gate }, 3);
+    for n in 0..5 {
+        let envelope = Envelope::new("test.Thing.v1", "agg", json!({ "n": n }));
+        publish(&infra, &topic, &envelope).await;
+    }
+
+    // The consumer holds the first message: all five wait, though the
+    // consumer has received some of them.
+    eventually(Duration::from_secs(30), "a lag of 5", || async {
+        (lag_of(&consumer.metrics, &topic) == Some(5)).then_some(())
+    })
+    .await;
+    assert_eq!(count(&pool, "effects").await, 0);
+
+    open.send(true).unwrap();
+    eventually(Duration::from_secs(30), "a lag of 0", || async {
+        (lag_of(&consumer.metrics, &topic) == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(count(&pool, "effects").await, 5);
+
+    let metrics = consumer.metrics.clone();
+    consumer.stop().await;
+    assert_eq!(
+        lag_of(&metrics, &topic),
+        None,
+        "a stopped consumer reports no lag"
+    );
+}

@@ -2,7 +2,9 @@
 //!
 //! Logs are JSON lines on stdout. Spans always get OpenTelemetry trace ids, so
 //! the W3C trace context can travel across HTTP and Kafka; spans are exported
-//! over OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! over OTLP/HTTP (protobuf) only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; the exporter reads the
+//! other standard `OTEL_*` variables (headers, timeout, batch sizes).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -13,6 +15,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::fmt::TestWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -23,6 +27,17 @@ pub struct TelemetryGuard {
     provider: SdkTracerProvider,
 }
 
+impl TelemetryGuard {
+    /// Exports every finished span now, waiting for the collector's answer.
+    /// Blocks the calling thread: from async code, call it in
+    /// `tokio::task::spawn_blocking`.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.provider
+            .force_flush()
+            .map_err(|e| anyhow::anyhow!("flush spans: {e}"))
+    }
+}
+
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         // Flushing can fail when the collector is gone; nothing useful to do then.
@@ -30,15 +45,33 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber for `service`. `RUST_LOG` sets the filter
-/// (default `info`). Calling it twice (as tests do) keeps the first one.
+/// Where the log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logs {
+    /// JSON lines on stdout (services).
+    Stdout,
+    /// JSON lines through the test harness, which shows them only for a
+    /// failed test (tests that export spans).
+    TestCapture,
+}
+
+/// Installs the global subscriber for `service`, logging to stdout.
+/// `RUST_LOG` sets the filter of logs and spans (default `info`). Calling it
+/// twice (as tests do) keeps the first one.
 pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
+    init_with(service, Logs::Stdout)
+}
+
+/// As [`init`], with the log lines going to `logs`.
+pub fn init_with(service: &str, logs: Logs) -> anyhow::Result<TelemetryGuard> {
     let mut builder = SdkTracerProvider::builder().with_resource(
         Resource::builder()
             .with_service_name(service.to_owned())
             .build(),
     );
-    if std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty()) {
+    let configured = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
+    if configured("OTEL_EXPORTER_OTLP_ENDPOINT") || configured("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    {
         // The exporter reads the endpoint (and headers) from the standard OTEL_* variables.
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -57,7 +90,11 @@ pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
             tracing_subscriber::fmt::layer()
                 .json()
                 .with_current_span(true)
-                .with_span_list(false),
+                .with_span_list(false)
+                .with_writer(match logs {
+                    Logs::Stdout => BoxMakeWriter::new(std::io::stdout),
+                    Logs::TestCapture => BoxMakeWriter::new(TestWriter::new),
+                }),
         );
     // A second init in the same process (tests) keeps the first subscriber.
     let _ = registry.try_init();

@@ -39,6 +39,10 @@ impl Default for Options {
 pub struct Suite {
     /// The gateway's base URL.
     pub gateway: String,
+    /// Each service's own base URL by name, for what the gateway does not
+    /// route (`/metrics`); `gateway` is its internal listener. bpm's is
+    /// that of its first start.
+    pub services: std::collections::BTreeMap<&'static str, String>,
     handles: Vec<ServiceHandle>,
     /// A client without credentials.
     pub client: reqwest::Client,
@@ -196,6 +200,17 @@ impl Suite {
         .await
         .expect("build gateway");
         let gateway_url = format!("http://127.0.0.1:{}", gateway.port());
+        let services = [
+            ("gateway", gateway.internal_port()),
+            ("auth", auth.port()),
+            ("files", files.port()),
+            ("index", index.port()),
+            ("docs", docs.port),
+            ("bpm", bpm.port),
+        ]
+        .into_iter()
+        .map(|(name, port)| (name, format!("http://127.0.0.1:{port}")))
+        .collect();
         let handles = vec![
             gateway.handle(),
             files.handle(),
@@ -209,6 +224,7 @@ impl Suite {
         tokio::spawn(gateway.run_until_stopped());
         Self {
             gateway: gateway_url,
+            services,
             handles,
             client: reqwest::Client::new(),
             kafka,
