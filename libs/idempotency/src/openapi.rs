@@ -14,6 +14,11 @@ use crate::settings::{ttl_from_env, DEFAULT_TTL};
 /// The parameter's name as documented.
 const PARAMETER: &str = "Idempotency-Key";
 
+/// What [`crate::key::IdempotencyKey::parse`] accepts, exactly: 1 to 255
+/// visible ASCII characters not starting with `"`, or a quoted string
+/// (`\"` and `\\` escapes) of 1 to 255 such characters.
+pub const KEY_PATTERN: &str = r#"^(?:[!#-~][!-~]{0,254}|"(?:[!#-\[\]-~]|\\["\\]){1,255}")$"#;
+
 /// A utoipa modifier documenting `Idempotency-Key` on every POST and PATCH
 /// operation. The keys' lifetime in the text is `IDEMPOTENCY_KEY_TTL` as
 /// the service reads it (24 h when unset).
@@ -138,8 +143,7 @@ fn parameter(ttl: Duration) -> Parameter {
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .min_length(Some(1))
-                .max_length(Some(crate::key::MAX_KEY_LENGTH)),
+                .pattern(Some(KEY_PATTERN)),
         ))
         .build()
 }

@@ -4,6 +4,7 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 
+use crate::methods::{method_not_allowed_response, KnownPaths};
 use crate::problem::Problem;
 
 /// JSON bodies up to `limit` bytes; errors as problem details (400, 413, 415).
@@ -39,10 +40,22 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         })
 }
 
-/// Path parameters; a malformed one (say, not a UUID) is a 404 problem.
+/// Path parameters; a malformed one (say, not a UUID) is a 404 problem,
+/// unless the path is a documented one that does not take this method
+/// (`PATCH /files/sagas` reaching `PATCH /files/{id}`): then 405.
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|error: PathError, _req| {
-        Problem::not_found(format!("no such resource: {error}")).into()
+    web::PathConfig::default().error_handler(|error: PathError, req| {
+        let known = req.app_data::<web::Data<KnownPaths>>();
+        match known.and_then(|known| known.allowed(req.path())) {
+            Some(allowed) if !allowed.contains(&req.method().as_str()) => {
+                actix_web::error::InternalError::from_response(
+                    error,
+                    method_not_allowed_response(allowed),
+                )
+                .into()
+            }
+            _ => Problem::not_found(format!("no such resource: {error}")).into(),
+        }
     })
 }
 

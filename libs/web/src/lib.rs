@@ -2,15 +2,18 @@
 //! configs, request ids and spans, health, metrics and API docs.
 #![forbid(unsafe_code)]
 
+mod answers;
 pub mod client_address;
 pub mod extract;
 mod fields;
 pub mod health;
+pub mod methods;
 pub mod problem;
 pub mod request_id;
 pub mod runtime;
 
-pub use fields::Fields;
+pub use answers::CommonAnswers;
+pub use fields::{whole_number, Fields};
 pub use health::{Readiness, ReadinessCheck};
 pub use problem::{FieldError, Problem};
 pub use runtime::{ServiceHandle, ServiceRuntime};
@@ -98,12 +101,13 @@ pub fn serve<F>(
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
+    let known = methods::KnownPaths::from_openapi(&openapi);
     let common = CommonRoutes {
         readiness,
         openapi,
         json_limit,
     };
-    server(listener, workers, metrics, move |cfg| {
+    server(listener, workers, metrics, known, move |cfg| {
         common.configure(cfg);
         configure(cfg);
     })
@@ -124,12 +128,13 @@ pub fn serve_routes_first<F>(
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
+    let known = methods::KnownPaths::from_openapi(&openapi);
     let common = CommonRoutes {
         readiness,
         openapi,
         json_limit,
     };
-    server(listener, workers, metrics, move |cfg| {
+    server(listener, workers, metrics, known, move |cfg| {
         configure(cfg);
         common.configure(cfg);
     })
@@ -155,11 +160,13 @@ impl CommonRoutes {
 }
 
 /// The server with the standard middleware around the routes `routes`
-/// registers, answering 404 problems elsewhere.
+/// registers, answering 405 problems to a documented path asked with
+/// another method (`known`) and 404 problems elsewhere.
 fn server<F>(
     listener: std::net::TcpListener,
     workers: usize,
     metrics: PrometheusMetrics,
+    known: methods::KnownPaths,
     routes: F,
 ) -> std::io::Result<actix_web::dev::Server>
 where
@@ -170,8 +177,9 @@ where
             .wrap(metrics.clone())
             .wrap(tracing_actix_web::TracingLogger::<request_id::RequestSpan>::new())
             .wrap(actix_web::middleware::from_fn(request_id::request_id))
+            .app_data(web::Data::new(known.clone()))
             .configure(routes.clone())
-            .default_service(web::to(extract::not_found))
+            .default_service(web::to(methods::unrouted))
     })
     .workers(workers)
     .keep_alive(KEEP_ALIVE)

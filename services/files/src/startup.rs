@@ -16,9 +16,8 @@ use tramita_messaging::{
 };
 use tramita_settings::SettingsError;
 use tramita_web::{Readiness, ServiceHandle, ServiceRuntime};
-use utoipa::OpenApi;
 
-use crate::adapters::http::{self, ApiDoc, DefaultProcedure};
+use crate::adapters::http::{self, DefaultProcedure};
 use crate::adapters::kafka::{BpmEvents, SagaMetrics, SagaReplies, Sagas};
 use crate::adapters::postgres::{PgFileRepository, MIGRATOR};
 use crate::adapters::saga::{SagaTopics, BPM_EVENTS, SAGA_REPLIES};
@@ -325,7 +324,7 @@ impl Application {
             settings.json_limit,
             metrics,
             readiness,
-            ApiDoc::openapi(),
+            http::api_doc(&options),
             move |cfg| {
                 cfg.app_data(files.clone())
                     .app_data(options.clone())

@@ -1620,3 +1620,184 @@ async fn operators_list_the_sagas_that_may_be_stuck() {
     assert_problem(as_clerk, StatusCode::FORBIDDEN).await;
     files.handle.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Found by scripts/contract (schemathesis against the OpenAPI document)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_undeclared_method_on_a_known_path_is_405_naming_the_allowed_ones() {
+    let files = TestFiles::spawn(false).await;
+    let id = Uuid::now_v7();
+    for (method, path, allow) in [
+        ("TRACE", "/files".to_owned(), "POST"),
+        ("GET", "/files".to_owned(), "POST"),
+        ("PATCH", "/files/sagas".to_owned(), "GET"),
+        ("PATCH", "/files/initial-options".to_owned(), "GET"),
+        ("DELETE", format!("/files/{id}"), "GET, PATCH"),
+    ] {
+        let response = files
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", files.base),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    }
+    let unknown = files
+        .client
+        .get(format!("{}/nothing/here", files.base))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(unknown, StatusCode::NOT_FOUND).await;
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_control_character_anywhere_in_a_description_or_one_too_many_characters_is_refused() {
+    let files = TestFiles::spawn(false).await;
+    for description in [
+        "\u{b}Licencia".to_owned(),
+        "Licencia\u{0}".to_owned(),
+        "Lic\u{85}encia".to_owned(),
+        format!("  {}", "x".repeat(1999)),
+    ] {
+        let mut body = valid_body("CTRL-1");
+        body["description"] = json!(description);
+        let problem =
+            assert_problem(files.create(body).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(
+            problem["errors"][0]["field"], "description",
+            "{description:?}"
+        );
+    }
+    let long_code = json!(format!(" {} ", "A".repeat(40)));
+    let mut body = valid_body("unused");
+    body["code"] = long_code;
+    assert_eq!(
+        files.create(body).await.status(),
+        StatusCode::ACCEPTED,
+        "40 characters between spaces"
+    );
+    assert_eq!(count(&files.pool, "files").await, 1);
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn saga_list_parameters_are_read_exactly_as_documented() {
+    let files = TestFiles::spawn(false).await;
+    let admin = bearer_client(&files.issuer.token("admin-1", &["admin"]));
+    let list = |query: String| {
+        let admin = admin.clone();
+        let url = format!("{}/files/sagas?{query}", files.base);
+        async move { admin.get(url).send().await.unwrap() }
+    };
+    let id = Uuid::now_v7();
+    for query in [
+        "older_than=".to_owned(),
+        "older_than=+5".to_owned(),
+        "older_than=123456789".to_owned(),
+        "limit=0".to_owned(),
+        "limit=201".to_owned(),
+        "status=".to_owned(),
+        format!("after=1_{}", id.to_string().to_uppercase()),
+        format!("after=12345678901234567_{id}"),
+        "after=bogus".to_owned(),
+    ] {
+        assert_problem(list(query.clone()).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    for query in [
+        format!("after=0_{id}"),
+        format!("after=9999999999999999_{id}"),
+        "older_than=99999999d&limit=200&status=running, failed".to_owned(),
+        // Before the first instant PostgreSQL holds: no saga, not a 500.
+        "older_than=10000000d".to_owned(),
+    ] {
+        assert_eq!(
+            list(query.clone()).await.status(),
+            StatusCode::OK,
+            "{query}"
+        );
+    }
+    // Paging follows the cursors it gives.
+    for n in 0..3 {
+        files.created(&format!("PAGE-{n}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut query = "limit=2".to_owned();
+    loop {
+        let page: Value = list(query).await.json().await.unwrap();
+        for saga in page["items"].as_array().unwrap() {
+            seen.push(saga["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => query = format!("limit=2&after={next}"),
+            None => break,
+        }
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 3);
+    files.handle.stop().await;
+}
+
+#[test]
+fn the_openapi_document_marks_required_fields_bounds_and_every_answer() {
+    use utoipa::OpenApi;
+    let doc = serde_json::to_value(tramita_files::adapters::http::ApiDoc::openapi()).unwrap();
+    let create = &doc["components"]["schemas"]["CreateFileRequest"];
+    for field in ["initial_option", "description", "first_document"] {
+        assert!(
+            create["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(field)),
+            "{field}"
+        );
+    }
+    assert_eq!(
+        create["properties"]["description"]["type"], "string",
+        "not nullable"
+    );
+    assert!(create["properties"]["description"]["pattern"].is_string());
+    let first = &doc["components"]["schemas"]["FirstDocumentRequest"];
+    assert_eq!(first["required"], json!(["upload_id"]));
+    assert_eq!(first["properties"]["upload_id"]["format"], "uuid");
+    let sagas = &doc["paths"]["/files/sagas"]["get"];
+    let limit = sagas["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].as_i64(),
+            limit["schema"]["maximum"].as_i64()
+        ),
+        (Some(1), Some(200))
+    );
+    for (path, method) in [
+        ("/files", "post"),
+        ("/files/sagas", "get"),
+        ("/files/{id}", "get"),
+        ("/files/{id}", "patch"),
+        ("/files/initial-options", "get"),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        assert!(responses["401"].is_object(), "{method} {path}: 401");
+        if method != "get" {
+            for status in ["400", "413", "415", "422"] {
+                assert!(responses[status].is_object(), "{method} {path}: {status}");
+            }
+        }
+    }
+}

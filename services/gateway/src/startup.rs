@@ -109,8 +109,9 @@ pub struct Settings {
     /// How long a token proven valid is remembered, at most until its `exp`
     /// (`GATEWAY_TOKEN_CACHE_SECS`, default 30; 0 checks every signature).
     pub token_cache: Duration,
-    /// Least time between two fetches of the upstreams' OpenAPI documents
-    /// (`GATEWAY_OPENAPI_REFRESH_SECS`, default 60).
+    /// Time between two fetches of the upstreams' OpenAPI documents once
+    /// every upstream answered (`GATEWAY_OPENAPI_REFRESH_SECS`, default 60);
+    /// until then a missing one is asked again within 2 s, sooner at first.
     pub openapi_refresh: Duration,
 }
 
@@ -429,7 +430,9 @@ impl Application {
                 .collect(),
             settings.openapi_refresh,
         )?);
+        // One try now; the rest in the background (see ApiDocs::keep_fresh).
         docs.refresh().await;
+        let fresh_docs = Arc::clone(&docs);
         let docs = web::Data::new(docs);
 
         let static_dir = settings
@@ -497,6 +500,7 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let mut runtime = ServiceRuntime::new(server, shutdown.clone());
+        runtime.spawn("openapi-refresh", fresh_docs.keep_fresh(shutdown.clone()));
         runtime.spawn("rate-limit-sweeper", {
             let shutdown = shutdown.clone();
             async move {

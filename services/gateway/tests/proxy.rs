@@ -629,3 +629,74 @@ async fn the_merged_openapi_has_upstream_paths_under_api_v1_and_docs_use_no_cdn(
     tokio::time::sleep(Duration::from_millis(10)).await;
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn the_merged_openapi_shows_an_upstream_as_soon_as_it_answers_after_a_start() {
+    let issuer = TestIssuer::start().await;
+    let files = TestUpstream::start("files").await;
+    // index starts after the gateway: its port is known, nothing listens.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let late = TestUpstream {
+        url: format!("http://127.0.0.1:{}", reserved.local_addr().unwrap().port()),
+        control: Default::default(),
+    };
+    let mut settings = settings(&issuer, &[("files", &files), ("index", &late)]);
+    // Only the quick retry of a missing document can bring index in.
+    settings.openapi_refresh = Duration::from_secs(3600);
+    let gateway = TestGateway::start(settings).await;
+    let merged = || async {
+        gateway
+            .get("/openapi.json")
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let before = merged().await;
+    assert!(before["paths"]["/api/v1/files/things"]["get"].is_object());
+    assert!(before["paths"].get("/api/v1/index/things").is_none());
+
+    let index = TestUpstream::start_on("index", reserved).await;
+    // Nobody asks the gateway for its document: it fetches index's by
+    // itself, soon after index answers.
+    tramita_testkit::eventually(
+        Duration::from_secs(30),
+        "the gateway fetches index's document",
+        || async { (index.documents_served() > 0).then_some(()) },
+    )
+    .await;
+    let after = merged().await;
+    assert!(
+        after["paths"]["/api/v1/index/things"]["get"].is_object(),
+        "{after}"
+    );
+    assert!(after["paths"]["/api/v1/files/things"]["get"].is_object());
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_merged_openapi_documents_what_the_gateway_answers_itself() {
+    let issuer = TestIssuer::start().await;
+    let files = TestUpstream::start("files").await;
+    let gateway = TestGateway::start(settings(&issuer, &[("files", &files)])).await;
+    let doc: Value = gateway
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let responses = &doc["paths"]["/api/v1/files/things"]["get"]["responses"];
+    for status in ["429", "502", "503", "504"] {
+        assert!(responses[status].is_object(), "{status}: {responses}");
+    }
+    // The test upstream's document names no security: the operation needs no token.
+    assert_eq!(
+        doc["paths"]["/api/v1/files/things"]["get"]["security"],
+        serde_json::json!([])
+    );
+    gateway.stop().await;
+}

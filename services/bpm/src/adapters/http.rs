@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tramita_idempotency::IdempotencyDocs;
 use tramita_identity::{Authenticated, Principal, Role};
-use tramita_web::{BearerAuth, FieldError, Fields, Problem};
+use tramita_web::{BearerAuth, CommonAnswers, FieldError, Fields, Problem};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -40,12 +40,38 @@ const EXTEND: &[Role] = &[Role::Validator, Role::Admin];
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamesDto {
-    /// Spanish (shown by default), 1 to 200 characters.
-    #[schema(example = "Fase inicial")]
+    /// Spanish (shown by default), 1 to 200 characters, one line.
+    #[schema(value_type = String, required = true, example = "Fase inicial", max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     pub es: Option<String>,
-    /// English, 1 to 200 characters.
-    #[schema(example = "Initial phase")]
+    /// English, 1 to 200 characters, one line.
+    #[schema(value_type = String, required = true, example = "Initial phase", max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     pub en: Option<String>,
+}
+
+/// The unit of a duration.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DurationUnitDto {
+    /// Calendar days.
+    CalendarDays,
+    /// Business days (no weekends, no holidays).
+    BusinessDays,
+    /// Months.
+    Months,
+}
+
+/// A role that may take a transition.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleDto {
+    /// Administrator.
+    Admin,
+    /// Clerk.
+    Clerk,
+    /// Validator.
+    Validator,
+    /// Reader.
+    Reader,
 }
 
 /// A maximum duration as submitted.
@@ -53,10 +79,11 @@ pub struct NamesDto {
 #[serde(deny_unknown_fields)]
 pub struct DurationRequest {
     /// `calendar_days`, `business_days` or `months`.
-    #[schema(example = "business_days")]
+    #[schema(value_type = DurationUnitDto, required = true, example = "business_days")]
     pub unit: Option<String>,
     /// 1 to 3650 days, or 1 to 120 months.
-    #[schema(example = 10)]
+    #[serde(default, deserialize_with = "tramita_web::whole_number")]
+    #[schema(value_type = i64, required = true, example = 10, minimum = 1, maximum = 3650)]
     pub amount: Option<i64>,
 }
 
@@ -65,9 +92,10 @@ pub struct DurationRequest {
 #[serde(deny_unknown_fields)]
 pub struct PhaseRequest {
     /// Unique key: a-z, 0-9, `_`, `-`, starting with a letter, at most 64.
-    #[schema(example = "technical_analysis")]
+    #[schema(value_type = String, required = true, example = "technical_analysis", max_length = 64, pattern = r"^[a-z][a-z0-9_-]*$")]
     pub key: Option<String>,
     /// Display names.
+    #[schema(value_type = NamesDto, required = true)]
     pub names: Option<NamesDto>,
     /// Processes start here (exactly one phase).
     #[serde(default)]
@@ -84,11 +112,13 @@ pub struct PhaseRequest {
 #[serde(deny_unknown_fields)]
 pub struct TransitionRequest {
     /// Key of the phase it leaves.
+    #[schema(value_type = String, required = true, max_length = 64, pattern = r"^[a-z][a-z0-9_-]*$")]
     pub from: Option<String>,
     /// Key of the phase it enters.
+    #[schema(value_type = String, required = true, max_length = 64, pattern = r"^[a-z][a-z0-9_-]*$")]
     pub to: Option<String>,
     /// Roles allowed to take it: `admin`, `clerk`, `validator`, `reader`.
-    #[schema(example = json!(["clerk", "validator"]))]
+    #[schema(value_type = Vec<RoleDto>, required = true, example = json!(["clerk", "validator"]))]
     pub roles: Option<Vec<String>>,
 }
 
@@ -97,13 +127,16 @@ pub struct TransitionRequest {
 #[serde(deny_unknown_fields)]
 pub struct DefinitionRequest {
     /// Key shared by every version of the definition.
-    #[schema(example = "standard")]
+    #[schema(value_type = String, required = true, example = "standard", max_length = 64, pattern = r"^[a-z][a-z0-9_-]*$")]
     pub key: Option<String>,
     /// Display names.
+    #[schema(value_type = NamesDto, required = true)]
     pub names: Option<NamesDto>,
     /// Phases (1 to 50) in display order.
+    #[schema(value_type = Vec<PhaseRequest>, required = true, min_items = 1, max_items = 50)]
     pub phases: Option<Vec<PhaseRequest>>,
     /// Transitions (at most 200).
+    #[schema(value_type = Vec<TransitionRequest>, required = true, max_items = 200)]
     pub transitions: Option<Vec<TransitionRequest>>,
 }
 
@@ -462,11 +495,15 @@ fn process_response(view: &ProcessView, roles: &[Role]) -> ProcessResponse {
 #[serde(deny_unknown_fields)]
 pub struct TransitionBody {
     /// Key of the phase to enter.
-    #[schema(example = "technical_analysis")]
+    #[schema(value_type = String, required = true, example = "technical_analysis", max_length = 64, pattern = r"^[a-z][a-z0-9_-]*$")]
     pub to: Option<String>,
     /// Up to 2000 characters; line breaks and tabs allowed, other control
     /// characters not.
-    #[schema(example = "Documentación completa")]
+    #[schema(
+        example = "Documentación completa",
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub comment: Option<String>,
 }
 
@@ -474,8 +511,9 @@ pub struct TransitionBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspendBody {
-    /// Why the clock stops: 1 to 1000 characters.
-    #[schema(example = "Requerimiento de subsanación al interesado")]
+    /// Why the clock stops: 1 to 1000 characters; line breaks and tabs
+    /// allowed, other control characters not.
+    #[schema(value_type = String, required = true, example = "Requerimiento de subsanación al interesado", max_length = 1000, pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     pub reason: Option<String>,
 }
 
@@ -483,7 +521,12 @@ pub struct SuspendBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeBody {
-    /// Optional, up to 2000 characters.
+    /// Optional, up to 2000 characters; line breaks and tabs allowed, other
+    /// control characters not.
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub comment: Option<String>,
 }
 
@@ -492,9 +535,11 @@ pub struct ResumeBody {
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     /// By how much, counted from the current due date.
+    #[schema(value_type = DurationRequest, required = true)]
     pub duration: Option<DurationRequest>,
-    /// Why: 1 to 1000 characters.
-    #[schema(example = "Informe técnico pendiente")]
+    /// Why: 1 to 1000 characters; line breaks and tabs allowed, other
+    /// control characters not.
+    #[schema(value_type = String, required = true, example = "Informe técnico pendiente", max_length = 1000, pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     pub reason: Option<String>,
 }
 
@@ -503,9 +548,15 @@ pub struct ExtendBody {
 #[serde(deny_unknown_fields)]
 pub struct MigrateBody {
     /// A newer version of the process's definition.
-    #[schema(example = 2)]
+    #[serde(default, deserialize_with = "tramita_web::whole_number")]
+    #[schema(value_type = i64, required = true, example = 2, minimum = 1, maximum = 2147483647)]
     pub version: Option<i64>,
-    /// Optional, up to 2000 characters.
+    /// Optional, up to 2000 characters; line breaks and tabs allowed, other
+    /// control characters not.
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub comment: Option<String>,
 }
 
@@ -513,11 +564,14 @@ pub struct MigrateBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HolidayBody {
-    /// The day, `YYYY-MM-DD`.
-    #[schema(example = "2026-12-08")]
+    /// The day, `YYYY-MM-DD`, years 1900 to 9999.
+    #[schema(
+        value_type = String, format = Date, required = true, example = "2026-12-08",
+        pattern = r"^(19[0-9]{2}|[2-9][0-9]{3})-[0-9]{2}-[0-9]{2}$"
+    )]
     pub date: Option<String>,
-    /// What it is: 1 to 200 characters.
-    #[schema(example = "Inmaculada Concepción")]
+    /// What it is: 1 to 200 characters, one line.
+    #[schema(value_type = String, required = true, example = "Inmaculada Concepción", max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: Option<String>,
 }
 
@@ -557,6 +611,7 @@ pub struct HolidayList {
 #[serde(deny_unknown_fields)]
 pub struct HolidayQuery {
     /// Only this year's (1900 to 9999).
+    #[param(minimum = 1900, maximum = 9999)]
     pub year: Option<i32>,
 }
 
@@ -697,9 +752,15 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, Problem> {
     if text == "*" {
         return Ok(None);
     }
+    // The tag as sent (`"7"`, `W/"7"`), or the bare version (`7`).
     let tag = text.strip_prefix("W/").unwrap_or(text);
-    tag.strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
+    let quoted = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+    quoted
+        .or_else(|| (!text.starts_with("W/")).then_some(text))
+        .filter(|t| {
+            let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+            (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+        })
         .and_then(|t| t.parse::<i64>().ok())
         .map(Some)
         .ok_or_else(malformed)
@@ -871,7 +932,7 @@ pub async fn get_process(
     post, path = "/bpm/processes/{file_id}/transitions", tag = "processes",
     params(
         ("file_id" = Uuid, Path, description = "File id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on; 409 if the process changed since"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})\s*$"#, description = "The ETag the change is based on; 409 if the process changed since"),
     ),
     request_body = TransitionBody,
     responses(
@@ -920,7 +981,7 @@ pub async fn transition(
     post, path = "/bpm/processes/{file_id}/suspend", tag = "processes",
     params(
         ("file_id" = Uuid, Path, description = "File id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})\s*$"#, description = "The ETag the change is based on"),
     ),
     request_body = SuspendBody,
     responses(
@@ -966,7 +1027,7 @@ pub async fn suspend(
     post, path = "/bpm/processes/{file_id}/resume", tag = "processes",
     params(
         ("file_id" = Uuid, Path, description = "File id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})\s*$"#, description = "The ETag the change is based on"),
     ),
     request_body = ResumeBody,
     responses(
@@ -1012,7 +1073,7 @@ pub async fn resume(
     post, path = "/bpm/processes/{file_id}/extend", tag = "processes",
     params(
         ("file_id" = Uuid, Path, description = "File id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})\s*$"#, description = "The ETag the change is based on"),
     ),
     request_body = ExtendBody,
     responses(
@@ -1061,7 +1122,7 @@ pub async fn extend(
     post, path = "/bpm/processes/{file_id}/migrate", tag = "processes",
     params(
         ("file_id" = Uuid, Path, description = "File id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag the change is based on"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^\s*(\*|(W/)?"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})\s*$"#, description = "The ETag the change is based on"),
     ),
     request_body = MigrateBody,
     responses(
@@ -1221,7 +1282,7 @@ pub async fn remove_holiday(
         get_process, transition, suspend, resume, extend, migrate,
         list_holidays, add_holiday, remove_holiday
     ),
-    components(schemas(
+    components(schemas(DurationUnitDto, RoleDto,
         DefinitionRequest, NamesDto, PhaseRequest, TransitionRequest, DurationRequest,
         DefinitionResponse, DefinitionList, Names, PhaseDto, TransitionDto, ActorDto,
         ProcessResponse, PhaseRefDto, VisitDto, SuspensionDto, ExtensionDto, AvailableTransitionDto,
@@ -1233,7 +1294,7 @@ pub async fn remove_holiday(
         (name = "processes", description = "The process of each file"),
         (name = "holidays", description = "The calendar deadlines count with"),
     ),
-    modifiers(&BearerAuth, &IdempotencyDocs),
+    modifiers(&BearerAuth, &IdempotencyDocs, &CommonAnswers),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;

@@ -16,8 +16,10 @@ fn allowed_in_text(c: char) -> bool {
 /// Trims `raw` and checks length and characters; `multiline` admits line
 /// breaks and tabs.
 fn text(raw: &str, max: usize, multiline: bool) -> Result<String, ValueError> {
+    // Checked before trimming: a control character is refused wherever it
+    // stands (the API documents the characters it takes, not where).
     let text = raw.trim();
-    if let Some(bad) = text.chars().find(|&c| {
+    if let Some(bad) = raw.chars().find(|&c| {
         if multiline {
             !allowed_in_text(c)
         } else {
@@ -29,7 +31,8 @@ fn text(raw: &str, max: usize, multiline: bool) -> Result<String, ValueError> {
             bad as u32
         )));
     }
-    if text.chars().count() > max {
+    // Counted before trimming too, as the API documents `maxLength`.
+    if raw.chars().count() > max {
         return Err(ValueError(format!("must have at most {max} characters")));
     }
     Ok(text.to_owned())

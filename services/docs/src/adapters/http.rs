@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tramita_idempotency::{Idempotency, IdempotencyDocs, MongoIdempotencyStore};
 use tramita_identity::{Authenticated, Principal, READ_FILES, WRITE_FILES};
-use tramita_web::{BearerAuth, FieldError, Problem};
+use tramita_web::{BearerAuth, CommonAnswers, FieldError, Problem};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -42,7 +42,8 @@ impl From<&Actor> for ActorDto {
 
 /// The multipart form of an upload: one part named `file`, with a file
 /// name; its `Content-Type` is checked against the content's signature.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UploadForm {
     /// The file.
     #[schema(value_type = String, format = Binary)]
@@ -216,8 +217,10 @@ pub struct DocumentPage {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
 }
 
@@ -432,9 +435,9 @@ pub async fn get_document(
     get, path = "/docs/documents/{id}/content", tag = "docs",
     params(
         ("id" = Uuid, Path, description = "Document id"),
-        ("If-None-Match" = Option<String>, Header, description = "An ETag seen before: 304 when it is still this content"),
-        ("Range" = Option<String>, Header, description = "One byte range (`bytes=0-99`, `bytes=100-`, `bytes=-100`); several ranges get the whole content"),
-        ("If-Range" = Option<String>, Header, description = "Honour `Range` only while the content has this ETag"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "An ETag seen before: 304 when it is still this content"),
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range (`bytes=0-99`, `bytes=100-`, `bytes=-100`); several ranges get the whole content"),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "Honour `Range` only while the content has this ETag"),
     ),
     responses(
         (status = 200, description = "The content", content_type = "application/octet-stream", body = UploadForm,
@@ -472,9 +475,9 @@ pub async fn latest_content(
     params(
         ("id" = Uuid, Path, description = "Document id"),
         ("n" = u32, Path, description = "Version number"),
-        ("If-None-Match" = Option<String>, Header, description = "An ETag seen before"),
-        ("Range" = Option<String>, Header, description = "One byte range"),
-        ("If-Range" = Option<String>, Header, description = "Honour `Range` only while the content has this ETag"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "An ETag seen before"),
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range"),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "Honour `Range` only while the content has this ETag"),
     ),
     responses(
         (status = 200, description = "The content", content_type = "application/octet-stream", body = UploadForm),
@@ -505,7 +508,7 @@ pub async fn version_content(
     paths(create_upload, add_document, list_documents, get_document, latest_content, version_content),
     components(schemas(UploadForm, UploadResponse, DocumentResponse, VersionResponse, DocumentSummary, DocumentPage, ActorDto, Problem, FieldError)),
     tags((name = "docs", description = "Documents")),
-    modifiers(&BearerAuth, &IdempotencyDocs),
+    modifiers(&BearerAuth, &IdempotencyDocs, &CommonAnswers),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -519,14 +522,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, idempotency: Idempotency<MongoIdempo
         web::resource("/docs/uploads")
             .wrap(idempotency.clone())
             .route(web::post().to(create_upload))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(tramita_web::methods::unrouted)),
     )
     .service(
         web::resource("/docs/files/{file_id}/documents")
             .wrap(idempotency)
             .route(web::post().to(add_document))
             .route(web::get().to(list_documents))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(web::to(tramita_web::methods::unrouted)),
     );
     for (path, handler) in [
         ("/docs/documents/{id}", web::get().to(get_document)),
@@ -542,17 +545,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, idempotency: Idempotency<MongoIdempo
         cfg.service(
             web::resource(path)
                 .route(handler)
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(tramita_web::methods::unrouted)),
         );
     }
-}
-
-/// 405 for a known path with another method, as a problem.
-async fn method_not_allowed() -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-    )
-    .with_detail("this path does not take this method")
 }

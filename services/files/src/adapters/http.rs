@@ -2,12 +2,11 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tramita_idempotency::IdempotencyDocs;
 use tramita_identity::{Authenticated, Principal, Role, READ_FILES, WRITE_FILES};
-use tramita_web::{BearerAuth, FieldError, Fields, Problem};
+use tramita_web::{BearerAuth, CommonAnswers, FieldError, Fields, Problem};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -34,7 +33,10 @@ pub struct DefaultProcedure(pub ProcedureKey);
 #[serde(deny_unknown_fields)]
 pub struct FirstDocumentRequest {
     /// Id of the upload (`POST /docs/uploads`).
-    #[schema(example = "0190f7a0-0000-7000-8000-000000000001")]
+    #[schema(
+        value_type = String, format = Uuid, required = true,
+        example = "0190f7a0-0000-7000-8000-000000000001"
+    )]
     pub upload_id: Option<String>,
 }
 
@@ -59,23 +61,30 @@ where
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFileRequest {
-    /// Unique code; assigned as `YYYY/NNNNNN` when absent.
-    #[schema(example = "2026/000123", max_length = 40)]
+    /// Unique code, 1 to 40 letters, digits and `/ - _ .` (surrounding
+    /// spaces are dropped); assigned as `YYYY/NNNNNN` when absent.
+    #[schema(example = "2026/000123", pattern = r"^\s*[\p{L}\p{N}/_.-]{1,40}\s*$")]
     pub code: Option<String>,
     /// One of `GET /files/initial-options`.
-    #[schema(example = "Sede electrónica")]
+    #[schema(value_type = String, required = true, example = "Sede electrónica")]
     pub initial_option: Option<String>,
-    /// Free text, 1 to 2000 characters, no control characters but line
-    /// breaks and tabs.
-    #[schema(example = "Solicitud de licencia de obra menor", max_length = 2000)]
+    /// Free text, 1 to 2000 characters (surrounding spaces are dropped), no
+    /// control characters but line breaks and tabs.
+    #[schema(
+        value_type = String, required = true,
+        example = "Solicitud de licencia de obra menor", max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub description: Option<String>,
-    /// The first document (required): a staged upload, attached by the
-    /// create-file saga.
+    /// The first document: a staged upload, attached by the create-file
+    /// saga.
     #[serde(default, deserialize_with = "object_only")]
+    #[schema(value_type = FirstDocumentRequest, required = true)]
     pub first_document: Option<FirstDocumentRequest>,
     /// Key of the procedure the file follows (default
-    /// `FILES_DEFAULT_PROCEDURE`, `standard`).
-    #[schema(example = "standard", max_length = 64)]
+    /// `FILES_DEFAULT_PROCEDURE`, `standard`): 1 to 64 of a-z, 0-9, `_` and
+    /// `-`, starting with a letter.
+    #[schema(example = "standard", max_length = 64, pattern = r"^[a-z][a-z0-9_-]*$")]
     pub procedure: Option<String>,
 }
 
@@ -83,7 +92,12 @@ pub struct CreateFileRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFileRequest {
-    /// New description, 1 to 2000 characters.
+    /// New description, 1 to 2000 characters (surrounding spaces are
+    /// dropped), no control characters but line breaks and tabs.
+    #[schema(
+        value_type = String, required = true, max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -191,13 +205,22 @@ pub struct SagasQuery {
     /// `running`, `compensating`, `completed` or `failed`, or several
     /// separated by commas (default `running,compensating`: the sagas still
     /// waiting for a reply).
+    #[param(
+        pattern = r"^ *(running|compensating|completed|failed) *(, *(running|compensating|completed|failed) *)*$"
+    )]
     pub status: Option<String>,
-    /// Only sagas whose current step began longer ago than this: seconds,
-    /// or a number with `s`, `m`, `h` or `d` (`60s`, `5m`); default `0s`.
+    /// Only sagas whose current step began longer ago than this: 1 to 8
+    /// digits of seconds, or followed by `s`, `m`, `h` or `d` (`60s`, `5m`);
+    /// default `0s`.
+    #[param(pattern = r"^[0-9]{1,8}[smhd]?$")]
     pub older_than: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// The `next` cursor of the previous page.
+    #[param(
+        pattern = r"^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub after: Option<String>,
 }
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -356,15 +379,13 @@ pub async fn create_file(
 
 /// Parses `60`, `60s`, `5m`, `2h` or `1d` into seconds.
 fn parse_age(raw: &str) -> Result<i64, String> {
-    let raw = raw.trim();
     let (number, unit) = match raw.char_indices().last() {
         Some((at, c)) if c.is_ascii_alphabetic() => (&raw[..at], c),
         _ => (raw, 's'),
     };
-    let amount: i64 = number
-        .parse()
-        .ok()
-        .filter(|n| (0..=10_000_000).contains(n))
+    let amount: i64 = Some(number)
+        .filter(|n| (1..=8).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
         .ok_or_else(|| "must be a duration such as 60s, 5m, 2h or 1d".to_owned())?;
     let factor = match unit {
         's' => 1,
@@ -376,20 +397,29 @@ fn parse_age(raw: &str) -> Result<i64, String> {
     Ok(amount * factor)
 }
 
+/// The cursor after `saga`: `<microseconds since 1970>_<saga id>`, the
+/// form the document's pattern describes.
 fn encode_cursor(saga: &CreateFileSaga) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        saga.step_started_at.timestamp_micros(),
-        saga.id.0
-    ))
+    format!(
+        "{}_{}",
+        saga.step_started_at.timestamp_micros().max(0),
+        saga.id.0.hyphenated()
+    )
 }
 
+/// Reads exactly the form [`encode_cursor`] writes (1 to 16 digits, `_`, a
+/// lowercase hyphenated UUID), so every string the pattern allows is one.
 fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, SagaId)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (micros, id) = text.split_once('|')?;
+    let (micros, id) = raw.split_once('_')?;
+    let digits = (1..=16).contains(&micros.len()) && micros.bytes().all(|b| b.is_ascii_digit());
+    let lowercase_hyphenated = id.len() == 36
+        && id.bytes().enumerate().all(|(at, b)| match at {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        });
+    if !(digits && lowercase_hyphenated) {
+        return None;
+    }
     Some((
         DateTime::from_timestamp_micros(micros.parse().ok()?)?,
         SagaId(Uuid::parse_str(id).ok()?),
@@ -446,7 +476,11 @@ pub async fn list_sagas(
     let limit = limit.unwrap_or(50);
     let query = SagaQuery {
         statuses: statuses.unwrap_or_else(|| vec![SagaStatus::Running, SagaStatus::Compensating]),
-        step_started_before: Utc::now() - chrono::Duration::seconds(age.unwrap_or(0)),
+        // No saga began before 1970: an older bound (`99999999d` reaches
+        // before any date PostgreSQL or chrono can hold) finds none either.
+        step_started_before: chrono::Duration::try_seconds(age.unwrap_or(0))
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+            .map_or(DateTime::UNIX_EPOCH, |at| at.max(DateTime::UNIX_EPOCH)),
         after,
         limit,
     };
@@ -471,6 +505,7 @@ pub async fn list_sagas(
     responses(
         (status = 200, description = "The file", body = FileResponse),
         (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No role that may read files", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such file", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -529,7 +564,10 @@ pub async fn update_file(
 /// The channels a file may come in through.
 #[utoipa::path(
     get, path = "/files/initial-options", tag = "files",
-    responses((status = 200, description = "The options", body = InitialOptionsResponse))
+    responses(
+        (status = 200, description = "The options", body = InitialOptionsResponse),
+        (status = 403, description = "No role that may read files", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn initial_options(
     Authenticated(principal): Authenticated,
@@ -548,10 +586,28 @@ pub async fn initial_options(
     paths(create_file, get_file, update_file, initial_options, list_sagas),
     components(schemas(CreateFileRequest, FirstDocumentRequest, UpdateFileRequest, FileResponse, SagaResponse, SagaPage, ActorDto, InitialOptionsResponse, Problem, FieldError)),
     tags((name = "files", description = "Case files")),
-    modifiers(&BearerAuth, &IdempotencyDocs),
+    modifiers(&BearerAuth, &IdempotencyDocs, &CommonAnswers),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// The document of this service as it runs: `initial_option` lists the
+/// options it is configured with (`FILES_INITIAL_OPTIONS`).
+pub fn api_doc(options: &InitialOptions) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{RefOr, Schema};
+    let mut doc = ApiDoc::openapi();
+    let create = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("CreateFileRequest"));
+    if let Some(RefOr::T(Schema::Object(create))) = create {
+        if let Some(RefOr::T(Schema::Object(option))) = create.properties.get_mut("initial_option")
+        {
+            option.enum_values = Some(options.all().iter().map(|o| serde_json::json!(o)).collect());
+        }
+    }
+    doc
+}
 
 /// Registers the routes of this service.
 pub fn routes(cfg: &mut web::ServiceConfig) {

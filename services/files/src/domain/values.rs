@@ -61,7 +61,8 @@ impl Description {
         if text.is_empty() {
             return Err(ValueError("must not be blank".into()));
         }
-        if text.chars().count() > Self::MAX_LEN {
+        // Counted before trimming, as the API documents `maxLength`.
+        if raw.chars().count() > Self::MAX_LEN {
             return Err(ValueError(format!(
                 "must have at most {} characters",
                 Self::MAX_LEN
@@ -69,7 +70,9 @@ impl Description {
         }
         // Line breaks and tabs are text; NUL and other control characters
         // are not (and PostgreSQL refuses NUL in any text).
-        if let Some(bad) = text
+        // Checked before trimming, so a control character is refused
+        // wherever it stands.
+        if let Some(bad) = raw
             .chars()
             .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
         {

@@ -28,6 +28,8 @@ pub struct Control {
     pub fail_status: AtomicU16,
     /// Sleep before answering, in ms.
     pub delay_ms: AtomicU64,
+    /// How many times its OpenAPI document was asked for.
+    pub documents_served: AtomicUsize,
 }
 
 /// A small upstream on a loopback port that counts, fails, sleeps or echoes.
@@ -53,8 +55,17 @@ impl TestUpstream {
 
     /// Starts an upstream called `name` (its OpenAPI document has `/<name>/things`).
     pub async fn start(name: &str) -> Self {
+        Self::start_on(name, TcpListener::bind("127.0.0.1:0").unwrap()).await
+    }
+
+    /// How many times its OpenAPI document was asked for.
+    pub fn documents_served(&self) -> usize {
+        self.control.documents_served.load(Ordering::SeqCst)
+    }
+
+    /// Starts an upstream called `name` on `listener`.
+    pub async fn start_on(name: &str, listener: TcpListener) -> Self {
         let control = Arc::new(Control::default());
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let doc = json!({
             "openapi": "3.1.0",
@@ -70,7 +81,8 @@ impl TestUpstream {
                 .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
                 .route(
                     "/openapi.json",
-                    web::get().to(move || {
+                    web::get().to(move |control: web::Data<Arc<Control>>| {
+                        control.documents_served.fetch_add(1, Ordering::SeqCst);
                         let doc = doc.clone();
                         async move { HttpResponse::Ok().json(doc) }
                     }),

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tramita_identity::{Authenticated, READ_FILES};
-use tramita_web::{BearerAuth, FieldError, Problem};
+use tramita_web::{BearerAuth, CommonAnswers, FieldError, Problem};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -24,29 +24,40 @@ pub type Queries = IndexQueries<PgFileReadStore>;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Only this channel.
+    /// Only this channel (blank: any; at most 200 characters, no control
+    /// characters).
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub initial_option: Option<String>,
-    /// Only this status: pending, active, finished, failed.
+    /// Only this status: pending, active, finished, failed (blank: any).
+    #[param(pattern = r"^\s*(pending|active|finished|failed)?\s*$")]
     pub status: Option<String>,
     /// Only files whose current phase has this key (e.g. `validation`).
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub phase: Option<String>,
     /// Only files of this procedure (key, e.g. `standard`).
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub procedure: Option<String>,
     /// `true`: only files whose current phase is past its due date today
     /// (running, not suspended); `false`: only those that are not.
     pub overdue: Option<bool>,
     /// Only files opened by this user (id).
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub created_by: Option<String>,
-    /// Created at or after (RFC 3339).
+    /// Created at or after (RFC 3339); after `created_to`, nothing matches.
     pub created_from: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
     pub created_to: Option<DateTime<Utc>>,
     /// Words of the description or code (Spanish full-text search), or the
-    /// start of a code.
+    /// start of a code: at most 200 characters, no control characters.
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub q: Option<String>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -56,8 +67,12 @@ pub struct ListParams {
 #[into_params(parameter_in = Query)]
 pub struct TimelineParams {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^t[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -526,7 +541,7 @@ pub async fn get_timeline(
         TimelinePageDto, TimelineItemDto, PhaseDto, NamesDto, ActorDto, Problem, FieldError
     )),
     tags((name = "index", description = "Read model")),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonAnswers),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;

@@ -257,12 +257,13 @@ export interface components {
              * @description Key shared by every version of the definition.
              * @example standard
              */
-            key?: string | null;
-            names?: null | components["schemas"]["NamesDto"];
+            key: string;
+            /** @description Display names. */
+            names: components["schemas"]["NamesDto"];
             /** @description Phases (1 to 50) in display order. */
-            phases?: components["schemas"]["PhaseRequest"][] | null;
+            phases: components["schemas"]["PhaseRequest"][];
             /** @description Transitions (at most 200). */
-            transitions?: components["schemas"]["TransitionRequest"][] | null;
+            transitions: components["schemas"]["TransitionRequest"][];
         };
         /** @description A published definition version. */
         DefinitionResponse: {
@@ -293,26 +294,30 @@ export interface components {
              * @description 1 to 3650 days, or 1 to 120 months.
              * @example 10
              */
-            amount?: number | null;
-            /**
-             * @description `calendar_days`, `business_days` or `months`.
-             * @example business_days
-             */
-            unit?: string | null;
+            amount: number;
+            /** @description `calendar_days`, `business_days` or `months`. */
+            unit: components["schemas"]["DurationUnitDto"];
         };
         /**
          * @description The unit a maximum duration is counted in.
          * @enum {string}
          */
         DurationUnit: "calendar_days" | "business_days" | "months";
+        /**
+         * @description The unit of a duration.
+         * @enum {string}
+         */
+        DurationUnitDto: "calendar_days" | "business_days" | "months";
         /** @description Body of `POST /bpm/processes/{file_id}/extend`. */
         ExtendBody: {
-            duration?: null | components["schemas"]["DurationRequest"];
+            /** @description By how much, counted from the current due date. */
+            duration: components["schemas"]["DurationRequest"];
             /**
-             * @description Why: 1 to 1000 characters.
+             * @description Why: 1 to 1000 characters; line breaks and tabs allowed, other
+             *     control characters not.
              * @example Informe técnico pendiente
              */
-            reason?: string | null;
+            reason: string;
         };
         /** @description The extension of a phase's deadline. */
         ExtensionDto: {
@@ -343,15 +348,16 @@ export interface components {
         /** @description Body of `POST /bpm/holidays`. */
         HolidayBody: {
             /**
-             * @description The day, `YYYY-MM-DD`.
+             * Format: date
+             * @description The day, `YYYY-MM-DD`, years 1900 to 9999.
              * @example 2026-12-08
              */
-            date?: string | null;
+            date: string;
             /**
-             * @description What it is: 1 to 200 characters.
+             * @description What it is: 1 to 200 characters, one line.
              * @example Inmaculada Concepción
              */
-            name?: string | null;
+            name: string;
         };
         /** @description The holidays asked for. */
         HolidayList: {
@@ -386,14 +392,17 @@ export interface components {
         };
         /** @description Body of `POST /bpm/processes/{file_id}/migrate`. */
         MigrateBody: {
-            /** @description Optional, up to 2000 characters. */
+            /**
+             * @description Optional, up to 2000 characters; line breaks and tabs allowed, other
+             *     control characters not.
+             */
             comment?: string | null;
             /**
              * Format: int64
              * @description A newer version of the process's definition.
              * @example 2
              */
-            version?: number | null;
+            version: number;
         };
         /** @description Display names. */
         Names: {
@@ -405,15 +414,15 @@ export interface components {
         /** @description Names in Spanish and English. */
         NamesDto: {
             /**
-             * @description English, 1 to 200 characters.
+             * @description English, 1 to 200 characters, one line.
              * @example Initial phase
              */
-            en?: string | null;
+            en: string;
             /**
-             * @description Spanish (shown by default), 1 to 200 characters.
+             * @description Spanish (shown by default), 1 to 200 characters, one line.
              * @example Fase inicial
              */
-            es?: string | null;
+            es: string;
         };
         /** @description A phase of a published definition. */
         PhaseDto: {
@@ -442,9 +451,10 @@ export interface components {
              * @description Unique key: a-z, 0-9, `_`, `-`, starting with a letter, at most 64.
              * @example technical_analysis
              */
-            key?: string | null;
+            key: string;
             max_duration?: null | components["schemas"]["DurationRequest"];
-            names?: null | components["schemas"]["NamesDto"];
+            /** @description Display names. */
+            names: components["schemas"]["NamesDto"];
             /** @description Entering it finishes the process (no transition may leave it). */
             terminal?: boolean;
         };
@@ -517,16 +527,25 @@ export interface components {
         };
         /** @description Body of `POST /bpm/processes/{file_id}/resume`. */
         ResumeBody: {
-            /** @description Optional, up to 2000 characters. */
+            /**
+             * @description Optional, up to 2000 characters; line breaks and tabs allowed, other
+             *     control characters not.
+             */
             comment?: string | null;
         };
+        /**
+         * @description A role that may take a transition.
+         * @enum {string}
+         */
+        RoleDto: "admin" | "clerk" | "validator" | "reader";
         /** @description Body of `POST /bpm/processes/{file_id}/suspend`. */
         SuspendBody: {
             /**
-             * @description Why the clock stops: 1 to 1000 characters.
+             * @description Why the clock stops: 1 to 1000 characters; line breaks and tabs
+             *     allowed, other control characters not.
              * @example Requerimiento de subsanación al interesado
              */
-            reason?: string | null;
+            reason: string;
         };
         /** @description A stop of a phase's clock. */
         SuspensionDto: {
@@ -560,7 +579,7 @@ export interface components {
              * @description Key of the phase to enter.
              * @example technical_analysis
              */
-            to?: string | null;
+            to: string;
         };
         /** @description A transition of a published definition. */
         TransitionDto: {
@@ -574,7 +593,7 @@ export interface components {
         /** @description A transition as submitted. */
         TransitionRequest: {
             /** @description Key of the phase it leaves. */
-            from?: string | null;
+            from: string;
             /**
              * @description Roles allowed to take it: `admin`, `clerk`, `validator`, `reader`.
              * @example [
@@ -582,9 +601,9 @@ export interface components {
              *       "validator"
              *     ]
              */
-            roles?: string[] | null;
+            roles: components["schemas"]["RoleDto"][];
             /** @description Key of the phase it enters. */
-            to?: string | null;
+            to: string;
         };
         /** @description One phase visit: a row of the history. */
         VisitDto: {
@@ -989,6 +1008,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid fields; or the Idempotency-Key was already used with another request body */
             422: {
                 headers: {
@@ -1107,7 +1144,7 @@ export interface operations {
                 /** @description Makes the request safe to retry (IETF httpapi draft "The Idempotency-Key HTTP Header Field"): 1 to 255 visible ASCII characters, such as a UUID, scoped to the caller, the method, the path and the query. A retry with the same key and the same body gets the first response again, with `Idempotent-Replayed: true`, and changes nothing; with another body, 422; while the first request is still in flight, 409. Only successes (2xx) are kept, and never one marked `Cache-Control: no-store` (it shows a secret once): after a refusal (4xx), an error (5xx) or such a response the key may be used again. Keys expire 24 h (86400 s) after their first use (`IDEMPOTENCY_KEY_TTL`). */
                 "Idempotency-Key"?: string;
                 /** @description The ETag the change is based on */
-                "If-Match"?: string | null;
+                "If-Match"?: string;
             };
             path: {
                 /** @description File id */
@@ -1179,6 +1216,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid fields; or the Idempotency-Key was already used with another request body */
             422: {
                 headers: {
@@ -1197,7 +1252,7 @@ export interface operations {
                 /** @description Makes the request safe to retry (IETF httpapi draft "The Idempotency-Key HTTP Header Field"): 1 to 255 visible ASCII characters, such as a UUID, scoped to the caller, the method, the path and the query. A retry with the same key and the same body gets the first response again, with `Idempotent-Replayed: true`, and changes nothing; with another body, 422; while the first request is still in flight, 409. Only successes (2xx) are kept, and never one marked `Cache-Control: no-store` (it shows a secret once): after a refusal (4xx), an error (5xx) or such a response the key may be used again. Keys expire 24 h (86400 s) after their first use (`IDEMPOTENCY_KEY_TTL`). */
                 "Idempotency-Key"?: string;
                 /** @description The ETag the change is based on */
-                "If-Match"?: string | null;
+                "If-Match"?: string;
             };
             path: {
                 /** @description File id */
@@ -1269,6 +1324,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid fields; or the Idempotency-Key was already used with another request body */
             422: {
                 headers: {
@@ -1287,7 +1360,7 @@ export interface operations {
                 /** @description Makes the request safe to retry (IETF httpapi draft "The Idempotency-Key HTTP Header Field"): 1 to 255 visible ASCII characters, such as a UUID, scoped to the caller, the method, the path and the query. A retry with the same key and the same body gets the first response again, with `Idempotent-Replayed: true`, and changes nothing; with another body, 422; while the first request is still in flight, 409. Only successes (2xx) are kept, and never one marked `Cache-Control: no-store` (it shows a secret once): after a refusal (4xx), an error (5xx) or such a response the key may be used again. Keys expire 24 h (86400 s) after their first use (`IDEMPOTENCY_KEY_TTL`). */
                 "Idempotency-Key"?: string;
                 /** @description The ETag the change is based on */
-                "If-Match"?: string | null;
+                "If-Match"?: string;
             };
             path: {
                 /** @description File id */
@@ -1359,6 +1432,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid fields; or the Idempotency-Key was already used with another request body */
             422: {
                 headers: {
@@ -1377,7 +1468,7 @@ export interface operations {
                 /** @description Makes the request safe to retry (IETF httpapi draft "The Idempotency-Key HTTP Header Field"): 1 to 255 visible ASCII characters, such as a UUID, scoped to the caller, the method, the path and the query. A retry with the same key and the same body gets the first response again, with `Idempotent-Replayed: true`, and changes nothing; with another body, 422; while the first request is still in flight, 409. Only successes (2xx) are kept, and never one marked `Cache-Control: no-store` (it shows a secret once): after a refusal (4xx), an error (5xx) or such a response the key may be used again. Keys expire 24 h (86400 s) after their first use (`IDEMPOTENCY_KEY_TTL`). */
                 "Idempotency-Key"?: string;
                 /** @description The ETag the change is based on */
-                "If-Match"?: string | null;
+                "If-Match"?: string;
             };
             path: {
                 /** @description File id */
@@ -1449,6 +1540,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid fields; or the Idempotency-Key was already used with another request body */
             422: {
                 headers: {
@@ -1467,7 +1576,7 @@ export interface operations {
                 /** @description Makes the request safe to retry (IETF httpapi draft "The Idempotency-Key HTTP Header Field"): 1 to 255 visible ASCII characters, such as a UUID, scoped to the caller, the method, the path and the query. A retry with the same key and the same body gets the first response again, with `Idempotent-Replayed: true`, and changes nothing; with another body, 422; while the first request is still in flight, 409. Only successes (2xx) are kept, and never one marked `Cache-Control: no-store` (it shows a secret once): after a refusal (4xx), an error (5xx) or such a response the key may be used again. Keys expire 24 h (86400 s) after their first use (`IDEMPOTENCY_KEY_TTL`). */
                 "Idempotency-Key"?: string;
                 /** @description The ETag the change is based on; 409 if the process changed since */
-                "If-Match"?: string | null;
+                "If-Match"?: string;
             };
             path: {
                 /** @description File id */
@@ -1535,6 +1644,24 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying, when the same Idempotency-Key is in flight */
                     "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

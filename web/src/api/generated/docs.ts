@@ -343,11 +343,11 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description An ETag seen before: 304 when it is still this content */
-                "If-None-Match"?: string | null;
+                "If-None-Match"?: string;
                 /** @description Honour `Range` only while the content has this ETag */
-                "If-Range"?: string | null;
+                "If-Range"?: string;
                 /** @description One byte range (`bytes=0-99`, `bytes=100-`, `bytes=-100`); several ranges get the whole content */
-                Range?: string | null;
+                Range?: string;
             };
             path: {
                 /** @description Document id */
@@ -439,11 +439,11 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description An ETag seen before */
-                "If-None-Match"?: string | null;
+                "If-None-Match"?: string;
                 /** @description Honour `Range` only while the content has this ETag */
-                "If-Range"?: string | null;
+                "If-Range"?: string;
                 /** @description One byte range */
-                Range?: string | null;
+                Range?: string;
             };
             path: {
                 /** @description Document id */

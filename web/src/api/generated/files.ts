@@ -97,25 +97,31 @@ export interface components {
         /** @description Body of `POST /files`. */
         CreateFileRequest: {
             /**
-             * @description Unique code; assigned as `YYYY/NNNNNN` when absent.
+             * @description Unique code, 1 to 40 letters, digits and `/ - _ .` (surrounding
+             *     spaces are dropped); assigned as `YYYY/NNNNNN` when absent.
              * @example 2026/000123
              */
             code?: string | null;
             /**
-             * @description Free text, 1 to 2000 characters, no control characters but line
-             *     breaks and tabs.
+             * @description Free text, 1 to 2000 characters (surrounding spaces are dropped), no
+             *     control characters but line breaks and tabs.
              * @example Solicitud de licencia de obra menor
              */
-            description?: string | null;
-            first_document?: null | components["schemas"]["FirstDocumentRequest"];
+            description: string;
+            /**
+             * @description The first document: a staged upload, attached by the create-file
+             *     saga.
+             */
+            first_document: components["schemas"]["FirstDocumentRequest"];
             /**
              * @description One of `GET /files/initial-options`.
              * @example Sede electrónica
              */
-            initial_option?: string | null;
+            initial_option: string;
             /**
              * @description Key of the procedure the file follows (default
-             *     `FILES_DEFAULT_PROCEDURE`, `standard`).
+             *     `FILES_DEFAULT_PROCEDURE`, `standard`): 1 to 64 of a-z, 0-9, `_` and
+             *     `-`, starting with a letter.
              * @example standard
              */
             procedure?: string | null;
@@ -166,10 +172,11 @@ export interface components {
         /** @description The first document of a new file: an upload staged in docs. */
         FirstDocumentRequest: {
             /**
+             * Format: uuid
              * @description Id of the upload (`POST /docs/uploads`).
              * @example 0190f7a0-0000-7000-8000-000000000001
              */
-            upload_id?: string | null;
+            upload_id: string;
         };
         InitialOptionsResponse: {
             /** @description Options in display order. */
@@ -254,8 +261,11 @@ export interface components {
         };
         /** @description Body of `PATCH /files/{id}`. */
         UpdateFileRequest: {
-            /** @description New description, 1 to 2000 characters. */
-            description?: string | null;
+            /**
+             * @description New description, 1 to 2000 characters (surrounding spaces are
+             *     dropped), no control characters but line breaks and tabs.
+             */
+            description: string;
         };
     };
     responses: never;
@@ -392,6 +402,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description No role that may read files */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description No such file */
             404: {
                 headers: {
@@ -480,6 +499,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid fields; or the Idempotency-Key was already used with another request body */
             422: {
                 headers: {
@@ -509,6 +546,24 @@ export interface operations {
                     "application/json": components["schemas"]["InitialOptionsResponse"];
                 };
             };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No role that may read files */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     list_sagas: {
@@ -517,10 +572,11 @@ export interface operations {
                 /** @description The `next` cursor of the previous page. */
                 after?: string;
                 /** @description Page size, 1 to 200 (default 50). */
-                limit?: string;
+                limit?: number;
                 /**
-                 * @description Only sagas whose current step began longer ago than this: seconds,
-                 *     or a number with `s`, `m`, `h` or `d` (`60s`, `5m`); default `0s`.
+                 * @description Only sagas whose current step began longer ago than this: 1 to 8
+                 *     digits of seconds, or followed by `s`, `m`, `h` or `d` (`60s`, `5m`);
+                 *     default `0s`.
                  */
                 older_than?: string;
                 /**

@@ -361,13 +361,16 @@ export interface operations {
             query?: {
                 /** @description Only files opened by this user (id). */
                 created_by?: string;
-                /** @description Created at or after (RFC 3339). */
+                /** @description Created at or after (RFC 3339); after `created_to`, nothing matches. */
                 created_from?: string;
                 /** @description Created before (RFC 3339). */
                 created_to?: string;
                 /** @description The `next_cursor` of the previous page. */
                 cursor?: string;
-                /** @description Only this channel. */
+                /**
+                 * @description Only this channel (blank: any; at most 200 characters, no control
+                 *     characters).
+                 */
                 initial_option?: string;
                 /** @description Page size, 1 to 100 (default 20). */
                 limit?: number;
@@ -382,10 +385,10 @@ export interface operations {
                 procedure?: string;
                 /**
                  * @description Words of the description or code (Spanish full-text search), or the
-                 *     start of a code.
+                 *     start of a code: at most 200 characters, no control characters.
                  */
                 q?: string;
-                /** @description Only this status: pending, active, finished, failed. */
+                /** @description Only this status: pending, active, finished, failed (blank: any). */
                 status?: string;
             };
             header?: never;

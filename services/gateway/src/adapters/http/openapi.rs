@@ -1,22 +1,32 @@
 //! The merged OpenAPI document of every upstream, under `/api/v1`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Components, InfoBuilder, OpenApi, OpenApiBuilder};
+use utoipa::openapi::{
+    Components, Content, Header, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr, Response,
+    ResponseBuilder,
+};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::routing::API_PREFIX;
+use crate::domain::Backoff;
 
 /// The name of the bearer security scheme in the merged document.
 pub const BEARER_SCHEME: &str = "bearer";
 
 /// Merges the documents of the upstreams (in order): every path is
 /// prefixed with `/api/v1`, components are merged (the first of a name
-/// wins), upstream servers are dropped, and a bearer scheme is required.
+/// wins), upstream servers are dropped, a bearer scheme is required unless
+/// an upstream says an operation needs no token, and the answers the
+/// gateway itself may give are added to every operation (see
+/// [`add_gateway_answers`]).
 pub fn merge(documents: impl IntoIterator<Item = OpenApi>) -> OpenApi {
     let mut components = Components::new();
     components.add_security_scheme(
@@ -44,11 +54,31 @@ pub fn merge(documents: impl IntoIterator<Item = OpenApi>) -> OpenApi {
             Vec::<String>::new(),
         )]))
         .build();
+    let mut operation_ids = std::collections::HashSet::new();
     for mut document in documents {
         document.servers = None;
+        let upstream_security = document.security.take().unwrap_or_default();
         document.paths.paths = std::mem::take(&mut document.paths.paths)
             .into_iter()
-            .map(|(path, item)| {
+            .map(|(path, mut item)| {
+                for operation in operations(&mut item) {
+                    // The upstream's default, spelled out on each operation:
+                    // none means the operation needs no token.
+                    if operation.security.is_none() {
+                        operation.security = Some(upstream_security.clone());
+                    }
+                    add_gateway_answers(operation);
+                    // Operation ids are unique in one document: a second
+                    // `get_file` (files, index) is named after its service.
+                    if let Some(id) = operation.operation_id.as_mut() {
+                        if !operation_ids.insert(id.clone()) {
+                            let service =
+                                path.trim_start_matches('/').split('/').next().unwrap_or("");
+                            *id = format!("{service}_{id}");
+                            operation_ids.insert(id.clone());
+                        }
+                    }
+                }
                 // Well-known URIs (RFC 8615) are served at the root, not under the API prefix.
                 if path.starts_with("/.well-known/") {
                     (path, item)
@@ -62,13 +92,114 @@ pub fn merge(documents: impl IntoIterator<Item = OpenApi>) -> OpenApi {
     merged
 }
 
-/// How soon a merged document missing an upstream is refreshed again.
-const INCOMPLETE_RETRY: Duration = Duration::from_secs(2);
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.options.as_mut(),
+        item.head.as_mut(),
+        item.patch.as_mut(),
+        item.trace.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Adds what the gateway answers before or instead of the upstream: 429
+/// (rate limit), 502/503/504 (upstream unreachable, its breaker open,
+/// too slow), 400 for a path it refuses to forward (dot segments, encoded
+/// separators) where a path parameter could make one, 401 where a token is
+/// required, and 408/413 where a body is read.
+pub fn add_gateway_answers(operation: &mut Operation) {
+    let secured = operation
+        .security
+        .as_ref()
+        .is_some_and(|requirements| !requirements.is_empty());
+    let path_parameters = operation
+        .parameters
+        .iter()
+        .flatten()
+        .any(|p| p.parameter_in == ParameterIn::Path);
+    let body = operation.request_body.is_some();
+    let responses = &mut operation.responses.responses;
+    if path_parameters {
+        add_answer(
+            responses,
+            "400",
+            "The path has a backslash, an empty, `.` or `..` segment, or an encoded separator or dot (the gateway does not forward it)",
+        );
+    }
+    if secured {
+        add_answer(responses, "401", "No valid access token");
+    }
+    if body {
+        add_answer(
+            responses,
+            "408",
+            "The body did not arrive in time (`GATEWAY_BODY_READ_TIMEOUT_MS`)",
+        );
+        add_answer(
+            responses,
+            "413",
+            "The body is larger than the gateway takes for this route",
+        );
+    }
+    add_answer(
+        responses,
+        "429",
+        "Too many requests from this client; retry after `Retry-After` seconds",
+    );
+    if let Some(RefOr::T(limited)) = responses.get_mut("429") {
+        let mut retry_after = Header::new(ObjectBuilder::new().schema_type(Type::Integer));
+        retry_after.description = Some("Seconds to wait".to_owned());
+        limited
+            .headers
+            .insert("retry-after".to_owned(), retry_after);
+    }
+    add_answer(
+        responses,
+        "502",
+        "The service could not be reached or broke off its answer",
+    );
+    add_answer(
+        responses,
+        "503",
+        "The service is failing and the gateway stopped calling it for a while (circuit open), or it is at its concurrency limit",
+    );
+    add_answer(responses, "504", "The service did not answer in time");
+}
+
+/// Adds the problem answer `status`, unless the operation documents it.
+fn add_answer(responses: &mut BTreeMap<String, RefOr<Response>>, status: &str, description: &str) {
+    responses.entry(status.to_owned()).or_insert_with(|| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    Content::new(Some(Ref::from_schema_name("Problem"))),
+                )
+                .build(),
+        )
+    });
+}
+
+/// How the fetches of a merged document still missing an upstream are
+/// spaced: from 100 ms, doubling, to at most 2 s, until every upstream
+/// answered once; then every `GATEWAY_OPENAPI_REFRESH_SECS`.
+pub const MISSING_RETRY: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(2),
+};
+
+/// How long one upstream's document is waited for.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Copies {
     documents: HashMap<String, OpenApi>,
     merged: web::Bytes,
-    refreshed_at: Option<Instant>,
 }
 
 /// Fetches and caches the upstreams' documents; keeps the last good copy of
@@ -78,7 +209,9 @@ pub struct ApiDocs {
     client: reqwest::Client,
     refresh_every: Duration,
     copies: RwLock<Copies>,
-    refreshing: AtomicBool,
+    /// One refresh at a time: a request that finds an upstream missing
+    /// waits for the refresh under way instead of starting another.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ApiDocs {
@@ -90,23 +223,23 @@ impl std::fmt::Debug for ApiDocs {
 }
 
 impl ApiDocs {
-    /// Documents of `upstreams` (name, base URL), refreshed at most every
-    /// `refresh_every` when asked for.
+    /// Documents of `upstreams` (name, base URL), refreshed every
+    /// `refresh_every` once all are there ([`ApiDocs::keep_fresh`]).
     pub fn new(upstreams: Vec<(String, String)>, refresh_every: Duration) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
+            .timeout(FETCH_TIMEOUT)
             .no_proxy()
             .build()?;
+        let empty = serde_json::to_vec(&merge([]))?;
         Ok(Self {
             sources: upstreams,
             client,
             refresh_every,
             copies: RwLock::new(Copies {
                 documents: HashMap::new(),
-                merged: web::Bytes::new(),
-                refreshed_at: None,
+                merged: web::Bytes::from(empty),
             }),
-            refreshing: AtomicBool::new(false),
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -117,8 +250,14 @@ impl ApiDocs {
         Ok(serde_json::from_slice(&bytes)?)
     }
 
-    /// Fetches every document again; an upstream that fails keeps its last copy.
-    pub async fn refresh(&self) {
+    /// Fetches every document again; an upstream that fails keeps its last
+    /// copy. Whether every upstream has a document now.
+    pub async fn refresh(&self) -> bool {
+        let _one_at_a_time = self.refreshing.lock().await;
+        self.refresh_now().await
+    }
+
+    async fn refresh_now(&self) -> bool {
         let fetched = futures::future::join_all(
             self.sources
                 .iter()
@@ -131,7 +270,7 @@ impl ApiDocs {
                 Ok(document) => {
                     copies.documents.insert(name, document);
                 }
-                Err(error) => tracing::warn!(
+                Err(error) => tracing::debug!(
                     upstream = name,
                     error = format!("{error:#}"),
                     "cannot fetch the upstream's OpenAPI document; keeping the last copy"
@@ -146,38 +285,68 @@ impl ApiDocs {
         copies.merged = serde_json::to_vec(&merged)
             .map(web::Bytes::from)
             .unwrap_or_default();
-        copies.refreshed_at = Some(Instant::now());
+        copies.documents.len() == self.sources.len()
     }
 
-    fn current(&self) -> (web::Bytes, bool) {
+    /// Whether every upstream has a document.
+    pub fn complete(&self) -> bool {
         let copies = self.copies.read().unwrap_or_else(|e| e.into_inner());
-        // Until every upstream has answered once (they may start after the
-        // gateway), retry every few seconds instead of waiting a full period.
-        let complete = copies.documents.len() == self.sources.len();
-        let period = if complete {
-            self.refresh_every
-        } else {
-            self.refresh_every.min(INCOMPLETE_RETRY)
-        };
-        let stale = copies.refreshed_at.is_none_or(|at| at.elapsed() >= period);
-        (copies.merged.clone(), stale)
+        copies.documents.len() == self.sources.len()
+    }
+
+    /// The names of the upstreams without a document yet.
+    pub fn missing(&self) -> Vec<String> {
+        let copies = self.copies.read().unwrap_or_else(|e| e.into_inner());
+        self.sources
+            .iter()
+            .filter(|(name, _)| !copies.documents.contains_key(name))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    fn current(&self) -> web::Bytes {
+        let copies = self.copies.read().unwrap_or_else(|e| e.into_inner());
+        copies.merged.clone()
+    }
+
+    /// Keeps the documents fresh until `shutdown`: while an upstream is
+    /// missing (services start after the gateway), fetches again soon
+    /// ([`MISSING_RETRY`]), so each shows as soon as it answers; once all
+    /// are there, every `refresh_every`.
+    pub async fn keep_fresh(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut retry = 0;
+        loop {
+            let wait = if self.refresh().await {
+                if retry > 0 {
+                    tracing::info!("every upstream's OpenAPI document is merged");
+                }
+                retry = 0;
+                self.refresh_every
+            } else {
+                retry += 1;
+                if retry == 1 {
+                    tracing::info!(missing = ?self.missing(), "waiting for upstreams' OpenAPI documents");
+                }
+                MISSING_RETRY.delay(retry, 1.0)
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 }
 
-/// `GET /openapi.json`: the merged document; a stale one is refreshed in
-/// the background while the last copy is served.
+/// `GET /openapi.json`: the merged document. While an upstream is still
+/// missing, it is asked again first, so the answer includes every service
+/// that answers by now.
 pub async fn openapi(docs: web::Data<Arc<ApiDocs>>) -> HttpResponse {
-    let (document, stale) = docs.current();
-    if stale && !docs.refreshing.swap(true, Ordering::AcqRel) {
-        let docs = Arc::clone(&docs);
-        tokio::spawn(async move {
-            docs.refresh().await;
-            docs.refreshing.store(false, Ordering::Release);
-        });
+    if !docs.complete() {
+        docs.refresh().await;
     }
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(document)
+        .body(docs.current())
 }
 
 #[cfg(test)]
