@@ -539,47 +539,51 @@ impl Client {
         }
     }
 
-    /// A whole create-file saga: stages an upload, creates the file, and
-    /// waits up to `settle` for it to be active. The created file's id
-    /// and whether it became active.
-    pub async fn create_file_saga(
-        &self,
-        source: &'static str,
-        settle: Duration,
-    ) -> Option<(Uuid, bool)> {
-        let upload = self.stage_upload(source).await;
-        let upload_id = upload.upload_id.filter(|_| upload.acknowledged())?;
-        let created = self.create_file(source, upload_id).await;
-        let file = created.file_id.filter(|_| created.acknowledged())?;
-        let until = Instant::now() + settle;
-        while Instant::now() < until {
-            match self
-                .file_status(file, until.saturating_duration_since(Instant::now()))
-                .await
-                .as_deref()
-            {
-                Some("active") => return Some((file, true)),
-                Some("failed") => return Some((file, false)),
+    /// The recovery probe: signs in afresh (auth), runs a whole
+    /// create-file saga (gateway, docs, files, bpm, Kafka and the stores)
+    /// and waits until the index shows the file active with its process,
+    /// all within `within`. When each stage ended, or where it failed.
+    pub async fn probe(&self, within: Duration) -> ProbeRun {
+        let began = Instant::now();
+        let until = began + within;
+        let mut run = ProbeRun::default();
+        let mark = |run: &mut ProbeRun, stage: &'static str| {
+            run.stages_ms.push((stage, began.elapsed().as_millis()));
+        };
+        *self.token.write().await = None;
+        if let Err(error) = self.sign_in(until).await {
+            run.failed_at = Some(format!("sign-in: {error}"));
+            return run;
+        }
+        mark(&mut run, "signed_in");
+        let upload = self.stage_upload("probe").await;
+        let Some(upload_id) = upload.upload_id.filter(|_| upload.acknowledged()) else {
+            run.failed_at = Some(format!("upload: {:?}", upload.outcome));
+            return run;
+        };
+        mark(&mut run, "uploaded");
+        let created = self.create_file("probe", upload_id).await;
+        let Some(file) = created.file_id.filter(|_| created.acknowledged()) else {
+            run.failed_at = Some(format!("create: {:?}", created.outcome));
+            return run;
+        };
+        mark(&mut run, "created");
+        loop {
+            if Instant::now() >= until {
+                run.failed_at = Some(format!("file {file} not active within {within:?}"));
+                return run;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            match self.file_status(file, left).await.as_deref() {
+                Some("active") => break,
+                Some("failed") => {
+                    run.failed_at = Some(format!("file {file} failed"));
+                    return run;
+                }
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
-        Some((file, false))
-    }
-
-    /// The recovery probe: signs in afresh (auth), runs a whole
-    /// create-file saga (gateway, docs, files, bpm, Kafka and the stores)
-    /// and waits until the index shows the file active with its process.
-    /// Whether all of it went through within `within`.
-    pub async fn probe(&self, within: Duration) -> bool {
-        let until = Instant::now() + within;
-        *self.token.write().await = None;
-        if self.sign_in(until).await.is_err() {
-            return false;
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        let Some((file, true)) = self.create_file_saga("probe", left).await else {
-            return false;
-        };
+        mark(&mut run, "active");
         let url = format!("{}/index/files/{file}", self.base);
         while Instant::now() < until {
             let mut attempts = 0;
@@ -593,12 +597,33 @@ impl Client {
                     && answer.body["status"] == "active"
                     && answer.body["process"].is_object()
                 {
-                    return true;
+                    mark(&mut run, "indexed");
+                    return run;
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        false
+        run.failed_at = Some(format!(
+            "file {file} not active in the index within {within:?}"
+        ));
+        run
+    }
+}
+
+/// One run of the recovery probe.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProbeRun {
+    /// Each stage passed (`signed_in`, `uploaded`, `created`, `active`,
+    /// `indexed`) and when, in ms from the run's start.
+    pub stages_ms: Vec<(&'static str, u128)>,
+    /// Where it failed, if it did.
+    pub failed_at: Option<String>,
+}
+
+impl ProbeRun {
+    /// Whether it went through to the index.
+    pub fn passed(&self) -> bool {
+        self.failed_at.is_none()
     }
 }
 

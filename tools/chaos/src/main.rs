@@ -34,7 +34,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::client::{Client, Kind, Ledger, Outcome};
+use crate::client::{Client, Kind, Ledger, Outcome, ProbeRun};
 use crate::suite::{Ports, Settings, Suite, SERVICES};
 
 /// One fault.
@@ -255,7 +255,7 @@ async fn watch_pending(client: Client, world: Arc<World>, stop: Arc<AtomicBool>)
 fn server_port(server: &str) -> anyhow::Result<u16> {
     let (var, default) = match server {
         "kafka" => ("TRAMITA_KAFKA_PORT", "19092"),
-        "postgres" => ("TRAMITA_PG_PORT", "54330"),
+        "postgres" => ("TRAMITA_PG_PORT", "25432"),
         _ => ("TRAMITA_MONGO_PORT", "27027"),
     };
     Ok(std::env::var(var)
@@ -278,7 +278,13 @@ struct FaultRecord {
     fault_ms: Option<u128>,
     recovery_ms: Option<u128>,
     error: Option<String>,
+    /// The probe's runs, the last one the one that went through.
+    probes: Vec<ProbeRun>,
 }
+
+/// What [`inject`] measured: fault_ms, recovery_ms, an error of the
+/// injection itself, the probe's runs.
+type Injected = (Option<u128>, Option<u128>, Option<String>, Vec<ProbeRun>);
 
 /// Injects `fault`, and measures how long until a whole create-file saga
 /// goes through the gateway again (from the injection).
@@ -289,16 +295,20 @@ async fn inject(
     plan: &Plan,
     root: &Path,
     run_dir: &Path,
-) -> (Option<u128>, Option<u128>, Option<String>) {
+) -> Injected {
     let injected = Instant::now();
     let recovery_deadline = plan.recovery_deadline;
     let probing = async move {
+        let mut runs = Vec::new();
         loop {
-            if probe.probe(Duration::from_secs(45)).await {
-                return Some(injected.elapsed().as_millis());
+            let run = probe.probe(Duration::from_secs(45)).await;
+            let passed = run.passed();
+            runs.push(run);
+            if passed {
+                return (Some(injected.elapsed().as_millis()), runs);
             }
             if injected.elapsed() > recovery_deadline {
-                return None;
+                return (None, runs);
             }
         }
     };
@@ -313,15 +323,16 @@ async fn inject(
                 anyhow::Ok(injected.elapsed().as_millis())
             };
             let (restarted, recovered) = tokio::join!(restart, probing);
+            let (recovered, runs) = recovered;
             match restarted {
-                Ok(ms) => (Some(ms), recovered, None),
-                Err(e) => (None, recovered, Some(format!("{e:#}"))),
+                Ok(ms) => (Some(ms), recovered, None, runs),
+                Err(e) => (None, recovered, Some(format!("{e:#}")), runs),
             }
         }
         Fault::Stop(name) => {
             let service = suite.service(name);
             if let Err(e) = service.signal("STOP") {
-                return (None, None, Some(format!("{e:#}")));
+                return (None, None, Some(format!("{e:#}")), Vec::new());
             }
             log(&format!(
                 "SIGSTOP {name} (pid {:?}) for {:?}",
@@ -336,16 +347,17 @@ async fn inject(
                 anyhow::Ok(injected.elapsed().as_millis())
             };
             let (resumed, recovered) = tokio::join!(resume, probing);
+            let (recovered, runs) = recovered;
             match resumed {
-                Ok(ms) => (Some(ms), recovered, None),
-                Err(e) => (None, recovered, Some(format!("{e:#}"))),
+                Ok(ms) => (Some(ms), recovered, None, runs),
+                Err(e) => (None, recovered, Some(format!("{e:#}")), runs),
             }
         }
         Fault::Restart(server) => {
             log(&format!("restarting {server}"));
             let port = match server_port(server) {
                 Ok(port) => port,
-                Err(e) => return (None, None, Some(format!("{e:#}"))),
+                Err(e) => return (None, None, Some(format!("{e:#}")), Vec::new()),
             };
             let restart = async {
                 suite::restart_server(root, server, &run_dir.join("infra-restarts.log")).await?;
@@ -361,9 +373,10 @@ async fn inject(
                 probing.await
             };
             let (restarted, recovered) = tokio::join!(restart, probing_when_down);
+            let (recovered, runs) = recovered;
             match restarted {
-                Ok(ms) => (Some(ms), recovered, None),
-                Err(e) => (None, recovered, Some(format!("{e:#}"))),
+                Ok(ms) => (Some(ms), recovered, None, runs),
+                Err(e) => (None, recovered, Some(format!("{e:#}")), runs),
             }
         }
     }
@@ -516,6 +529,9 @@ async fn run() -> anyhow::Result<bool> {
             "fault_ms": r.fault_ms,
             "time_to_recover_ms": r.recovery_ms,
             "error": r.error,
+            "probe_runs": r.probes.len(),
+            "probe_failures": r.probes.iter().filter_map(|p| p.failed_at.clone()).take(5).collect::<Vec<_>>(),
+            "last_probe_stages_ms": r.probes.last().map(|p| p.stages_ms.iter().map(|(stage, ms)| (stage.to_string(), json!(ms))).collect::<serde_json::Map<_, _>>()),
         })).collect::<Vec<_>>(),
         "operations": {
             "attempted": operations.len(),
@@ -605,9 +621,10 @@ async fn drive(
         plan.operation_deadline,
     )?;
     // The suite works end to end before anything is broken.
+    let first = probe.probe(Duration::from_secs(120)).await;
     anyhow::ensure!(
-        probe.probe(Duration::from_secs(120)).await,
-        "the suite does not work before any fault: no create-file saga reached the index in 120 s"
+        first.passed(),
+        "the suite does not work before any fault: {first:?}"
     );
     log("a first create-file saga went through and reached the index");
 
@@ -650,7 +667,7 @@ async fn drive(
             ledger.operations().len()
         ));
         let at = began.elapsed();
-        let (fault_ms, recovery_ms, error) =
+        let (fault_ms, recovery_ms, error, probes) =
             inject(*fault, suite, &probe, plan, root, run_dir).await;
         log(&format!(
             "fault {}/{} {} {}: fault {fault_ms:?} ms, recovered after {recovery_ms:?} ms{}",
@@ -669,6 +686,7 @@ async fn drive(
             fault_ms,
             recovery_ms,
             error,
+            probes,
         });
     }
     tokio::time::sleep(plan.gap).await;
