@@ -5,7 +5,9 @@
 //! topics there are; `... -- sweep HOURS` removes those whose names say they
 //! were created more than HOURS ago (names carry a UUIDv7), never a running
 //! test's; `--include-undated` also removes names from before UUIDv7 names
-//! (only when no other test run uses the servers); `... -- remove NAME...`
+//! (only when no other test run uses the servers); MongoDB databases only
+//! with `TESTKIT_DROP_MONGO=1` (see `cleanup::DROP_MONGO_VARIABLE`);
+//! `... -- remove NAME...`
 //! removes the named `test_<uuid>` databases and the topics under the named
 //! `test-<uuid>.` prefixes (what a run with `TESTKIT_KEEP=1` kept, once
 //! looked at). Reads `DATABASE_URL`,
@@ -14,7 +16,7 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use tramita_testkit::cleanup::{created_at, leftovers, Leftovers, Servers};
+use tramita_testkit::cleanup::{created_at, drop_mongo_too, leftovers, Leftovers, Servers};
 
 fn summary(what: &str, found: &Leftovers) {
     let dated = |names: &[String]| names.iter().filter(|n| created_at(n).is_some()).count();
@@ -39,7 +41,8 @@ fn summary(what: &str, found: &Leftovers) {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let servers = Servers::from_env()?;
-    let found = leftovers(&servers).await?;
+    let counting = matches!(args.first().map(String::as_str), None | Some("count"));
+    let found = leftovers(&servers, counting || drop_mongo_too()).await?;
     match args.first().map(String::as_str) {
         None | Some("count") => summary("test leftovers", &found),
         Some("sweep") => {

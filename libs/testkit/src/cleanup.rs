@@ -1,8 +1,9 @@
 //! Removing what tests create in the development servers: each
 //! [`crate::TestInfra`] records the PostgreSQL databases, MongoDB databases
 //! and Kafka topic prefixes it hands out, and when its last clone is dropped
-//! (the test ends, passed or failed) it drops the databases and deletes the
-//! topics under its prefixes. A sweep removes leftovers of runs that were
+//! (the test ends, passed or failed) it drops the PostgreSQL databases and
+//! deletes the topics under its prefixes (MongoDB databases only with
+//! `TESTKIT_DROP_MONGO=1`). A sweep removes leftovers of runs that were
 //! killed before they could clean up, by the creation time their names carry
 //! (UUIDv7).
 
@@ -18,6 +19,20 @@ use uuid::Uuid;
 
 /// Set to `1` to keep what tests create (to look at it after a failure).
 pub const KEEP_VARIABLE: &str = "TESTKIT_KEEP";
+
+/// Set to `1` to drop the MongoDB databases tests create, too. Off by
+/// default: the MongoDB-compatible development server (SecantusDB) deletes
+/// a dropped database row by row while holding its global lock, and on the
+/// shared server one test database's drop kept every other client waiting
+/// for more than twenty minutes. Until that server drops databases cheaply,
+/// test MongoDB databases are left for `test-leftovers sweep` (run when no
+/// one else uses the server).
+pub const DROP_MONGO_VARIABLE: &str = "TESTKIT_DROP_MONGO";
+
+/// Whether MongoDB databases are dropped too ([`DROP_MONGO_VARIABLE`]).
+pub fn drop_mongo_too() -> bool {
+    std::env::var(DROP_MONGO_VARIABLE).is_ok_and(|v| v == "1")
+}
 
 /// How long one cleanup may take before it gives up (a server down must not
 /// hang the tests).
@@ -134,6 +149,9 @@ async fn remove(servers: &Servers, created: &Created) -> anyhow::Result<()> {
             .map_err(|e| format!("PostgreSQL: {e:#}"))
     };
     let mongo = async {
+        if !drop_mongo_too() {
+            return Ok(());
+        }
         match (&servers.mongodb_uri, created.mongo_databases.is_empty()) {
             (_, true) => Ok(()),
             (Some(uri), false) => drop_mongo(uri, &created.mongo_databases)
@@ -308,8 +326,9 @@ pub fn created_at(name: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos))
 }
 
-/// The test databases and topics on the servers now.
-pub async fn leftovers(servers: &Servers) -> anyhow::Result<Leftovers> {
+/// The test databases and topics on the servers now; MongoDB's only when
+/// `with_mongo` (listed within 20 s).
+pub async fn leftovers(servers: &Servers, with_mongo: bool) -> anyhow::Result<Leftovers> {
     let mut conn = PgConnection::connect(&servers.database_url)
         .await
         .context("connect as the test admin")?;
@@ -319,19 +338,19 @@ pub async fn leftovers(servers: &Servers) -> anyhow::Result<Leftovers> {
             .await
             .context("list databases")?;
     let _ = conn.close().await;
-    let mongo_databases = match &servers.mongodb_uri {
-        Some(uri) => {
+    let mongo_databases = match (&servers.mongodb_uri, with_mongo) {
+        (Some(uri), true) => {
             let client = mongodb::Client::with_uri_str(uri)
                 .await
                 .context("connect to MongoDB")?;
-            let names = client
-                .list_database_names()
+            let names = tokio::time::timeout(Duration::from_secs(20), client.list_database_names())
                 .await
+                .context("MongoDB did not list its databases within 20 s")?
                 .context("list MongoDB databases")?;
             client.shutdown().await;
             names
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let topics = all_topics(&servers.kafka_brokers).await?;
     Ok(Leftovers {
@@ -367,10 +386,11 @@ impl Leftovers {
         }
     }
 
-    /// Removes all of it.
+    /// Removes all of it (the MongoDB databases only when
+    /// [`drop_mongo_too`]).
     pub async fn remove(&self, servers: &Servers) -> anyhow::Result<()> {
         drop_postgres(&servers.database_url, &self.databases).await?;
-        if let Some(uri) = &servers.mongodb_uri {
+        if let (Some(uri), true) = (&servers.mongodb_uri, drop_mongo_too()) {
             drop_mongo(uri, &self.mongo_databases).await?;
         }
         delete_topics(&servers.kafka_brokers, &self.topics).await

@@ -31,8 +31,9 @@ use uuid::Uuid;
 /// [`TestInfra::fresh_mongo_database`], [`TestInfra::topic_prefix`]) is
 /// removed when the last clone of it is dropped: PostgreSQL databases are
 /// dropped `WITH (FORCE)` (services still running in the test lose their
-/// connections), MongoDB databases dropped, and every topic under its
-/// prefixes deleted. So keep it (or a clone) for as long as the test uses
+/// connections) and every topic under its prefixes deleted; MongoDB
+/// databases only with `TESTKIT_DROP_MONGO=1` (see
+/// [`cleanup::DROP_MONGO_VARIABLE`]). So keep it (or a clone) for as long as the test uses
 /// what it made, typically in the test's fixture. `TESTKIT_KEEP=1` keeps
 /// everything, to look at after a failure.
 #[derive(Debug, Clone)]
