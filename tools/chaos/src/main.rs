@@ -134,9 +134,9 @@ impl Plan {
                 clients: 4,
                 rate: 2.0,
                 gap: Duration::from_secs(10),
-                // Longer than the gateway's timeout and than a Kafka
-                // consumer's session timeout (10 s): the stopped service
-                // also loses its partitions.
+                // Longer than the gateway's timeouts (auth's too) and than
+                // a Kafka consumer's session timeout (10 s): the stopped
+                // service also loses its partitions.
                 stop_hold: Duration::from_secs(15),
                 gateway_timeout,
                 saga_step_timeout: Duration::from_secs(30),
@@ -389,6 +389,17 @@ fn log(what: &str) {
     eprintln!("chaos {:>7.1}s  {what}", started.elapsed().as_secs_f64());
 }
 
+/// The machine's 1, 5 and 15 minute load averages (`/proc/loadavg`): the
+/// times measured here depend on what else the shared machine runs.
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
 fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set (scripts/chaos sets it)"))
 }
@@ -462,6 +473,7 @@ async fn run() -> anyhow::Result<bool> {
     ));
     let began = Instant::now();
     let started_at = chrono::Utc::now();
+    let load_at_start = load_average();
     let mut suite = Suite::start(&settings).await?;
     log("all six services ready");
 
@@ -510,11 +522,13 @@ async fn run() -> anyhow::Result<bool> {
         "duration_seconds": began.elapsed().as_secs(),
         "seed": plan.seed,
         "passed": passed,
+        "load_average": {"at_start": load_at_start, "at_end": load_average()},
         "settings": {
             "clients": plan.clients,
             "operations_per_second": plan.rate,
             "stream_seconds_between_faults": plan.gap.as_secs(),
             "gateway_upstream_timeout_ms": plan.gateway_timeout.as_millis(),
+            "gateway_auth_timeout_ms": suite::AUTH_TIMEOUT.as_millis(),
             "sigstop_hold_ms": plan.stop_hold.as_millis(),
             "saga_step_timeout_seconds": plan.saga_step_timeout.as_secs(),
             "client_operation_deadline_seconds": plan.operation_deadline.as_secs(),

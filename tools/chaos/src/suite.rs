@@ -15,6 +15,10 @@ use anyhow::Context;
 /// fetch its signing keys).
 pub const SERVICES: [&str; 6] = ["auth", "files", "docs", "bpm", "index", "gateway"];
 
+/// The gateway's timeout for auth (its default; the other upstreams get
+/// the plan's shorter one).
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where the suite listens: `base` is the gateway's port, the services
 /// follow it (files +1, index +2, auth +3, docs +4, bpm +5, as 8080-8085).
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +131,13 @@ impl Settings {
                 (
                     "GATEWAY_TIMEOUT_MS",
                     self.gateway_timeout.as_millis().to_string(),
+                ),
+                // auth keeps the default: a password check (Argon2, built
+                // without optimisation on a busy shared machine) takes
+                // seconds, and logins cut off by the gateway only pile up.
+                (
+                    "GATEWAY_AUTH_TIMEOUT_MS",
+                    AUTH_TIMEOUT.as_millis().to_string(),
                 ),
                 // Every client comes from 127.0.0.1: the per-client rate
                 // limit would otherwise throttle the whole stream as one.
