@@ -298,7 +298,8 @@ impl Client {
             let left = until
                 .saturating_duration_since(Instant::now())
                 .clamp(Duration::from_millis(100), REQUEST_TIMEOUT);
-            match build(&self.http, &token).timeout(left).send().await {
+            let sent = match build(&self.http, &token).timeout(left).send().await {
+                // A body cut off is no answer: the request is sent again.
                 Ok(response) => {
                     let status = response.status();
                     let etag = response
@@ -306,7 +307,12 @@ impl Client {
                         .get(header::ETAG)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    let bytes = response.bytes().await.unwrap_or_default();
+                    response.bytes().await.map(|bytes| (status, etag, bytes))
+                }
+                Err(error) => Err(error),
+            };
+            match sent {
+                Ok((status, etag, bytes)) => {
                     let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
                         Value::String(String::from_utf8_lossy(&bytes).chars().take(200).collect())
                     });
