@@ -11,8 +11,8 @@
 //! PostgreSQL and the MongoDB-compatible server. After each fault a probe
 //! measures how long until a whole create-file saga goes through again.
 //! Then it lets the suite settle and compares what clients were told with
-//! what every store and the index hold, writes `bench/results/faults.json`,
-//! and exits 1 when anything was lost, doubled or left stuck.
+//! what every store and the index hold, writes `bench/results/faults.json`
+//! (`.local/chaos/faults-short.json` for the short form), and exits 1 when anything was lost, doubled or left stuck.
 //!
 //! `tramita-chaos --short`: one fault of each kind, a small stream (the
 //! form `scripts/test` runs); `tramita-chaos`: every service killed and
@@ -575,7 +575,13 @@ async fn run() -> anyhow::Result<bool> {
             "a SIGKILLed docs may leave a MongoDB transaction open on the server for its lifetime (60 s), holding that file's documents: the restarted docs retries and that partition waits, so some sagas end up to about 60 s later; the settle limit allows for it",
         ],
     });
-    let path = root.join("bench/results/faults.json");
+    // The full form is the benchmark's result; the short one is a test run
+    // (scripts/test), kept beside the run's logs.
+    let path = if plan.form == "short" {
+        root.join(".local/chaos/faults-short.json")
+    } else {
+        root.join("bench/results/faults.json")
+    };
     std::fs::create_dir_all(path.parent().context("results dir")?)?;
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     log(&format!(
