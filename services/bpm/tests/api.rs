@@ -1646,3 +1646,156 @@ fn the_openapi_document_is_under_review() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
     tramita_testkit::assert_snapshot(&path, &document);
 }
+
+// ---------------------------------------------------------------------------
+// Found by scripts/contract (schemathesis against the OpenAPI document)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_undeclared_method_on_a_known_path_is_405_naming_the_allowed_ones() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    for (method, path, allow) in [
+        ("TRACE", "/bpm/definitions".to_owned(), "GET, POST"),
+        ("PUT", "/bpm/holidays".to_owned(), "GET, POST"),
+        ("POST", "/bpm/holidays/2026-12-08".to_owned(), "DELETE"),
+        ("DELETE", format!("/bpm/processes/{file_id}"), "GET"),
+        ("GET", format!("/bpm/processes/{file_id}/extend"), "POST"),
+    ] {
+        let response = bpm
+            .admin
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                bpm.url(&path),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    }
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn whole_numbers_written_with_a_fraction_and_bare_if_match_versions_are_read() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    let process = bpm.start(file_id).await;
+    let version = process["version"].as_i64().unwrap();
+    // `5.0` is an integer to JSON Schema (and to JavaScript); it was a 400.
+    let extended = bpm
+        .validator
+        .post(bpm.url(&format!("/bpm/processes/{file_id}/extend")))
+        .header("if-match", version.to_string())
+        .json(&json!({"duration": {"unit": "business_days", "amount": 5.0}, "reason": "Informe pendiente"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(extended.status(), StatusCode::OK);
+    for bad in ["5.5", "\"5\""] {
+        let body: Value = serde_json::from_str(&format!(
+            r#"{{"duration": {{"unit": "business_days", "amount": {bad}}}, "reason": "x"}}"#
+        ))
+        .unwrap();
+        let refused = bpm.post(&bpm.validator, file_id, "extend", body).await;
+        assert_problem(refused, StatusCode::BAD_REQUEST).await;
+    }
+    // A migration to a version that is not there, written `2.0`: 404, not 400.
+    let migrate = bpm
+        .post(&bpm.admin, file_id, "migrate", json!({"version": 2.0}))
+        .await;
+    assert_ne!(migrate.status(), StatusCode::BAD_REQUEST);
+    // An If-Match of 19 digits is more than the document allows.
+    let long = bpm
+        .clerk
+        .post(bpm.url(&format!("/bpm/processes/{file_id}/suspend")))
+        .header("if-match", "1234567890123456789")
+        .json(&json!({"reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(long, StatusCode::BAD_REQUEST).await;
+    bpm.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_control_character_is_refused_wherever_it_stands_and_lengths_count_before_trimming() {
+    let bpm = TestBpm::spawn().await;
+    let file_id = Uuid::now_v7();
+    bpm.start(file_id).await;
+    // Trimmed away before, so these were taken.
+    for reason in [
+        "\u{b}Requerimiento".to_owned(),
+        format!(" {}", "x".repeat(1000)),
+    ] {
+        let refused = bpm
+            .post(&bpm.clerk, file_id, "suspend", json!({"reason": reason}))
+            .await;
+        let problem = assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem["errors"][0]["field"], "reason", "{reason:?}");
+    }
+    for name in ["Fiesta local\n", "\u{1f}Fiesta"] {
+        let refused = bpm
+            .admin
+            .post(bpm.url("/bpm/holidays"))
+            .json(&json!({"date": "2026-12-07", "name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    assert_eq!(bpm.outbox("bpm.ProcessSuspended.v1").await, 0);
+    bpm.handle.stop().await;
+}
+
+#[test]
+fn the_openapi_document_marks_required_fields_bounds_and_every_answer() {
+    use utoipa::OpenApi;
+    let doc = serde_json::to_value(tramita_bpm::adapters::http::ApiDoc::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for (schema, fields) in [
+        (
+            "DefinitionRequest",
+            &["key", "names", "phases", "transitions"][..],
+        ),
+        ("NamesDto", &["es", "en"]),
+        ("TransitionBody", &["to"]),
+        ("SuspendBody", &["reason"]),
+        ("ExtendBody", &["duration", "reason"]),
+        ("DurationRequest", &["unit", "amount"]),
+        ("MigrateBody", &["version"]),
+        ("HolidayBody", &["date", "name"]),
+    ] {
+        for field in fields {
+            assert!(
+                schemas[schema]["required"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(field)),
+                "{schema}.{field}"
+            );
+            assert_ne!(
+                schemas[schema]["properties"][field]["type"],
+                json!(["string", "null"]),
+                "{schema}.{field}"
+            );
+        }
+    }
+    assert_eq!(
+        schemas["DurationRequest"]["properties"]["amount"]["maximum"],
+        3650
+    );
+    let holidays = &doc["paths"]["/bpm/holidays"];
+    assert_eq!(holidays["get"]["parameters"][0]["schema"]["minimum"], 1900);
+    for status in ["400", "401", "413", "415", "422"] {
+        assert!(
+            holidays["post"]["responses"][status].is_object(),
+            "{status}"
+        );
+    }
+}

@@ -1585,3 +1585,80 @@ async fn an_upload_retried_with_its_idempotency_key_is_stored_once() {
     assert_eq!(second["version_count"], 2, "a new key is a new upload");
     docs.handle.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Found by scripts/contract (schemathesis against the OpenAPI document)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_undeclared_method_on_a_known_path_is_405_naming_the_allowed_ones() {
+    let docs = TestDocs::spawn().await;
+    let id = Uuid::now_v7();
+    for (method, path, allow) in [
+        ("TRACE", "/docs/uploads".to_owned(), "POST"),
+        ("GET", "/docs/uploads".to_owned(), "POST"),
+        ("DELETE", format!("/docs/files/{id}/documents"), "GET, POST"),
+        ("POST", format!("/docs/documents/{id}"), "GET"),
+        (
+            "PUT",
+            format!("/docs/documents/{id}/versions/1/content"),
+            "GET",
+        ),
+    ] {
+        let response = docs
+            .client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                docs.url(&path),
+            )
+            .send()
+            .await
+            .unwrap();
+        // It had no Allow header.
+        assert_eq!(
+            response.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    }
+    docs.handle.stop().await;
+}
+
+#[test]
+fn the_openapi_document_states_bounds_and_every_answer() {
+    use utoipa::OpenApi;
+    let doc = serde_json::to_value(tramita_docs::adapters::http::ApiDoc::openapi()).unwrap();
+    let list = &doc["paths"]["/docs/files/{file_id}/documents"]["get"];
+    let parameter = |name: &str| {
+        list["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(
+        (
+            parameter("limit")["minimum"].clone(),
+            parameter("limit")["maximum"].clone()
+        ),
+        (json!(1), json!(200))
+    );
+    assert_eq!(parameter("cursor")["format"], "uuid");
+    assert!(list["responses"]["401"].is_object());
+    let content = &doc["paths"]["/docs/documents/{id}/content"]["get"];
+    for header in content["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "header")
+    {
+        assert_eq!(header["schema"]["type"], "string", "{header}: not nullable");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["UploadForm"]["additionalProperties"],
+        false
+    );
+}

@@ -197,17 +197,19 @@ impl std::fmt::Debug for NewPassword {
 impl NewPassword {
     /// Fewest characters accepted.
     pub const MIN_LEN: usize = 10;
-    /// Most bytes accepted (hashing cost is bounded, not a DoS vector).
-    pub const MAX_BYTES: usize = 1024;
+    /// Most characters accepted: at most 1024 bytes, so hashing cost is
+    /// bounded (not a DoS vector).
+    pub const MAX_LEN: usize = 256;
 
-    /// Accepts 10 characters or more (up to 1024 bytes), not all blank;
-    /// taken as typed, never trimmed.
+    /// Accepts 10 to 256 characters, not all blank; taken as typed, never
+    /// trimmed.
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        if raw.chars().count() < Self::MIN_LEN {
+        let length = raw.chars().count();
+        if length < Self::MIN_LEN {
             return refuse(format!("must have at least {} characters", Self::MIN_LEN));
         }
-        if raw.len() > Self::MAX_BYTES {
-            return refuse(format!("must have at most {} bytes", Self::MAX_BYTES));
+        if length > Self::MAX_LEN {
+            return refuse(format!("must have at most {} characters", Self::MAX_LEN));
         }
         if raw.trim().is_empty() {
             return refuse("must not be blank");
@@ -287,14 +289,18 @@ impl ClientName {
     /// Longest accepted name.
     pub const MAX_LEN: usize = 200;
 
-    /// Accepts 1 to 200 characters, trimmed.
+    /// Accepts 1 to 200 characters (counted before trimming), one line:
+    /// no control characters (PostgreSQL refuses NUL).
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let text = raw.trim();
         if text.is_empty() {
             return refuse("must not be blank");
         }
-        if text.chars().count() > Self::MAX_LEN {
+        if raw.chars().count() > Self::MAX_LEN {
             return refuse(format!("must have at most {} characters", Self::MAX_LEN));
+        }
+        if raw.chars().any(char::is_control) {
+            return refuse("must not contain control characters");
         }
         Ok(Self(text.to_owned()))
     }

@@ -177,6 +177,21 @@ impl PublicRoutes {
             .map(Self)
     }
 
+    /// The methods of `path` that need no token (`*` for any).
+    pub fn public_methods(&self, path: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|route| {
+                if route.prefix {
+                    path.starts_with(&route.path)
+                } else {
+                    path == route.path
+                }
+            })
+            .map(|route| route.method.as_str())
+            .collect()
+    }
+
     /// Whether `method path` needs no token.
     pub fn is_public(&self, method: &str, path: &str) -> bool {
         self.0.iter().any(|route| {
@@ -279,6 +294,9 @@ mod tests {
         assert!(!routes.is_public("POST", "/api/v1/auth/tokens"));
         assert!(routes.is_public("DELETE", "/api/v1/public/x"));
         assert!(!routes.is_public("GET", "/api/v1/publicx"));
+        assert_eq!(routes.public_methods("/api/v1/auth/token"), ["POST"]);
+        assert_eq!(routes.public_methods("/api/v1/public/x"), ["*"]);
+        assert!(routes.public_methods("/api/v1/auth/users").is_empty());
     }
 
     #[test]

@@ -237,6 +237,10 @@ impl TestGateway {
         self.client.post(format!("{}{path}", self.url))
     }
 
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.url))
+    }
+
     /// A GET on the internal port.
     pub fn internal(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(format!("{}{path}", self.internal_url))

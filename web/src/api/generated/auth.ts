@@ -273,22 +273,23 @@ export interface components {
         /** @description Body of `POST /auth/clients`. */
         CreateClientRequest: {
             /**
-             * @description 3 to 64 lowercase letters, digits and `. _ -`; unique.
+             * @description 3 to 64 lowercase letters, digits and `. _ -`, starting with a
+             *     letter or a digit; unique.
              * @example index-service
              */
-            client_id?: string | null;
+            client_id: string;
             /**
-             * @description What it is for.
+             * @description What it is for: 1 to 200 characters, one line.
              * @example Read model rebuilds
              */
-            name?: string | null;
+            name: string;
             /**
              * @description At least one role.
              * @example [
              *       "reader"
              *     ]
              */
-            roles?: string[] | null;
+            roles: components["schemas"]["RoleName"][];
         };
         /**
          * @description An API client with its new secret (on registration or a secret
@@ -301,29 +302,30 @@ export interface components {
         /** @description Body of `POST /auth/users`. */
         CreateUserRequest: {
             /**
-             * @description `Surname, Name`.
+             * @description `Surname, Name`: one comma, text on both sides, one line.
              * @example García López, Ana
              */
-            display_name?: string | null;
+            display_name: string;
             /**
              * @description E-mail.
              * @example ana.garcia@example.org
              */
-            email?: string | null;
-            /** @description At least 10 characters. */
-            password?: string | null;
+            email: string;
+            /** @description 10 to 256 characters, not all blank. */
+            password: string;
             /**
              * @description At least one of admin, clerk, validator, reader.
              * @example [
              *       "clerk"
              *     ]
              */
-            roles?: string[] | null;
+            roles: components["schemas"]["RoleName"][];
             /**
-             * @description 3 to 64 letters, digits and `. _ -`; unique regardless of case.
+             * @description 3 to 64 letters, digits and `. _ -`, starting with a letter or a
+             *     digit; unique regardless of case.
              * @example ana.garcia
              */
-            username?: string | null;
+            username: string;
         };
         /** @description One invalid field of a request. */
         FieldError: {
@@ -332,6 +334,11 @@ export interface components {
             /** @description What is wrong with it. */
             message: string;
         };
+        /**
+         * @description The grants of `POST /auth/token`.
+         * @enum {string}
+         */
+        GrantType: "password" | "refresh_token" | "client_credentials";
         /** @description A JSON Web Key Set (RFC 7517) of Ed25519 public keys. */
         JwksDoc: {
             /** @description Keys: `{kty: OKP, crv: Ed25519, alg: EdDSA, use: sig, kid, x}`. */
@@ -344,12 +351,12 @@ export interface components {
              *     the one of its refresh-token cookie; needs the header `X-Tramita-Web: 1`.
              * @example tramita-web
              */
-            client_id?: string | null;
+            client_id?: string;
             /**
              * @description The refresh token of the session to end (for the web client: absent,
              *     it is taken from the cookie).
              */
-            refresh_token?: string | null;
+            refresh_token?: string;
         };
         /** @description Who the token belongs to. */
         MeResponse: {
@@ -386,6 +393,11 @@ export interface components {
             /** @description A URI reference naming the problem type. */
             type: string;
         };
+        /**
+         * @description A role.
+         * @enum {string}
+         */
+        RoleName: "admin" | "clerk" | "validator" | "reader";
         /** @description The key now signing. */
         RotatedKeyResponse: {
             /** @description Its key id (`kid`). */
@@ -404,22 +416,19 @@ export interface components {
              *     Any other value is ignored by these grants.
              * @example tramita-web
              */
-            client_id?: string | null;
+            client_id?: string;
             /** @description For `client_credentials` when not sent with HTTP Basic. */
-            client_secret?: string | null;
-            /**
-             * @description `password`, `refresh_token` or `client_credentials`.
-             * @example password
-             */
-            grant_type?: string | null;
+            client_secret?: string;
+            /** @description `password`, `refresh_token` or `client_credentials`. */
+            grant_type: components["schemas"]["GrantType"];
             /** @description For `password`. */
-            password?: string | null;
+            password?: string;
             /** @description For `refresh_token`. */
-            refresh_token?: string | null;
+            refresh_token?: string;
             /** @description Not supported: roles come from the account. Absent or empty only. */
-            scope?: string | null;
+            scope?: string;
             /** @description For `password`. */
-            username?: string | null;
+            username?: string;
         };
         /** @description A successful token response (RFC 6749 §5.1). */
         TokenResponse: {
@@ -445,23 +454,26 @@ export interface components {
         UpdateClientRequest: {
             /** @description `false` stops it getting tokens. */
             enabled?: boolean | null;
-            /** @description What it is for. */
+            /** @description What it is for: 1 to 200 characters, one line. */
             name?: string | null;
             /** @description At least one role. */
-            roles?: string[] | null;
+            roles?: components["schemas"]["RoleName"][] | null;
         };
         /** @description Body of `PATCH /auth/users/{id}`; absent fields keep their value. */
         UpdateUserRequest: {
-            /** @description `Surname, Name`. */
+            /** @description `Surname, Name`: one comma, text on both sides, one line. */
             display_name?: string | null;
             /** @description E-mail. */
             email?: string | null;
             /** @description `false` disables the user and ends its sessions. */
             enabled?: boolean | null;
-            /** @description A new password (at least 10 characters); ends the user's sessions. */
+            /**
+             * @description A new password (10 to 256 characters, not all blank); ends the
+             *     user's sessions.
+             */
             password?: string | null;
             /** @description At least one role. */
-            roles?: string[] | null;
+            roles?: components["schemas"]["RoleName"][] | null;
         };
         /** @description A page of users, by username. */
         UserPage: {
@@ -535,7 +547,10 @@ export interface operations {
     list_clients: {
         parameters: {
             query?: {
-                /** @description `next_cursor` of the previous page. */
+                /**
+                 * @description `next_cursor` of the previous page: the last username or client id
+                 *     it showed.
+                 */
                 cursor?: string;
                 /** @description Items per page, 1 to 100 (default 50). */
                 limit?: number;
@@ -553,6 +568,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ClientPage"];
+                };
+            };
+            /** @description The query string is malformed or names an unknown parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description No valid token */
@@ -651,6 +675,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid fields; or the Idempotency-Key was already used with another request body */
             422: {
                 headers: {
@@ -733,6 +775,24 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying, when the same Idempotency-Key is in flight */
                     "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -1103,7 +1163,10 @@ export interface operations {
     list_users: {
         parameters: {
             query?: {
-                /** @description `next_cursor` of the previous page. */
+                /**
+                 * @description `next_cursor` of the previous page: the last username or client id
+                 *     it showed.
+                 */
                 cursor?: string;
                 /** @description Items per page, 1 to 100 (default 50). */
                 limit?: number;
@@ -1121,6 +1184,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserPage"];
+                };
+            };
+            /** @description The query string is malformed or names an unknown parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description No valid token */
@@ -1213,6 +1285,24 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying, when the same Idempotency-Key is in flight */
                     "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -1351,6 +1441,24 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying, when the same Idempotency-Key is in flight */
                     "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as `application/json` */
+            415: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

@@ -2,8 +2,6 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tramita_identity::{Authenticated, Principal, Role};
@@ -51,8 +49,11 @@ impl From<AccountError> for Problem {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: the last username or client id
+    /// it showed.
+    #[param(pattern = r"^[a-z0-9._-]{1,64}$")]
     pub cursor: Option<String>,
 }
 
@@ -66,12 +67,17 @@ impl PageQuery {
         if !(1..=Self::MAX_LIMIT).contains(&limit) {
             fields.push("limit", "must be between 1 and 100");
         }
+        // The cursor is the last key shown: any text of the documented
+        // pattern is a place in the list.
         let after = fields
             .optional("cursor", self.cursor.as_deref(), |raw: &str| {
-                URL_SAFE_NO_PAD
-                    .decode(raw)
-                    .ok()
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                let key = (1..=64).contains(&raw.len())
+                    && raw.bytes().all(|b| {
+                        b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || matches!(b, b'.' | b'_' | b'-')
+                    });
+                key.then(|| raw.to_owned())
                     .ok_or("is not a cursor of this list")
             })
             .flatten();
@@ -82,27 +88,43 @@ impl PageQuery {
 
 fn next_cursor(page_len: usize, limit: u32, last: Option<&str>) -> Option<String> {
     (page_len == limit as usize)
-        .then(|| last.map(|key| URL_SAFE_NO_PAD.encode(key)))
+        .then(|| last.map(str::to_owned))
         .flatten()
+}
+
+/// A role.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleName {
+    /// Administrator.
+    Admin,
+    /// Clerk.
+    Clerk,
+    /// Validator.
+    Validator,
+    /// Reader.
+    Reader,
 }
 
 /// Body of `POST /auth/users`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    /// 3 to 64 letters, digits and `. _ -`; unique regardless of case.
-    #[schema(example = "ana.garcia")]
+    /// 3 to 64 letters, digits and `. _ -`, starting with a letter or a
+    /// digit; unique regardless of case.
+    #[schema(value_type = String, required = true, example = "ana.garcia", pattern = r"^\s*[A-Za-z0-9][A-Za-z0-9._-]{2,63}\s*$")]
     pub username: Option<String>,
-    /// `Surname, Name`.
-    #[schema(example = "García López, Ana")]
+    /// `Surname, Name`: one comma, text on both sides, one line.
+    #[schema(value_type = String, required = true, example = "García López, Ana", max_length = 199, pattern = r"^[^,\u0000-\u001F\u007F-\u009F]*[^\s,\u0000-\u001F\u007F-\u009F][^,\u0000-\u001F\u007F-\u009F]*,[^,\u0000-\u001F\u007F-\u009F]*[^\s,\u0000-\u001F\u007F-\u009F][^,\u0000-\u001F\u007F-\u009F]*$")]
     pub display_name: Option<String>,
     /// E-mail.
-    #[schema(example = "ana.garcia@example.org")]
+    #[schema(value_type = String, required = true, example = "ana.garcia@example.org", max_length = 254, pattern = r"^\s*[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s.\u0000-\u001F\u007F-\u009F][^@\s\u0000-\u001F\u007F-\u009F]*\.[^@\s\u0000-\u001F\u007F-\u009F]*[^@\s.\u0000-\u001F\u007F-\u009F]\s*$")]
     pub email: Option<String>,
     /// At least one of admin, clerk, validator, reader.
-    #[schema(example = json!(["clerk"]))]
+    #[schema(value_type = Vec<RoleName>, required = true, min_items = 1, example = json!(["clerk"]))]
     pub roles: Option<Vec<String>>,
-    /// At least 10 characters.
+    /// 10 to 256 characters, not all blank.
+    #[schema(value_type = String, required = true, min_length = 10, max_length = 256, pattern = r"^[\s\S]*\S[\s\S]*$")]
     pub password: Option<String>,
 }
 
@@ -110,15 +132,26 @@ pub struct CreateUserRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
-    /// `Surname, Name`.
+    /// `Surname, Name`: one comma, text on both sides, one line.
+    #[schema(
+        max_length = 199,
+        pattern = r"^[^,\u0000-\u001F\u007F-\u009F]*[^\s,\u0000-\u001F\u007F-\u009F][^,\u0000-\u001F\u007F-\u009F]*,[^,\u0000-\u001F\u007F-\u009F]*[^\s,\u0000-\u001F\u007F-\u009F][^,\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub display_name: Option<String>,
     /// E-mail.
+    #[schema(
+        max_length = 254,
+        pattern = r"^\s*[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s.\u0000-\u001F\u007F-\u009F][^@\s\u0000-\u001F\u007F-\u009F]*\.[^@\s\u0000-\u001F\u007F-\u009F]*[^@\s.\u0000-\u001F\u007F-\u009F]\s*$"
+    )]
     pub email: Option<String>,
     /// At least one role.
+    #[schema(value_type = Option<Vec<RoleName>>, min_items = 1)]
     pub roles: Option<Vec<String>>,
     /// `false` disables the user and ends its sessions.
     pub enabled: Option<bool>,
-    /// A new password (at least 10 characters); ends the user's sessions.
+    /// A new password (10 to 256 characters, not all blank); ends the
+    /// user's sessions.
+    #[schema(min_length = 10, max_length = 256, pattern = r"^[\s\S]*\S[\s\S]*$")]
     pub password: Option<String>,
 }
 
@@ -377,14 +410,15 @@ pub async fn disable_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClientRequest {
-    /// 3 to 64 lowercase letters, digits and `. _ -`; unique.
-    #[schema(example = "index-service")]
+    /// 3 to 64 lowercase letters, digits and `. _ -`, starting with a
+    /// letter or a digit; unique.
+    #[schema(value_type = String, required = true, example = "index-service", pattern = r"^\s*[a-z0-9][a-z0-9._-]{2,63}\s*$")]
     pub client_id: Option<String>,
-    /// What it is for.
-    #[schema(example = "Read model rebuilds")]
+    /// What it is for: 1 to 200 characters, one line.
+    #[schema(value_type = String, required = true, example = "Read model rebuilds", max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: Option<String>,
     /// At least one role.
-    #[schema(example = json!(["reader"]))]
+    #[schema(value_type = Vec<RoleName>, required = true, min_items = 1, example = json!(["reader"]))]
     pub roles: Option<Vec<String>>,
 }
 
@@ -392,9 +426,14 @@ pub struct CreateClientRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateClientRequest {
-    /// What it is for.
+    /// What it is for: 1 to 200 characters, one line.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     /// At least one role.
+    #[schema(value_type = Option<Vec<RoleName>>, min_items = 1)]
     pub roles: Option<Vec<String>>,
     /// `false` stops it getting tokens.
     pub enabled: Option<bool>,

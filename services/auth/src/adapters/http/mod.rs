@@ -12,7 +12,7 @@ pub use oauth::*;
 
 use actix_web::web;
 use tramita_idempotency::{Idempotency, IdempotencyDocsUnder, PgIdempotencyStore};
-use tramita_web::BearerAuth;
+use tramita_web::{BearerAuth, CommonAnswers};
 use tramita_web::{FieldError, Problem};
 use utoipa::OpenApi;
 
@@ -41,12 +41,12 @@ const IDEMPOTENCY_DOCS: IdempotencyDocsUnder = IdempotencyDocsUnder(IDEMPOTENT_P
         create_client, list_clients, update_client, disable_client, rotate_client_secret,
     ),
     components(schemas(
-        TokenRequest, TokenResponse, OAuthErrorBody, LogoutRequest, JwksDoc, RotatedKeyResponse,
+        TokenRequest, GrantType, RoleName, TokenResponse, OAuthErrorBody, LogoutRequest, JwksDoc, RotatedKeyResponse,
         MeResponse, CreateUserRequest, UpdateUserRequest, UserResponse, UserPage,
         CreateClientRequest, UpdateClientRequest, ClientResponse, CreatedClientResponse, ClientPage,
         Problem, FieldError,
     )),
-    modifiers(&BearerAuth, &IDEMPOTENCY_DOCS),
+    modifiers(&BearerAuth, &OAuthFlows, &IDEMPOTENCY_DOCS, &CommonAnswers),
     tags(
         (name = "tokens", description = "OAuth2 tokens and signing keys"),
         (name = "users", description = "User accounts (admin)"),
@@ -54,6 +54,27 @@ const IDEMPOTENCY_DOCS: IdempotencyDocsUnder = IdempotencyDocsUnder(IDEMPOTENT_P
     )
 )]
 pub struct ApiDoc;
+
+/// Documents how tokens are had: the OAuth2 password and client-credentials
+/// flows at `POST /auth/token` (the `bearer` scheme is how they are sent).
+#[derive(Debug)]
+pub struct OAuthFlows;
+
+impl utoipa::Modify for OAuthFlows {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ClientCredentials, Flow, OAuth2, Password, Scopes, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "oauth2",
+            SecurityScheme::OAuth2(OAuth2::new([
+                Flow::Password(Password::new("/auth/token", Scopes::new())),
+                Flow::ClientCredentials(ClientCredentials::new("/auth/token", Scopes::new())),
+            ])),
+        );
+    }
+}
 
 /// Registers the routes of this service; those of [`IDEMPOTENT_PATHS`]
 /// behind `idempotency`.

@@ -20,13 +20,16 @@ use crate::domain::retry_after_seconds;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// `password`, `refresh_token` or `client_credentials`.
-    #[schema(example = "password")]
+    #[schema(value_type = GrantType, required = true, example = "password")]
     pub grant_type: Option<String>,
     /// For `password`.
+    #[schema(nullable = false)]
     pub username: Option<String>,
     /// For `password`.
+    #[schema(nullable = false)]
     pub password: Option<String>,
     /// For `refresh_token`.
+    #[schema(nullable = false)]
     pub refresh_token: Option<String>,
     /// For `client_credentials` when not sent with HTTP Basic. With the
     /// `password` and `refresh_token` grants, the web app's public client id
@@ -36,12 +39,26 @@ pub struct TokenRequest {
     /// (path `AUTH_REFRESH_COOKIE_PATH`) and left out of the body, and a
     /// `refresh_token` grant without the parameter takes it from that cookie.
     /// Any other value is ignored by these grants.
-    #[schema(example = "tramita-web")]
+    #[schema(nullable = false, example = "tramita-web")]
     pub client_id: Option<String>,
     /// For `client_credentials` when not sent with HTTP Basic.
+    #[schema(nullable = false)]
     pub client_secret: Option<String>,
     /// Not supported: roles come from the account. Absent or empty only.
+    #[schema(nullable = false, max_length = 0)]
     pub scope: Option<String>,
+}
+
+/// The grants of `POST /auth/token`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    /// A user's name and password.
+    Password,
+    /// A refresh token (a user's session goes on).
+    RefreshToken,
+    /// An API client's id and secret.
+    ClientCredentials,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -406,10 +423,11 @@ pub async fn token(
 pub struct LogoutRequest {
     /// The refresh token of the session to end (for the web client: absent,
     /// it is taken from the cookie).
+    #[schema(nullable = false)]
     pub refresh_token: Option<String>,
     /// `tramita-web` (`AUTH_WEB_CLIENT_ID`): the web client, whose session is
     /// the one of its refresh-token cookie; needs the header `X-Tramita-Web: 1`.
-    #[schema(example = "tramita-web")]
+    #[schema(nullable = false, example = "tramita-web")]
     pub client_id: Option<String>,
 }
 

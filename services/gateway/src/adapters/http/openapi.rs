@@ -27,7 +27,7 @@ pub const BEARER_SCHEME: &str = "bearer";
 /// an upstream says an operation needs no token, and the answers the
 /// gateway itself may give are added to every operation (see
 /// [`add_gateway_answers`]).
-pub fn merge(documents: impl IntoIterator<Item = OpenApi>) -> OpenApi {
+pub fn merge<N: AsRef<str>>(documents: impl IntoIterator<Item = (N, OpenApi)>) -> OpenApi {
     let mut components = Components::new();
     components.add_security_scheme(
         BEARER_SCHEME,
@@ -55,7 +55,8 @@ pub fn merge(documents: impl IntoIterator<Item = OpenApi>) -> OpenApi {
         )]))
         .build();
     let mut operation_ids = std::collections::HashSet::new();
-    for mut document in documents {
+    for (name, document) in documents {
+        let mut document = rename_clashing_schemas(name.as_ref(), document, &merged);
         document.servers = None;
         let upstream_security = document.security.take().unwrap_or_default();
         document.paths.paths = std::mem::take(&mut document.paths.paths)
@@ -90,6 +91,93 @@ pub fn merge(documents: impl IntoIterator<Item = OpenApi>) -> OpenApi {
         merged.merge(document);
     }
     merged
+}
+
+/// `document` with each component schema whose name `merged` already has
+/// with another definition renamed to `<service>_<Name>` (references
+/// included), so one service's `NamesDto` does not stand for another's,
+/// and OAuth2 token URLs under the API prefix.
+fn rename_clashing_schemas(service: &str, document: OpenApi, merged: &OpenApi) -> OpenApi {
+    let taken = merged.components.as_ref().map(|c| &c.schemas);
+    let clashing: Vec<String> = document
+        .components
+        .iter()
+        .flat_map(|c| c.schemas.iter())
+        .filter(|(name, schema)| {
+            taken
+                .and_then(|taken| taken.get(*name))
+                // Compared as JSON: the same text is the same schema.
+                .is_some_and(|existing| {
+                    serde_json::to_value(existing).ok() != serde_json::to_value(schema).ok()
+                })
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let Ok(mut json) = serde_json::to_value(&document) else {
+        return document;
+    };
+    // OAuth2 token URLs are paths of the service: through the gateway they
+    // are under the API prefix too.
+    if let Some(schemes) = json
+        .pointer_mut("/components/securitySchemes")
+        .and_then(|s| s.as_object_mut())
+    {
+        for flow in schemes
+            .values_mut()
+            .filter_map(|scheme| scheme.get_mut("flows"))
+            .filter_map(|flows| flows.as_object_mut())
+            .flat_map(|flows| flows.values_mut())
+        {
+            if let Some(url) = flow.get_mut("tokenUrl") {
+                if let Some(path) = url.as_str().filter(|u| u.starts_with('/')) {
+                    *url = format!("{API_PREFIX}{path}").into();
+                }
+            }
+        }
+    }
+    let renamed = |name: &str| format!("{service}_{name}");
+    rename_references(&mut json, &clashing, &renamed);
+    if let Some(schemas) = json
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    {
+        for name in &clashing {
+            if let Some(schema) = schemas.remove(name) {
+                schemas.insert(renamed(name), schema);
+            }
+        }
+    }
+    serde_json::from_value(json).unwrap_or(document)
+}
+
+fn rename_references(
+    value: &mut serde_json::Value,
+    clashing: &[String],
+    renamed: &dyn Fn(&str) -> String,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if key == "$ref" {
+                    if let Some(name) = inner
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                        .filter(|name| clashing.iter().any(|c| c == name))
+                    {
+                        *inner = format!("#/components/schemas/{}", renamed(name)).into();
+                    }
+                } else {
+                    rename_references(inner, clashing, renamed);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for inner in items {
+                rename_references(inner, clashing, renamed);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -230,7 +318,7 @@ impl ApiDocs {
             .timeout(FETCH_TIMEOUT)
             .no_proxy()
             .build()?;
-        let empty = serde_json::to_vec(&merge([]))?;
+        let empty = serde_json::to_vec(&merge::<&str>([]))?;
         Ok(Self {
             sources: upstreams,
             client,
@@ -277,10 +365,12 @@ impl ApiDocs {
                 ),
             }
         }
-        let ordered = self
-            .sources
-            .iter()
-            .filter_map(|(name, _)| copies.documents.get(name).cloned());
+        let ordered = self.sources.iter().filter_map(|(name, _)| {
+            copies
+                .documents
+                .get(name)
+                .map(|document| (name.as_str(), document.clone()))
+        });
         let merged = merge(ordered);
         copies.merged = serde_json::to_vec(&merged)
             .map(web::Bytes::from)
@@ -366,7 +456,10 @@ mod tests {
 
     #[test]
     fn paths_are_prefixed_and_merged_under_one_title_with_a_bearer_scheme() {
-        let merged = merge([document("/files/{id}"), document("/index/files")]);
+        let merged = merge([
+            ("files", document("/files/{id}")),
+            ("index", document("/index/files")),
+        ]);
         let paths: Vec<&String> = merged.paths.paths.keys().collect();
         assert_eq!(paths, ["/api/v1/files/{id}", "/api/v1/index/files"]);
         assert_eq!(merged.info.title, "Tramita API");
@@ -376,8 +469,68 @@ mod tests {
 
     #[test]
     fn well_known_paths_stay_at_the_root() {
-        let merged = merge([document("/.well-known/jwks.json"), document("/auth/token")]);
+        let merged = merge([
+            ("auth", document("/.well-known/jwks.json")),
+            ("auth", document("/auth/token")),
+        ]);
         let paths: Vec<&String> = merged.paths.paths.keys().collect();
         assert_eq!(paths, ["/.well-known/jwks.json", "/api/v1/auth/token"]);
+    }
+
+    #[test]
+    fn a_schema_name_two_services_define_differently_is_kept_apart() {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::ComponentsBuilder;
+        let with_names = |path: &str, kind: Type| {
+            let mut doc = document(path);
+            doc.components = Some(
+                ComponentsBuilder::new()
+                    .schema("NamesDto", ObjectBuilder::new().schema_type(kind))
+                    .schema("Problem", ObjectBuilder::new().schema_type(Type::Object))
+                    .build(),
+            );
+            let operation = doc
+                .paths
+                .paths
+                .values_mut()
+                .next()
+                .unwrap()
+                .get
+                .as_mut()
+                .unwrap();
+            operation.responses.responses.insert(
+                "200".into(),
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description("ok")
+                        .content(
+                            "application/json",
+                            Content::new(Some(Ref::from_schema_name("NamesDto"))),
+                        )
+                        .build(),
+                ),
+            );
+            doc
+        };
+        let merged = merge([
+            ("index", with_names("/index/files", Type::Object)),
+            ("bpm", with_names("/bpm/definitions", Type::Array)),
+        ]);
+        let json = serde_json::to_value(&merged).unwrap();
+        let schemas = &json["components"]["schemas"];
+        assert_eq!(schemas["NamesDto"]["type"], "object");
+        assert_eq!(schemas["bpm_NamesDto"]["type"], "array");
+        // The same definition is shared, not copied.
+        assert!(schemas.get("bpm_Problem").is_none());
+        assert_eq!(
+            json["paths"]["/api/v1/bpm/definitions"]["get"]["responses"]["200"]["content"]
+                ["application/json"]["schema"]["$ref"],
+            "#/components/schemas/bpm_NamesDto"
+        );
+        assert_eq!(
+            json["paths"]["/api/v1/index/files"]["get"]["responses"]["200"]["content"]
+                ["application/json"]["schema"]["$ref"],
+            "#/components/schemas/NamesDto"
+        );
     }
 }

@@ -169,6 +169,13 @@ impl Proxy {
             .public_routes
             .is_public(req.method().as_str(), path);
         if !public {
+            // Another method of a public path, without a token: what the
+            // API documents for it is 405 (the path takes only its public
+            // methods), and it still never reaches the service.
+            let public_methods = self.rules.public_routes.public_methods(path);
+            if !public_methods.is_empty() && !matches!(verdict, Some(Ok(_))) {
+                return tramita_web::methods::method_not_allowed_response(&public_methods);
+            }
             match verdict {
                 Some(Ok(_)) => {}
                 Some(Err(error)) => return AuthError(error).error_response(),
