@@ -2572,3 +2572,121 @@ async fn client_changes_are_published_on_auth_events_without_secrets() {
     assert_eq!(last["roles"], json!(["clerk", "reader"]));
     auth.handle.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Found by scripts/contract (schemathesis against the OpenAPI document)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_client_name_with_a_control_character_is_refused_and_nothing_is_stored() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    // A NUL reached PostgreSQL, which refuses the byte: it was a 500.
+    let names = [
+        "Index\u{0}rebuild".to_owned(),
+        "Index\n".to_owned(),
+        "\u{1b}Index".to_owned(),
+        // 201 characters before trimming (they were counted after).
+        " ".repeat(200) + "x",
+    ];
+    for name in names {
+        let refused = auth
+            .post_json(
+                "/auth/clients",
+                Some(&admin),
+                &json!({"client_id": "svc-control", "name": name, "roles": ["reader"]}),
+            )
+            .await;
+        let problem = assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem["errors"][0]["field"], "name", "{name:?}");
+    }
+    create_client(&auth, &admin, "svc-ok").await;
+    let refused = auth
+        .patch_json("/auth/clients/svc-ok", &admin, &json!({"name": "A\u{0}B"}))
+        .await;
+    assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let page: Value = auth
+        .get("/auth/clients", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert!(items.iter().all(|c| c["client_id"] != "svc-control"));
+    let ok = items.iter().find(|c| c["client_id"] == "svc-ok").unwrap();
+    assert_eq!(
+        (&ok["name"], &ok["version"]),
+        (&json!("A machine"), &json!(1))
+    );
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn list_cursors_are_the_documented_last_key_and_passwords_at_most_256_characters() {
+    let auth = TestAuth::spawn().await;
+    let admin = auth.admin_token().await;
+    // Any key of the documented pattern is a place in the list (it was
+    // base64 of the key, so a documented-looking cursor was refused).
+    let after: Value = auth
+        .get("/auth/users?limit=100&cursor=admin", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(after["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|u| u["username"].as_str().unwrap() > "admin"));
+    for bad in ["Admin", "a%20b", "%00"] {
+        let refused = auth
+            .get(&format!("/auth/users?cursor={bad}"), Some(&admin))
+            .await;
+        let problem = assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem["errors"][0]["field"], "cursor", "{bad}");
+    }
+    for limit in [0, 101] {
+        let refused = auth
+            .get(&format!("/auth/users?limit={limit}"), Some(&admin))
+            .await;
+        assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    // The document says 256 characters at most (4-byte characters included).
+    let created = auth
+        .post_json(
+            "/auth/users",
+            Some(&admin),
+            &json!({"username": "long.password", "display_name": "Larga, Clave",
+                    "email": "long@example.org", "roles": ["reader"],
+                    "password": "\u{1F600}".repeat(256)}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let refused = auth
+        .post_json(
+            "/auth/users",
+            Some(&admin),
+            &json!({"username": "too.long", "display_name": "Larga, Clave",
+                    "email": "too@example.org", "roles": ["reader"],
+                    "password": "x".repeat(257)}),
+        )
+        .await;
+    let problem = assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "password");
+    auth.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_or_client_id_with_nul_is_refused_like_any_unknown_one() {
+    let auth = TestAuth::spawn().await;
+    // The throttling key kept the NUL and PostgreSQL refused it: a 500.
+    let login = auth
+        .login_from("ana\u{0}garcia", "whatever-password", Some("10.2.0.1"))
+        .await;
+    oauth_error(login, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let client = client_token(&auth, "svc\u{0}a", "whatever-secret", "10.2.0.2").await;
+    oauth_error(client, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    // The real users still get in.
+    let (_, _) = auth.tokens("clerk", "clerk-dev-only").await;
+    auth.handle.stop().await;
+}

@@ -43,9 +43,10 @@ impl Username {
     }
 
     /// The key a submitted login name is throttled under: lowercased and
-    /// trimmed, whether or not it is a valid or existing username.
+    /// trimmed, whether or not it is a valid or existing username, with NUL
+    /// (which PostgreSQL text cannot hold) written as U+FFFD.
     pub fn throttle_key(submitted: &str) -> String {
-        let mut key: String = submitted.trim().to_lowercase();
+        let mut key: String = submitted.trim().to_lowercase().replace('\0', "\u{FFFD}");
         // Bounded so a megabyte-long "username" cannot bloat the store.
         if let Some((cut, _)) = key.char_indices().nth(Self::MAX_LEN * 2) {
             key.truncate(cut);
@@ -345,6 +346,13 @@ mod tests {
             Username::throttle_key(&"é".repeat(1000)).chars().count(),
             128
         );
+    }
+
+    #[test]
+    fn the_throttle_key_of_a_name_with_nul_is_storable() {
+        // Found by scripts/contract: a login named "a\0b" was a 500
+        // (PostgreSQL refuses NUL in text).
+        assert_eq!(Username::throttle_key("A\0b"), "a\u{FFFD}b");
     }
 
     #[test]

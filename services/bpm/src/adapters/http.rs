@@ -855,7 +855,7 @@ fn definition_key(raw: &str) -> Result<Key, Problem> {
 /// The latest version of a definition.
 #[utoipa::path(
     get, path = "/bpm/definitions/{key}", tag = "definitions",
-    params(("key" = String, Path, description = "Definition key")),
+    params(("key" = String, Path, description = "Definition key", max_length = 64, pattern = r"^[a-z][a-z0-9_-]*$")),
     responses(
         (status = 200, description = "The latest version", body = DefinitionResponse),
         (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),
@@ -877,7 +877,7 @@ pub async fn get_definition(
 #[utoipa::path(
     get, path = "/bpm/definitions/{key}/versions/{version}", tag = "definitions",
     params(
-        ("key" = String, Path, description = "Definition key"),
+        ("key" = String, Path, description = "Definition key", max_length = 64, pattern = r"^[a-z][a-z0-9_-]*$"),
         ("version" = i32, Path, description = "Version"),
     ),
     responses(
@@ -1254,7 +1254,7 @@ fn parse_date(raw: &str) -> Result<NaiveDate, String> {
 /// Removes a holiday (admin).
 #[utoipa::path(
     delete, path = "/bpm/holidays/{date}", tag = "holidays",
-    params(("date" = String, Path, description = "The day, YYYY-MM-DD")),
+    params(("date" = chrono::NaiveDate, Path, description = "The day, YYYY-MM-DD")),
     responses(
         (status = 204, description = "Removed"),
         (status = 401, description = "No valid access token", body = Problem, content_type = "application/problem+json"),

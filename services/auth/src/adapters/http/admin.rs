@@ -584,7 +584,7 @@ pub async fn list_clients(
 /// Changes an API client.
 #[utoipa::path(
     patch, path = "/auth/clients/{id}", tag = "clients",
-    params(("id" = String, Path, description = "Client id")),
+    params(("id" = String, Path, description = "Client id", pattern = r"^[a-z0-9][a-z0-9._-]{2,63}$")),
     request_body = UpdateClientRequest,
     security(("bearer" = [])),
     responses(
@@ -629,7 +629,7 @@ pub async fn update_client(
 /// Disables an API client: it gets no more tokens.
 #[utoipa::path(
     post, path = "/auth/clients/{id}/disable", tag = "clients",
-    params(("id" = String, Path, description = "Client id")),
+    params(("id" = String, Path, description = "Client id", pattern = r"^[a-z0-9][a-z0-9._-]{2,63}$")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The disabled client", body = ClientResponse),
@@ -665,7 +665,7 @@ pub async fn disable_client(
 /// again, and the secret of the last answer is the one that works.
 #[utoipa::path(
     post, path = "/auth/clients/{id}/secret", tag = "clients",
-    params(("id" = String, Path, description = "Client id")),
+    params(("id" = String, Path, description = "Client id", pattern = r"^[a-z0-9][a-z0-9._-]{2,63}$")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The client and its new secret", body = CreatedClientResponse, headers(("cache-control" = String, description = "`no-store`"))),
