@@ -24,6 +24,7 @@ use tramita_messaging::KafkaSettings;
 use uuid::Uuid;
 
 mod gateway;
+mod memory;
 mod saga;
 mod stack;
 
@@ -394,7 +395,10 @@ async fn main() -> anyhow::Result<()> {
         "pipeline" => pipeline().await?,
         "gateway" => gateway::run().await?,
         "saga" => saga::run().await?,
-        other => anyhow::bail!("unknown benchmark {other:?}; available: pipeline, gateway, saga"),
+        "memory" => memory::run().await?,
+        other => {
+            anyhow::bail!("unknown benchmark {other:?}; available: pipeline, gateway, saga, memory")
+        }
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
     std::fs::create_dir_all(&dir)?;
