@@ -29,7 +29,7 @@ ensure_build_deps() {
 # them running leaves them running when it ends).
 infra_running() {
   local port
-  for port in 54320 9092 27017; do
+  for port in "${TRAMITA_PG_PORT:-54320}" "${TRAMITA_KAFKA_PORT:-9092}" "${TRAMITA_MONGO_PORT:-27017}"; do
     timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 1
   done
 }
