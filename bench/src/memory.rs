@@ -285,19 +285,27 @@ fn environment(
     Ok(env)
 }
 
-/// Fails unless every port of the benchmark is free.
-fn ports_free() -> anyhow::Result<()> {
-    let taken: Vec<u16> = SERVICES
-        .iter()
-        .map(|s| port(s))
-        .chain([GATEWAY_INTERNAL_PORT])
-        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
-        .collect();
-    anyhow::ensure!(
-        taken.is_empty(),
-        "ports {taken:?} are in use: another memory benchmark running?"
-    );
-    Ok(())
+/// Waits (up to 90 s) until every port of the benchmark is free. The ports
+/// lie in the ephemeral range, so a client connection elsewhere may hold
+/// one for a while (and its TIME-WAIT for a minute).
+async fn ports_free() -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let taken: Vec<u16> = SERVICES
+            .iter()
+            .map(|s| port(s))
+            .chain([GATEWAY_INTERNAL_PORT])
+            .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+            .collect();
+        if taken.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ports {taken:?} are in use: another memory benchmark running?"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 async fn wait_ready(
@@ -574,7 +582,7 @@ async fn interrupted() -> anyhow::Error {
 /// every way out.
 pub async fn run() -> anyhow::Result<serde_json::Value> {
     let params = Params::from_env()?;
-    ports_free()?;
+    ports_free().await?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the repository root")?
