@@ -51,7 +51,6 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// Quiet time after the load before the last reading.
 const AFTER_LOAD: Duration = Duration::from_secs(10);
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
-const BOUNDARY: &str = "tramita-bench-memory-boundary";
 const PASSWORD_GRANT: &str = "grant_type=password&username=clerk&password=clerk-dev-only";
 
 fn port(service: &str) -> u16 {
@@ -410,33 +409,8 @@ async fn saga(
     token: &str,
     n: u64,
 ) -> anyhow::Result<Uuid> {
-    let mut body = Vec::new();
-    body.extend(format!("--{BOUNDARY}\r\n").as_bytes());
-    body.extend(
-        format!("Content-Disposition: form-data; name=\"file\"; filename=\"doc-{n}.pdf\"\r\n")
-            .as_bytes(),
-    );
-    body.extend(b"Content-Type: application/pdf\r\n\r\n");
-    body.extend(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n");
-    body.extend(format!("1 0 obj << /N {n} >> endobj\n%%EOF\n").as_bytes());
-    body.extend(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    let response = client
-        .post(format!("{gateway}/api/v1/docs/uploads"))
-        .bearer_auth(token)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status().as_u16() == 201,
-        "upload answered {}",
-        response.status()
-    );
-    let staged: serde_json::Value = response.json().await?;
-    let upload = staged["id"].as_str().context("no upload id")?.to_owned();
+    // The gateway's prefix stands where docs' own address would.
+    let upload = crate::stage_upload(client, &format!("{gateway}/api/v1"), token, n).await?;
     let response = client
         .post(format!("{gateway}/api/v1/files"))
         .bearer_auth(token)
