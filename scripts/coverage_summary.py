@@ -116,6 +116,13 @@ def main() -> int:
         "skipped": [
             "tests/saga_crash.rs: kills uninstrumented service binaries, adds no coverage",
         ],
+        "caveat": (
+            "cargo-tarpaulin's LLVM engine counts the entry line of an async fn of a generic "
+            "type (the services' app/ use cases, generic over their ports) but not the lines of "
+            "its body, even where the HTTP tests run them (files' FileService::create: entry "
+            "hit, body 0): app/ figures are a floor, not a measurement; domain/ and adapters/ "
+            "(not generic) are measured"
+        ),
         "goal_percent_domain_and_app": GOAL,
         "total": total.json(),
         "crates": {crate: crates[crate].json() for crate in sorted(crates)},
