@@ -432,32 +432,21 @@ async fn saga(
     )?)
 }
 
-/// Waits until none of `ids` is pending in the files database; how many
-/// ended active.
+/// Waits until none of `ids` is pending in the files database (the saga
+/// benchmark's [`crate::saga::drain`]); how many ended active.
 async fn sagas_ended(files: &sqlx::PgPool, ids: &[Uuid], limit: Duration) -> anyhow::Result<i64> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM files WHERE id = ANY($1) AND status = 'pending'",
-        )
-        .bind(ids)
-        .fetch_one(files)
-        .await?;
-        if pending == 0 {
-            return Ok(sqlx::query_scalar(
-                "SELECT count(*) FROM files WHERE id = ANY($1) AND status = 'active'",
-            )
+    let pending = crate::saga::drain(files, ids, limit).await?;
+    anyhow::ensure!(
+        pending == 0,
+        "{pending} sagas still pending after {} s",
+        limit.as_secs()
+    );
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM files WHERE id = ANY($1) AND status = 'active'")
             .bind(ids)
             .fetch_one(files)
-            .await?);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{pending} sagas still pending after {} s",
-            limit.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            .await?,
+    )
 }
 
 /// Every service answers through the gateway, and a few sagas run to the end.

@@ -216,7 +216,11 @@ async fn create(
 
 /// Waits until none of `ids` is pending, polling every 250 ms, at most
 /// `limit`; returns how many are still pending.
-async fn drain(pool: &sqlx::PgPool, ids: &[Uuid], limit: Duration) -> anyhow::Result<i64> {
+pub(crate) async fn drain(
+    pool: &sqlx::PgPool,
+    ids: &[Uuid],
+    limit: Duration,
+) -> anyhow::Result<i64> {
     let deadline = Instant::now() + limit;
     loop {
         let pending: i64 = sqlx::query_scalar(
