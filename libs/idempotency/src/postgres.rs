@@ -64,7 +64,7 @@ impl PgIdempotencyStore {
 
     /// Creates the table when missing. Safe to call from every replica at
     /// start.
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     pub async fn ensure_schema(&self) -> anyhow::Result<()> {
         let mut tx = self
             .pool
@@ -99,7 +99,7 @@ struct Held {
 }
 
 impl IdempotencyStore for PgIdempotencyStore {
-    #[tracing::instrument(skip_all, fields(key = claim.key.as_str()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(key = claim.key.as_str())))]
     async fn begin(&self, claim: &Claim) -> anyhow::Result<Begun> {
         // A row can change between the claim and the read (released,
         // expired); then the claim is tried again.
@@ -158,7 +158,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         Ok(Begun::InFlight)
     }
 
-    #[tracing::instrument(skip_all, fields(key = claim.key.as_str()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(key = claim.key.as_str())))]
     async fn renew(&self, claim: &Claim) -> anyhow::Result<bool> {
         let renewed = sqlx::query(
             "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $4) \
@@ -175,7 +175,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         Ok(renewed == 1)
     }
 
-    #[tracing::instrument(skip_all, fields(key = claim.key.as_str(), status = response.status))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(key = claim.key.as_str(), status = response.status)))]
     async fn complete(
         &self,
         claim: &Claim,
@@ -202,7 +202,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         Ok(stored == 1)
     }
 
-    #[tracing::instrument(skip_all, fields(key = claim.key.as_str()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(key = claim.key.as_str())))]
     async fn release(&self, claim: &Claim) -> anyhow::Result<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys \

@@ -170,7 +170,7 @@ impl MongoStore {
 
     /// Creates the outbox, inbox and counter collections and their indexes
     /// when missing. Idempotent; safe from several replicas at once.
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     pub async fn ensure_schema(&self) -> anyhow::Result<()> {
         for name in [OUTBOX, INBOX, SEQUENCES] {
             match self.db.create_collection(name).await {
@@ -241,7 +241,7 @@ impl MongoStore {
 /// document of that aggregate, so that MongoDB makes them conflict: that
 /// is what keeps the aggregate's messages in commit order (see the module
 /// documentation).
-#[tracing::instrument(skip_all, fields(topic, message_type = %envelope.message_type))]
+#[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(topic, message_type = %envelope.message_type)))]
 pub async fn enqueue(
     session: &mut ClientSession,
     db: &Database,
@@ -415,7 +415,7 @@ impl OutboxStore for MongoStore {
     type Claim = MongoClaim;
     type Wakeups = ();
 
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     async fn claim(
         &self,
         limit: i64,

@@ -246,7 +246,10 @@ impl<S: OutboxStore> OutboxRelay<S> {
     /// order (skipping those blocked behind an older unsent row held
     /// elsewhere) and waits for the broker's acknowledgements, leaving the
     /// rows claimed and unmarked.
-    #[tracing::instrument(skip_all, fields(claimed, blocked))]
+    #[cfg_attr(
+        not(tarpaulin),
+        tracing::instrument(skip_all, fields(claimed, blocked))
+    )]
     pub async fn claim_and_publish(&self) -> anyhow::Result<PublishedBatch<S>> {
         let batch = self
             .store

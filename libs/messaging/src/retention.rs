@@ -78,7 +78,7 @@ pub struct Swept {
 }
 
 /// Deletes sent outbox rows and inbox rows older than their retention.
-#[tracing::instrument(skip_all)]
+#[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
 pub async fn sweep<S: MessageStore + OutboxStore>(
     store: &S,
     config: &RetentionConfig,

@@ -98,7 +98,7 @@ const CLIENT_COLUMNS: &str =
     "client_id, name, secret_hash, roles, enabled, version, created_at, updated_at";
 
 impl UserRepository for PgAuthStore {
-    #[tracing::instrument(skip_all, fields(user_id = %user.id.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(user_id = %user.id.0)))]
     async fn insert_user(
         &self,
         user: &User,
@@ -141,7 +141,7 @@ impl UserRepository for PgAuthStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %user.id.0, expected_version))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(user_id = %user.id.0, expected_version)))]
     async fn update_user(
         &self,
         user: &User,
@@ -261,7 +261,7 @@ impl UserRepository for PgAuthStore {
 }
 
 impl ClientRepository for PgAuthStore {
-    #[tracing::instrument(skip_all, fields(client_id = client.id.as_str()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(client_id = client.id.as_str())))]
     async fn insert_client(
         &self,
         client: &ApiClient,
@@ -303,7 +303,7 @@ impl ClientRepository for PgAuthStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(client_id = client.id.as_str(), expected_version))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(client_id = client.id.as_str(), expected_version)))]
     async fn update_client(
         &self,
         client: &ApiClient,
@@ -389,7 +389,7 @@ impl ClientRepository for PgAuthStore {
 }
 
 impl SessionStore for PgAuthStore {
-    #[tracing::instrument(skip_all, fields(user_id = %user.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(user_id = %user.0)))]
     async fn start_family(
         &self,
         user: UserId,
@@ -414,7 +414,7 @@ impl SessionStore for PgAuthStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     async fn rotate(
         &self,
         presented: &TokenHash,
@@ -467,7 +467,7 @@ impl SessionStore for PgAuthStore {
         Ok(UserId(row.try_get("user_id").context("user_id")?))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     async fn revoke_family_of(&self, token: &TokenHash, now: DateTime<Utc>) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE refresh_families SET revoked_at = $2 WHERE revoked_at IS NULL AND id = \
@@ -506,7 +506,7 @@ impl LoginThrottle for PgAuthStore {
         .context("read throttling locks")
     }
 
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     async fn reserve(
         &self,
         keys: &[ThrottleKey],
@@ -575,7 +575,7 @@ impl LoginThrottle for PgAuthStore {
         Ok(Ok(()))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     async fn record_failure(&self, keys: &[ThrottleKey], now: DateTime<Utc>) -> anyhow::Result<()> {
         let forget_before = now - chrono::Duration::from_std(LoginBackoff::FORGET_AFTER)?;
         let mut tx = self.pool.begin().await.context("begin record failure")?;
@@ -645,7 +645,7 @@ impl LoginThrottle for PgAuthStore {
 const SWEEP_CHUNK: i64 = 5_000;
 
 impl RetentionStore for PgAuthStore {
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     async fn sweep(
         &self,
         refresh_retention: std::time::Duration,
@@ -761,7 +761,7 @@ impl PgAuthStore {
 }
 
 impl SigningKeyStore for PgAuthStore {
-    #[tracing::instrument(skip_all, fields(kek_id = self.keks.current_id()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(kek_id = self.keks.current_id())))]
     async fn seal_stored_keys(&self) -> Result<SealedAtRest, KeyStoreError> {
         let mut tx = self.pool.begin().await.context("begin seal keys")?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -162,7 +162,7 @@ impl CommandHandler {
 
     /// Removes the file's process (with its history) if it has one,
     /// announces it, and answers `ProcessCancelled` either way.
-    #[tracing::instrument(skip_all, fields(file_id = %command.file_id, saga_id = %command.saga_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %command.file_id, saga_id = %command.saga_id)))]
     async fn cancel(
         &self,
         conn: &mut PgConnection,
@@ -196,7 +196,7 @@ impl CommandHandler {
     }
 
     /// Starts the process unless the file has one, and answers.
-    #[tracing::instrument(skip_all, fields(file_id = %command.file_id, saga_id = %command.saga_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %command.file_id, saga_id = %command.saga_id)))]
     async fn start(
         &self,
         conn: &mut PgConnection,

@@ -512,7 +512,7 @@ pub async fn delete_process(
 }
 
 impl DefinitionStore for PgBpmStore {
-    #[tracing::instrument(skip_all, fields(key = %definition.key()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(key = %definition.key())))]
     async fn publish(
         &self,
         definition: ValidDefinition,
@@ -549,7 +549,7 @@ impl DefinitionStore for PgBpmStore {
         Ok(definition)
     }
 
-    #[tracing::instrument(skip_all, fields(key = %definition.key, version = definition.version))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(key = %definition.key, version = definition.version)))]
     async fn install(&self, definition: &Definition) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await.context("begin install")?;
         // A concurrent insert of the same key and version waits on the
@@ -603,7 +603,7 @@ impl DefinitionStore for PgBpmStore {
 }
 
 impl ProcessStore for PgBpmStore {
-    #[tracing::instrument(skip_all, fields(file_id = %file_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file_id)))]
     async fn get(&self, file_id: Uuid) -> anyhow::Result<Option<Process>> {
         let mut tx = self.pool.begin().await.context("begin read")?;
         // One snapshot for the process and its history.
@@ -616,7 +616,7 @@ impl ProcessStore for PgBpmStore {
         Ok(process)
     }
 
-    #[tracing::instrument(skip_all, fields(file_id = %process.file_id, expected_version))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %process.file_id, expected_version)))]
     async fn save(
         &self,
         process: &Process,
@@ -689,7 +689,7 @@ impl HolidayStore for PgBpmStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, fields(date = %holiday.date))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(date = %holiday.date)))]
     async fn add(&self, holiday: &Holiday) -> Result<(), AddHolidayError> {
         let inserted = sqlx::query(
             "INSERT INTO holidays (day, name, created_at, created_by_id, created_by_name) \
@@ -727,7 +727,7 @@ impl HolidayStore for PgBpmStore {
 }
 
 impl DeadlineStore for PgBpmStore {
-    #[tracing::instrument(skip_all, fields(%today))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(%today)))]
     async fn sweep(&self, today: NaiveDate, days_before: u32, limit: i64) -> anyhow::Result<usize> {
         let mut tx = self.pool.begin().await.context("begin sweep")?;
         // Candidates: open visits of running processes with a clock that

@@ -198,7 +198,7 @@ where
 
     /// Installs the standard procedure as `standard` version 1 unless it
     /// exists; safe with several replicas starting at once.
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     pub async fn install_standard(&self) -> anyhow::Result<()> {
         if self.store.install(&standard_definition(now())).await? {
             tracing::info!("standard procedure installed as version 1");
@@ -207,7 +207,7 @@ where
     }
 
     /// Validates `draft` and publishes it as the next version of its key.
-    #[tracing::instrument(skip_all, fields(key = ?draft.key))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(key = ?draft.key)))]
     pub async fn publish(
         &self,
         draft: &DefinitionDraft,
@@ -220,13 +220,13 @@ where
     }
 
     /// The latest version of every definition.
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     pub async fn definitions(&self) -> anyhow::Result<Vec<Definition>> {
         self.store.list_latest().await
     }
 
     /// One definition: version `version`, or the latest.
-    #[tracing::instrument(skip_all, fields(key = %key, version))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(key = %key, version)))]
     pub async fn definition(
         &self,
         key: &Key,
@@ -253,7 +253,7 @@ where
     }
 
     /// The process of a file with its pinned definition.
-    #[tracing::instrument(skip_all, fields(file_id = %file_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file_id)))]
     pub async fn process(&self, file_id: Uuid) -> Result<ProcessView, GetProcessError> {
         let process = self
             .store
@@ -321,7 +321,7 @@ where
     }
 
     /// Moves a process along a transition the caller's roles allow.
-    #[tracing::instrument(skip_all, fields(file_id = %command.file_id, to = %command.to))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %command.file_id, to = %command.to)))]
     pub async fn transition(
         &self,
         command: TransitionCommand,
@@ -346,7 +346,7 @@ where
     }
 
     /// Stops a process's clock.
-    #[tracing::instrument(skip_all, fields(file_id = %file_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file_id)))]
     pub async fn suspend(
         &self,
         file_id: Uuid,
@@ -361,7 +361,7 @@ where
     }
 
     /// Starts a process's clock again.
-    #[tracing::instrument(skip_all, fields(file_id = %file_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file_id)))]
     pub async fn resume(
         &self,
         file_id: Uuid,
@@ -383,7 +383,7 @@ where
     }
 
     /// Extends the current phase's deadline, once.
-    #[tracing::instrument(skip_all, fields(file_id = %command.file_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %command.file_id)))]
     pub async fn extend(
         &self,
         command: ExtendCommand,
@@ -409,7 +409,7 @@ where
     }
 
     /// Moves a running process to a newer version of its definition.
-    #[tracing::instrument(skip_all, fields(file_id = %command.file_id, version = command.version))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %command.file_id, version = command.version)))]
     pub async fn migrate(
         &self,
         command: MigrateCommand,
@@ -435,21 +435,21 @@ where
     }
 
     /// The holidays of `year`, or all.
-    #[tracing::instrument(skip_all, fields(year))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(year)))]
     pub async fn holiday_list(&self, year: Option<i32>) -> anyhow::Result<Vec<Holiday>> {
         self.store.list(year).await
     }
 
     /// Adds a holiday. Due dates already given keep their value; phases
     /// entered from now on count it.
-    #[tracing::instrument(skip_all, fields(date = %holiday.date))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(date = %holiday.date)))]
     pub async fn add_holiday(&self, holiday: Holiday) -> Result<Holiday, AddHolidayError> {
         self.store.add(&holiday).await?;
         Ok(holiday)
     }
 
     /// Removes a holiday.
-    #[tracing::instrument(skip_all, fields(date = %date))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(date = %date)))]
     pub async fn remove_holiday(&self, date: NaiveDate) -> Result<(), RemoveHolidayError> {
         if self.store.remove(date).await? {
             Ok(())
@@ -460,7 +460,7 @@ where
 
     /// One pass of the deadline sweeper: emits every alert due today, in
     /// batches, until none is left. Returns how many were emitted.
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     pub async fn sweep_deadlines(&self) -> anyhow::Result<usize> {
         const BATCH: i64 = 200;
         let today = self.moment().today;

@@ -363,7 +363,7 @@ impl DocsCommands {
 
 impl MessageHandler<MongoStore> for DocsCommands {
     /// Applies `envelope` in `session`'s transaction.
-    #[tracing::instrument(skip_all, fields(message_type = %envelope.message_type, message_id = %envelope.message_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(message_type = %envelope.message_type, message_id = %envelope.message_id)))]
     async fn handle(
         &self,
         session: &mut ClientSession,
@@ -535,7 +535,7 @@ impl MessageHandler<MongoStore> for FilesEvents {
     /// that do not parse are permanent errors; other `files.*` types are
     /// applied when they carry a snapshot (new types the files service may
     /// add, such as a file finishing) and ignored otherwise.
-    #[tracing::instrument(skip_all, fields(message_type = %envelope.message_type, message_id = %envelope.message_id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(message_type = %envelope.message_type, message_id = %envelope.message_id)))]
     async fn handle(
         &self,
         session: &mut ClientSession,

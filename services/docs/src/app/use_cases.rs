@@ -209,7 +209,7 @@ impl<S: DocsStore, C: ContentStore> Receiving<'_, S, C> {
 
     /// Ends the content: stores what is left and stages the upload; on a
     /// refusal or error, nothing is left stored.
-    #[tracing::instrument(skip_all, fields(upload_id = %self.record.id.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(upload_id = %self.record.id.0)))]
     pub async fn finish(mut self) -> Result<Upload, ReceiveError> {
         let (rest, inspected) = match self.inspection.finish() {
             Ok(finished) => finished,
@@ -258,7 +258,7 @@ impl<S: DocsStore, C: ContentStore> Receiving<'_, S, C> {
     }
 
     /// Gives up: deletes what was stored and the upload's record.
-    #[tracing::instrument(skip_all, fields(upload_id = %self.record.id.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(upload_id = %self.record.id.0)))]
     pub async fn abandon(self) {
         discard(self.service, self.record.id, Some(self.writer)).await;
     }
@@ -305,7 +305,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
 
     /// Starts receiving a file called `name`, declared by the client as
     /// `declared`, sent by `actor`.
-    #[tracing::instrument(skip_all, fields(name = name.as_str()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(name = name.as_str())))]
     pub async fn receive(
         &self,
         name: DocumentName,
@@ -340,7 +340,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
     }
 
     /// Deletes a received upload that will not be used.
-    #[tracing::instrument(skip_all, fields(upload_id = %id.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(upload_id = %id.0)))]
     pub async fn discard(&self, id: UploadId) {
         discard(self, id, None).await;
     }
@@ -359,7 +359,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
 
     /// Adds a received upload to `file`: a new document, or a new version
     /// of the document with its name. On a refusal the upload is discarded.
-    #[tracing::instrument(skip_all, fields(file_id = %file.0, upload_id = %upload.id.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file.0, upload_id = %upload.id.0)))]
     pub async fn add_document(
         &self,
         file: FileId,
@@ -445,7 +445,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
     /// Makes upload `upload_id` the next version of the document of `file`
     /// with its name (a new document if none), in `tx`, announcing it with
     /// `cause`. Refusals change nothing.
-    #[tracing::instrument(skip_all, fields(file_id = %file.0, upload_id = %upload_id.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file.0, upload_id = %upload_id.0)))]
     pub async fn attach_in(
         &self,
         tx: &mut S::Tx,
@@ -506,7 +506,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
     /// Removes `document` of `file` and (through the sweeper) its contents,
     /// in `tx`, announcing it with `cause`. A document that is not there, or
     /// not of that file, is already gone.
-    #[tracing::instrument(skip_all, fields(file_id = %file.0, document_id = %document.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file.0, document_id = %document.0)))]
     pub async fn remove_in(
         &self,
         tx: &mut S::Tx,
@@ -547,7 +547,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
 
     /// A page of the documents of `file`, after `after`, at most `limit`
     /// (bounded to [`MAX_PAGE`]).
-    #[tracing::instrument(skip_all, fields(file_id = %file.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file.0)))]
     pub async fn list(
         &self,
         file: FileId,
@@ -577,7 +577,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
     }
 
     /// The document with `id` and all its versions.
-    #[tracing::instrument(skip_all, fields(document_id = %id.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(document_id = %id.0)))]
     pub async fn get(&self, id: DocumentId) -> Result<Document, GetDocumentError> {
         self.store
             .document(id)
@@ -615,7 +615,7 @@ impl<S: DocsStore, C: ContentStore> DocsService<S, C> {
 
     /// Deletes expired uploads and the contents of removed documents, and
     /// forgets old upload records. Safe to run on several replicas at once.
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
         const BATCH: usize = 100;
         let mut report = SweepReport::default();

@@ -80,7 +80,7 @@ impl<S: SagaStore> SagaService<S> {
 
     /// Applies `reply` to saga `saga_id` inside `tx` (the consumer's inbox
     /// transaction), writing what it causes there too.
-    #[tracing::instrument(skip_all, fields(saga_id = %saga_id.0, step = %reply.step))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(saga_id = %saga_id.0, step = %reply.step)))]
     pub async fn on_reply_in(
         &self,
         tx: &mut S::Tx,
@@ -111,7 +111,7 @@ impl<S: SagaStore> SagaService<S> {
     /// Claims up to `limit` sagas whose step deadline passed at `now` and
     /// applies the timeout to each, in one transaction. Safe to run on
     /// several replicas at once: each saga is claimed by one.
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     pub async fn sweep(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<SweepReport> {
         let mut tx = self.store.begin().await?;
         let expired = self.store.claim_expired(&mut tx, now, limit).await?;
@@ -143,7 +143,7 @@ impl<S: SagaStore> SagaService<S> {
 
     /// Finishes the active file `file_id` whose process reached its
     /// terminal phase, inside `tx`.
-    #[tracing::instrument(skip_all, fields(file_id = %file_id.0))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %file_id.0)))]
     pub async fn on_process_finished_in(
         &self,
         tx: &mut S::Tx,

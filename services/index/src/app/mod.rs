@@ -154,13 +154,13 @@ impl<S: FileReadStore> IndexQueries<S> {
     }
 
     /// A page of files.
-    #[tracing::instrument(skip_all, fields(limit = query.limit.get()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(limit = query.limit.get())))]
     pub async fn list(&self, query: &FileListQuery) -> anyhow::Result<Page> {
         self.store.list(query, self.today()).await
     }
 
     /// The whole case of one file, with display names.
-    #[tracing::instrument(skip_all, fields(file_id = %id))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %id)))]
     pub async fn get(&self, id: Uuid) -> Result<FileDetail, GetFileError> {
         let stored = self.store.get(id).await?.ok_or(GetFileError::NotFound)?;
         let file = stored.document.file.clone().ok_or(GetFileError::NotFound)?;
@@ -175,7 +175,7 @@ impl<S: FileReadStore> IndexQueries<S> {
     }
 
     /// A page of one file's timeline.
-    #[tracing::instrument(skip_all, fields(file_id = %id, limit = query.limit.get()))]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all, fields(file_id = %id, limit = query.limit.get())))]
     pub async fn timeline(
         &self,
         id: Uuid,
@@ -254,7 +254,7 @@ impl<S: ProjectionStore> Projector<S> {
 
     /// Applies `event` inside `tx`: a file's document and timeline, a
     /// user's display name, or a procedure's names.
-    #[tracing::instrument(skip_all)]
+    #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     pub async fn apply(&self, tx: &mut S::Tx, event: &IndexEvent) -> Result<(), ProjectError> {
         match event {
             IndexEvent::File {
