@@ -296,6 +296,32 @@ pub fn bearer_client(token: &str) -> reqwest::Client {
         .expect("build an HTTP client")
 }
 
+/// Sends `method` to `url` and asserts that the answer names exactly
+/// `allow` in its `Allow` header (what a 405 must carry). Returns the answer
+/// for the caller's own checks of its status and problem body.
+pub async fn send_expecting_allow(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    allow: &str,
+) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let response = client
+        .request(method.clone(), url)
+        .send()
+        .await
+        .expect("the service answers");
+    assert_eq!(
+        response
+            .headers()
+            .get(reqwest::header::ALLOW)
+            .map(|v| v.to_str().expect("an ASCII Allow header")),
+        Some(allow),
+        "{method} {url}"
+    );
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

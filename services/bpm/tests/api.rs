@@ -1662,20 +1662,8 @@ async fn an_undeclared_method_on_a_known_path_is_405_naming_the_allowed_ones() {
         ("DELETE", format!("/bpm/processes/{file_id}"), "GET"),
         ("GET", format!("/bpm/processes/{file_id}/extend"), "POST"),
     ] {
-        let response = bpm
-            .admin
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-                bpm.url(&path),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.headers().get("allow").map(|v| v.to_str().unwrap()),
-            Some(allow),
-            "{method} {path}"
-        );
+        let response =
+            tramita_testkit::send_expecting_allow(&bpm.admin, method, &bpm.url(&path), allow).await;
         assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
     }
     bpm.handle.stop().await;

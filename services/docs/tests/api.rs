@@ -1605,21 +1605,10 @@ async fn an_undeclared_method_on_a_known_path_is_405_naming_the_allowed_ones() {
             "GET",
         ),
     ] {
-        let response = docs
-            .client
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-                docs.url(&path),
-            )
-            .send()
-            .await
-            .unwrap();
         // It had no Allow header.
-        assert_eq!(
-            response.headers().get("allow").map(|v| v.to_str().unwrap()),
-            Some(allow),
-            "{method} {path}"
-        );
+        let response =
+            tramita_testkit::send_expecting_allow(&docs.client, method, &docs.url(&path), allow)
+                .await;
         assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
     }
     docs.handle.stop().await;

@@ -1636,20 +1636,13 @@ async fn an_undeclared_method_on_a_known_path_is_405_naming_the_allowed_ones() {
         ("PATCH", "/files/initial-options".to_owned(), "GET"),
         ("DELETE", format!("/files/{id}"), "GET, PATCH"),
     ] {
-        let response = files
-            .client
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-                format!("{}{path}", files.base),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.headers().get("allow").map(|v| v.to_str().unwrap()),
-            Some(allow),
-            "{method} {path}"
-        );
+        let response = tramita_testkit::send_expecting_allow(
+            &files.client,
+            method,
+            &format!("{}{path}", files.base),
+            allow,
+        )
+        .await;
         assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
     }
     let unknown = files
