@@ -58,8 +58,12 @@
 //! older of its aggregate was acknowledged by the broker. Lease times are
 //! the relays' clocks, so they should agree within a fraction of a lease.
 //!
-//! Relays are woken by polling only (`poll_interval`): change streams need
-//! a replica set and are not relied on.
+//! Change streams need a replica set and are not relied on, so a relay is
+//! woken in-process instead: whoever commits a transaction that may have
+//! written outbox documents calls [`OutboxWake::wake`] (the store's own
+//! inbox transactions do it in [`MessageStore::commit`]; a service's store
+//! holds [`MongoStore::wake`]'s handle). Documents written by another
+//! replica are found by polling (`poll_interval`).
 //!
 //! # Inbox
 //!
@@ -81,6 +85,7 @@
 //! does for PostgreSQL outages.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -124,12 +129,26 @@ const OUTAGE_CODES: &[i32] = &[
     6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436, 112,
 ];
 
+/// Wakes the outbox relay of this process: call [`OutboxWake::wake`] after
+/// committing a transaction that may have written outbox documents. A wake
+/// given while the relay is busy is kept until it next waits.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxWake(Arc<tokio::sync::Notify>);
+
+impl OutboxWake {
+    /// Outbox documents may have been committed: the relay looks now.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// A service's MongoDB database as the messaging backbone's store.
 #[derive(Debug, Clone)]
 pub struct MongoStore {
     client: Client,
     db: Database,
     lease: Duration,
+    wake: OutboxWake,
 }
 
 impl MongoStore {
@@ -140,7 +159,14 @@ impl MongoStore {
             client,
             db,
             lease: DEFAULT_LEASE,
+            wake: OutboxWake::default(),
         }
+    }
+
+    /// What wakes the relays over this store (and its clones) in this
+    /// process, for the service's own commits.
+    pub fn wake(&self) -> OutboxWake {
+        self.wake.clone()
     }
 
     /// The same store with relays' claims lasting `lease` (at least twice
@@ -366,7 +392,9 @@ impl MessageStore for MongoStore {
     async fn commit(&self, mut tx: Self::Tx) -> anyhow::Result<()> {
         tx.commit_transaction()
             .await
-            .context("commit inbox transaction")
+            .context("commit inbox transaction")?;
+        self.wake.wake();
+        Ok(())
     }
 
     async fn rollback(&self, mut tx: Self::Tx) -> anyhow::Result<()> {
@@ -413,7 +441,7 @@ impl MongoClaim {
 
 impl OutboxStore for MongoStore {
     type Claim = MongoClaim;
-    type Wakeups = ();
+    type Wakeups = OutboxWake;
 
     #[cfg_attr(not(tarpaulin), tracing::instrument(skip_all))]
     async fn claim(
@@ -634,11 +662,11 @@ impl OutboxStore for MongoStore {
     }
 
     async fn wakeups(&self) -> anyhow::Result<Self::Wakeups> {
-        Ok(())
+        Ok(self.wake.clone())
     }
 
-    async fn next_wakeup(_: &mut Self::Wakeups) {
-        std::future::pending::<()>().await;
+    async fn next_wakeup(wakeups: &mut Self::Wakeups) {
+        wakeups.0.notified().await;
     }
 
     async fn parked(&self) -> anyhow::Result<Vec<ParkedRow>> {

@@ -129,6 +129,56 @@ async fn only_committed_messages_are_published_and_they_are_marked_sent() {
     assert_eq!(row.get("lease_owner"), None, "its lease is gone: {row}");
 }
 
+#[tokio::test]
+async fn a_commit_in_the_relays_process_wakes_it_before_its_poll() {
+    let (infra, kafka, store) = setup().await;
+    let topic = kafka.topic("wake.events");
+    kafka
+        .ensure_topics(std::slice::from_ref(&topic), 1)
+        .await
+        .unwrap();
+    let relay = relay(
+        &store,
+        &kafka,
+        RelayConfig {
+            // So long that only a wake can explain a quick publish.
+            poll_interval: Duration::from_secs(600),
+            ..RelayConfig::default()
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A service's own transaction, then the wake its store gives.
+    let first = Envelope::new("test.Thing.v1", "agg", json!({"n": 1}));
+    emit(&store, &topic, &first).await;
+    store.wake().wake();
+    let published = infra.read_topic(&topic, 1, Duration::from_secs(20)).await;
+    assert_eq!(published.len(), 1, "woken by the service's wake");
+
+    // A consumer's inbox transaction wakes it by itself.
+    let second = Envelope::new("test.Thing.v1", "other", json!({"n": 2}));
+    let mut tx = store.begin().await.unwrap();
+    touch_aggregate(&mut tx, store.database(), "other").await;
+    mongo::enqueue(&mut tx, store.database(), &topic, &second)
+        .await
+        .unwrap();
+    store.commit(tx).await.unwrap();
+    let published = infra.read_topic(&topic, 2, Duration::from_secs(20)).await;
+    let ids: HashSet<String> = published
+        .iter()
+        .map(|m| header(m, "message-id").unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        HashSet::from([first.message_id.to_string(), second.message_id.to_string()]),
+        "woken by the inbox transaction's commit"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
 /// The first copy of each message in topic order, checked per aggregate
 /// against the `version` in its payload; returns the ids seen more than once.
 fn assert_each_aggregates_order(

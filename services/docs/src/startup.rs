@@ -211,7 +211,7 @@ impl Application {
         let metrics = tramita_web::metrics("docs", registry)?;
 
         let docs = Arc::new(DocsService::new(
-            MongoDocsStore::new(client.clone(), database.clone(), events_topic),
+            MongoDocsStore::new(client.clone(), database.clone(), events_topic, store.wake()),
             GridFsContentStore::new(&database),
             settings.policy(),
             chrono::Duration::from_std(settings.upload_ttl).context("DOCS_UPLOAD_TTL")?,

@@ -17,6 +17,7 @@ use mongodb::gridfs::{GridFsBucket, GridFsUploadStream};
 use mongodb::options::{GridFsBucketOptions, IndexOptions};
 use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use tramita_messaging::mongo::OutboxWake;
 use uuid::Uuid;
 
 use crate::app::{
@@ -409,12 +410,15 @@ pub struct MongoDocsStore {
     uploads: Collection<UploadDoc>,
     files: Collection<FileDoc>,
     trash: Collection<TrashDoc>,
+    relay: OutboxWake,
 }
 
 impl MongoDocsStore {
-    /// A store in `db`, announcing on `events_topic` (full name).
-    pub fn new(client: Client, db: Database, events_topic: String) -> Self {
+    /// A store in `db`, announcing on `events_topic` (full name), that wakes
+    /// `relay` after each commit.
+    pub fn new(client: Client, db: Database, events_topic: String, relay: OutboxWake) -> Self {
         Self {
+            relay,
             documents: db.collection(DOCUMENTS),
             uploads: db.collection(UPLOADS),
             files: db.collection(FILES),
@@ -460,7 +464,10 @@ impl DocsStore for MongoDocsStore {
         loop {
             attempt += 1;
             match tx.commit_transaction().await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.relay.wake();
+                    return Ok(());
+                }
                 // The commit is idempotent: asking again is how the driver
                 // specification resolves an unknown outcome.
                 Err(error)
