@@ -369,9 +369,6 @@ impl Application {
                 ))
             })
             .collect();
-        // Built here once to fail fast; each worker builds its own below.
-        UpstreamClient::build(settings.pool_max_idle_per_host)
-            .context("build the upstream HTTP client")?;
         let pool_max_idle_per_host = settings.pool_max_idle_per_host;
         let validator = Arc::new(TokenValidator::new(
             ValidationSettings::new(settings.issuer.clone(), settings.audience.clone()),
@@ -478,10 +475,9 @@ impl Application {
                 .wrap(tracing_actix_web::TracingLogger::<RequestSpan>::new())
                 .wrap(actix_web::middleware::from_fn(request_id))
                 .app_data(proxy.clone())
-                .app_data(web::Data::new(
-                    UpstreamClient::build(pool_max_idle_per_host)
-                        .expect("the client settings were checked at start"),
-                ))
+                .app_data(web::Data::new(UpstreamClient::build(
+                    pool_max_idle_per_host,
+                )))
                 .app_data(docs.clone())
                 .configure(|cfg| tramita_web::health::configure_probes(cfg, readiness.clone()))
                 .route("/openapi.json", web::get().to(openapi::openapi))
