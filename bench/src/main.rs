@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 mod gateway;
 mod memory;
+mod readmodel;
 mod saga;
 mod stack;
 
@@ -396,8 +397,11 @@ async fn main() -> anyhow::Result<()> {
         "gateway" => gateway::run().await?,
         "saga" => saga::run().await?,
         "memory" => memory::run().await?,
+        "readmodel" => readmodel::run().await?,
         other => {
-            anyhow::bail!("unknown benchmark {other:?}; available: pipeline, gateway, saga, memory")
+            anyhow::bail!(
+                "unknown benchmark {other:?}; available: pipeline, gateway, saga, memory, readmodel"
+            )
         }
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");

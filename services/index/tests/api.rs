@@ -1714,6 +1714,7 @@ async fn every_list_filter_walks_an_index_on_a_few_thousand_files() {
             "index_files_procedure_newest",
             "index_files_creator_newest",
             "index_files_overdue",
+            "index_files_open_newest",
             "index_files_search",
             "index_files_code_prefix",
         ];
