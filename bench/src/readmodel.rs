@@ -20,7 +20,9 @@
 //!   each value, the very statements the service runs (literals inlined,
 //!   from `list_statements`), one script per value, picked at random.
 //!   Both: `BENCH_CONNECTIONS` (32) clients, 2 threads, a 2 s warm-up then
-//!   `BENCH_SECONDS` (10). `BENCH_SHAPES=a,b` runs only those shapes.
+//!   `BENCH_SECONDS` (10). `BENCH_SHAPES=a,b` runs only those shapes. The
+//!   index is also measured alone (wrk straight to its port, same values),
+//!   to tell the gateway's cost from the index's.
 //!
 //! Bounded, loopback only; processes, database and topics are removed on
 //! every way out (an error, SIGINT, SIGTERM, SIGHUP).
@@ -487,7 +489,13 @@ fn lua_script(paths: &[String]) -> String {
     )
 }
 
-async fn wrk(params: &Params, script: &Path, token: &str, seconds: u64) -> anyhow::Result<Measure> {
+async fn wrk(
+    params: &Params,
+    script: &Path,
+    token: &str,
+    seconds: u64,
+    port: u16,
+) -> anyhow::Result<Measure> {
     let output = Command::new("/usr/bin/wrk")
         .arg(format!("-t{}", params.threads))
         .arg(format!("-c{}", params.connections))
@@ -496,7 +504,7 @@ async fn wrk(params: &Params, script: &Path, token: &str, seconds: u64) -> anyho
         .arg(script)
         .arg("-H")
         .arg(format!("Authorization: Bearer {token}"))
-        .arg(format!("http://127.0.0.1:{GATEWAY_PORT}"))
+        .arg(format!("http://127.0.0.1:{port}"))
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(seconds + 30), output)
@@ -931,10 +939,20 @@ async fn measure_running(
         let lua = dir.join("rotate.lua");
         std::fs::write(&lua, lua_script(&paths))?;
         eprintln!("{}: {} values, gateway", shape.name, paths.len());
-        wrk(params, &lua, token, WARMUP.as_secs()).await?;
-        let gateway = wrk(params, &lua, token, params.seconds).await?;
+        wrk(params, &lua, token, WARMUP.as_secs(), GATEWAY_PORT).await?;
+        let gateway = wrk(params, &lua, token, params.seconds, GATEWAY_PORT).await?;
         processes.check_alive(work)?;
         let load_after_gateway = load_average();
+        // The index alone (no gateway), to tell their costs apart.
+        let direct_paths: Vec<String> = paths
+            .iter()
+            .map(|p| p.trim_start_matches("/api/v1").to_owned())
+            .collect();
+        let direct_lua = dir.join("rotate-direct.lua");
+        std::fs::write(&direct_lua, lua_script(&direct_paths))?;
+        wrk(params, &direct_lua, token, WARMUP.as_secs(), INDEX_PORT).await?;
+        let direct = wrk(params, &direct_lua, token, params.seconds, INDEX_PORT).await?;
+        eprintln!("{}: index without the gateway {direct:?}", shape.name);
         eprintln!("{}: {gateway:?}; pgbench", shape.name);
         let logs = dir.join("pgbench-logs");
         pgbench(params, &scripts, url, &logs, WARMUP.as_secs()).await?;
@@ -950,8 +968,10 @@ async fn measure_running(
                 "example": paths.first(),
                 "statements_per_request": statements_per_request as f64 / paths.len() as f64,
                 "gateway": gateway.to_json(),
+                "index_without_gateway": direct.to_json(),
                 "pgbench": bare.to_json(),
                 "throughput_ratio": (ratio * 1000.0).round() / 1000.0,
+                "index_without_gateway_ratio": (direct.rps / bare.rps * 1000.0).round() / 1000.0,
                 "goal_met": met,
                 "load_average_after_gateway": load_after_gateway,
                 "load_average_after_pgbench": load_average(),
