@@ -560,19 +560,26 @@ fn upstream_headers(req: &HttpRequest, origin: &Forwarding) -> http::HeaderMap {
             headers.append(name, value);
         }
     }
-    let client = origin.client();
-    let mut written = vec![
-        ("x-forwarded-for", client.clone()),
-        ("x-real-ip", client),
-        ("forwarded", origin.forwarded()),
-        ("x-forwarded-proto", origin.scheme.as_str().to_owned()),
-    ];
-    if let Some(host) = &origin.host {
-        written.push(("x-forwarded-host", host.as_str().to_owned()));
+    // Names resolved at compile time; the address is formatted once.
+    const X_FORWARDED_FOR: OutName = OutName::from_static("x-forwarded-for");
+    const X_REAL_IP: OutName = OutName::from_static("x-real-ip");
+    const FORWARDED: OutName = OutName::from_static("forwarded");
+    const X_FORWARDED_PROTO: OutName = OutName::from_static("x-forwarded-proto");
+    const X_FORWARDED_HOST: OutName = OutName::from_static("x-forwarded-host");
+    if let Ok(client) = OutValue::try_from(origin.client()) {
+        headers.insert(X_FORWARDED_FOR, client.clone());
+        headers.insert(X_REAL_IP, client);
     }
-    for (name, value) in written {
-        if let Ok(value) = OutValue::from_str(&value) {
-            headers.insert(name, value);
+    if let Ok(forwarded) = OutValue::try_from(origin.forwarded()) {
+        headers.insert(FORWARDED, forwarded);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO,
+        OutValue::from_static(origin.scheme.as_str()),
+    );
+    if let Some(host) = &origin.host {
+        if let Ok(host) = OutValue::from_str(host.as_str()) {
+            headers.insert(X_FORWARDED_HOST, host);
         }
     }
     // Our span is a child of the caller's; without a tracing context the
