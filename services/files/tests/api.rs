@@ -1515,6 +1515,206 @@ async fn a_finished_process_finishes_the_file_once() {
     files.handle.stop().await;
 }
 
+/// bpm's ProcessFinished about the file `id`.
+fn process_finished(id: &str) -> Envelope {
+    Envelope::new(
+        "bpm.ProcessFinished.v1",
+        id,
+        json!({"file_id": id, "definition_key": "standard", "definition_version": 1, "process_version": 5,
+               "phase": "finished", "phase_names": {"es": "Finalizado", "en": "Finished"}, "due_date": null,
+               "actor": {"id": "validator-1", "name": null}, "occurred_at": chrono::Utc::now()}),
+    )
+    .with_actor(Some("validator-1".into()))
+}
+
+impl TestFiles {
+    /// Waits until every message of `ids` was applied (recorded in the inbox).
+    async fn wait_applied(&self, ids: &[Uuid], what: &str) {
+        eventually(WAIT, what, || async {
+            let applied: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM messaging_inbox WHERE message_id = ANY($1)",
+            )
+            .bind(ids)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            (applied == i64::try_from(ids.len()).unwrap()).then_some(())
+        })
+        .await;
+    }
+
+    async fn outbox_rows_about(&self, aggregate: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM messaging_outbox WHERE aggregate_id = $1")
+            .bind(aggregate)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_finished_process_of_an_unknown_or_failed_file_changes_nothing_and_of_a_pending_one_is_set_aside(
+) {
+    let files = TestFiles::spawn(false).await;
+    let bpm_events = files.kafka.topic("bpm.events");
+
+    // A file whose saga failed.
+    let refused = files.created("EXP-FIN-FAILED").await;
+    let refused_id = refused["id"].as_str().unwrap();
+    files
+        .reply(&refused, "docs.AttachRefused.v1", "attach_document",
+               json!({"upload_id": Uuid::now_v7(), "reason": "unknown_upload", "detail": "no staged upload has this id"}))
+        .await;
+    let failed = files
+        .wait_file(refused_id, "the file failed", |f| f["status"] == "failed")
+        .await;
+    // A file still in its saga.
+    let pending = files.created("EXP-FIN-PENDING").await;
+    let pending_id = pending["id"].as_str().unwrap();
+
+    let unknown_id = Uuid::now_v7().to_string();
+    let on_unknown = process_finished(&unknown_id);
+    let on_failed = process_finished(refused_id);
+    let on_pending = process_finished(pending_id);
+    for event in [&on_unknown, &on_failed, &on_pending] {
+        files.publish(&bpm_events, event).await;
+    }
+    files
+        .wait_applied(
+            &[on_unknown.message_id, on_failed.message_id],
+            "the unknown and the failed file's events applied",
+        )
+        .await;
+    assert_eq!(
+        files.file(refused_id).await,
+        failed,
+        "the failed file is unchanged"
+    );
+    assert!(files
+        .sent("files.events", "files.FileFinished.v1", &refused)
+        .await
+        .is_empty());
+    assert_eq!(files.outbox_rows_about(&unknown_id).await, 0);
+    let unknown = files
+        .client
+        .get(format!("{}/files/{unknown_id}", files.base))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(unknown, StatusCode::NOT_FOUND).await;
+
+    // A pending file cannot finish: the event is retried, then set aside
+    // in the dead-letter topic for an operator, and the file's saga goes on.
+    let dead = files
+        .infra
+        .read_topic(&format!("{bpm_events}.dlq"), 1, WAIT)
+        .await;
+    assert_eq!(dead.len(), 1, "set aside after its attempts");
+    assert_eq!(
+        header(&dead[0], "message-id").unwrap(),
+        on_pending.message_id.to_string()
+    );
+    assert_eq!(files.file(pending_id).await["status"], "pending");
+    files.attach(&pending, Uuid::now_v7()).await;
+    files
+        .reply(
+            &pending,
+            "bpm.ProcessStarted.v1",
+            "start_process",
+            json!({}),
+        )
+        .await;
+    files
+        .wait_file(pending_id, "active", |f| f["status"] == "active")
+        .await;
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_to_an_unknown_saga_is_applied_as_nothing() {
+    let files = TestFiles::spawn(false).await;
+    let file_id = Uuid::now_v7().to_string();
+    let ghost = json!({"id": file_id, "saga": {"id": Uuid::now_v7()}});
+    let reply = files
+        .reply(
+            &ghost,
+            "docs.DocumentAttached.v1",
+            "attach_document",
+            json!({"document_id": Uuid::now_v7(), "version": 1, "name": "solicitud.pdf",
+                   "media_type": "application/pdf", "size": 1234, "sha256": "ab"}),
+        )
+        .await;
+    files
+        .wait_applied(&[reply.message_id], "the reply applied")
+        .await;
+    assert_eq!(
+        files.outbox_rows_about(&file_id).await,
+        0,
+        "no command, no event"
+    );
+    assert_eq!(count(&files.pool, "file_sagas").await, 0);
+    assert_eq!(count(&files.pool, "files").await, 0);
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn an_assigned_code_a_clerk_took_by_hand_is_skipped() {
+    let files = TestFiles::spawn(false).await;
+    let year = chrono::Datelike::year(&chrono::Utc::now());
+    // The sequence's next number, taken by hand first.
+    let by_hand = format!("{year}/000001");
+    let taken = files.created(&by_hand).await;
+    assert_eq!(taken["code"], by_hand);
+    let response = files
+        .create(
+            json!({"initial_option": "A petición departamento", "description": "Sin código",
+                       "first_document": {"upload_id": Uuid::now_v7()}}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let assigned: Value = response.json().await.unwrap();
+    assert_eq!(assigned["code"], format!("{year}/000002"));
+    files.handle.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_changes_of_one_file_all_land_each_with_its_own_version() {
+    let files = TestFiles::spawn(false).await;
+    let created = files.created("EXP-RACE").await;
+    let id = created["id"].as_str().unwrap();
+    const CHANGES: usize = 6;
+    let changes = (0..CHANGES).map(|n| {
+        files
+            .client
+            .patch(format!("{}/files/{id}", files.base))
+            .json(&json!({"description": format!("Cambio {n}")}))
+            .send()
+    });
+    let mut versions = Vec::new();
+    for response in futures::future::join_all(changes).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        versions.push(body["version"].as_i64().unwrap());
+    }
+    versions.sort_unstable();
+    let expected: Vec<i64> = (2..2 + i64::try_from(CHANGES).unwrap()).collect();
+    assert_eq!(versions, expected, "each change got its own version");
+    let events = files
+        .sent("files.events", "files.FileUpdated.v1", &created)
+        .await;
+    let published: Vec<i64> = events
+        .iter()
+        .map(|e| e["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        published, expected,
+        "one event per change, in version order"
+    );
+    assert_eq!(files.file(id).await["version"], 1 + CHANGES as i64);
+    files.handle.stop().await;
+}
+
 #[tokio::test]
 async fn operators_list_the_sagas_that_may_be_stuck() {
     let files = TestFiles::spawn(false).await;

@@ -293,6 +293,7 @@ impl From<UpdateFileError> for Problem {
         match error {
             UpdateFileError::NotFound => Problem::not_found("no file with this id"),
             UpdateFileError::Closed(closed) => Problem::conflict(closed.to_string()),
+            contended @ UpdateFileError::Contended => Problem::conflict(contended.to_string()),
             UpdateFileError::Unexpected(error) => Problem::internal_from(&error),
         }
     }
@@ -530,7 +531,7 @@ pub async fn get_file(
         (status = 403, description = "Needs the clerk or validator role", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON or unknown field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such file", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The file is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The file is closed, or other changes of it won every attempt", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -67,6 +67,9 @@ pub enum UpdateFileError {
     /// The file is closed.
     #[error(transparent)]
     Closed(#[from] ChangeDescriptionError),
+    /// Other changes of the file won every attempt.
+    #[error("the file was changed by {UPDATE_ATTEMPTS} other requests while this one tried; read it again and retry")]
+    Contended,
     /// Anything else.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -80,8 +83,10 @@ pub(crate) fn now() -> DateTime<Utc> {
 
 /// Assigned codes tried before giving up (a clerk may have taken one by hand).
 const ASSIGN_ATTEMPTS: usize = 5;
-/// Optimistic-concurrency retries of an update.
-const UPDATE_ATTEMPTS: usize = 5;
+/// Optimistic-concurrency attempts of an update: each round of racing
+/// changes lets at least one through, so this many changes of one file at
+/// once all land.
+const UPDATE_ATTEMPTS: usize = 20;
 
 /// The files use cases over a repository.
 #[derive(Debug, Clone)]
@@ -189,6 +194,6 @@ impl<R: FileRepository> FileService<R> {
                 Err(SaveError::Unexpected(error)) => return Err(error.into()),
             }
         }
-        Err(anyhow::anyhow!("gave up after {UPDATE_ATTEMPTS} concurrent changes").into())
+        Err(UpdateFileError::Contended)
     }
 }

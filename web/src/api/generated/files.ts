@@ -488,7 +488,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The file is closed; or a request with the same Idempotency-Key is still in flight (retry after `Retry-After` seconds) */
+            /** @description The file is closed, or other changes of it won every attempt; or a request with the same Idempotency-Key is still in flight (retry after `Retry-After` seconds) */
             409: {
                 headers: {
                     /** @description Seconds to wait before retrying, when the same Idempotency-Key is in flight */
