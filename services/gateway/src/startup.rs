@@ -483,7 +483,10 @@ impl Application {
                 .route("/openapi.json", web::get().to(openapi::openapi))
                 .service(SwaggerUi::new("/docs/{_:.*}").config(Config::from("/openapi.json")))
                 .service(web::resource(JWKS_PATH).to(proxy::forward))
-                .service(web::resource(format!("{API_PREFIX}/{{tail:.*}}")).to(proxy::forward));
+                // A tail segment, not a `{tail:.*}` pattern: the metrics
+                // middleware cannot fill a pattern with a regex into its
+                // `endpoint` label and logged a warning for every request.
+                .service(web::resource(format!("{API_PREFIX}/{{tail}}*")).to(proxy::forward));
             match &static_dir {
                 Some(dir) => app.service(site::files(dir)),
                 None => app.default_service(web::to(site::not_built)),
