@@ -4,10 +4,13 @@
 //!
 //! The upstream is a small actix-web server answering a ~200-byte JSON.
 //! nginx (Debian's) proxies to it with a keep-alive upstream pool. The
-//! gateway runs in this process with every check on: the bearer token of
-//! each request is validated (EdDSA, against a test issuer's JWKS), the
-//! per-client rate limit is on (set high enough for one client), and the
-//! circuit breaker, bulkhead and timeout wrap every call.
+//! gateway is the release binary (`target/release/tramita-gateway`, built
+//! by `scripts/bench gateway`) in its own process, as it is deployed (its
+//! own allocator, its own tracing subscriber at `RUST_LOG`, default
+//! `warn`), with every check on: the bearer token of each request is
+//! validated (EdDSA, against a test issuer's JWKS), the per-client rate
+//! limit is on (set high enough for one client), and the circuit breaker,
+//! bulkhead and timeout wrap every call.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,8 +21,6 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use serde_json::json;
 use tramita_gateway::app::UpstreamPolicy;
-use tramita_gateway::domain::routing::DEFAULT_PUBLIC_ROUTES;
-use tramita_gateway::domain::{PublicRoutes, RateLimit, UpstreamName};
 use tramita_testkit::TestIssuer;
 
 /// Parameters of a run, from the environment.
@@ -234,6 +235,49 @@ http {{
     }
 }
 
+/// The gateway's release binary in its own process, killed when dropped.
+struct GatewayProcess(Child);
+
+impl GatewayProcess {
+    fn start(envs: &[(&str, String)]) -> anyhow::Result<Self> {
+        let binary =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tramita-gateway");
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: run scripts/bench gateway, which builds it",
+            binary.display()
+        );
+        let mut command = Command::new(&binary);
+        // Only what is set here: no GATEWAY_* setting of the caller's leaks in.
+        command.env_clear();
+        for name in ["PATH", "HOME"] {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
+        command.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn wait_ok(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -349,41 +393,34 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
     let nginx = Nginx::start(upstream_port, nginx_port)?;
 
     let policy = UpstreamPolicy::default();
-    let gateway = tramita_gateway::Application::build(tramita_gateway::Settings {
-        host: "127.0.0.1".into(),
-        port: 0,
-        internal_host: "127.0.0.1".into(),
-        internal_port: 0,
-        workers: cpus,
-        upstreams: vec![tramita_gateway::UpstreamSettings {
-            name: UpstreamName::parse("bench")?,
-            url: upstream_url.clone(),
-            policy: policy.clone(),
-            body_limit: None,
-        }],
-        public_routes: PublicRoutes::parse(DEFAULT_PUBLIC_ROUTES)?,
-        jwks_url: issuer.jwks_url.clone(),
-        issuer: issuer.issuer.clone(),
-        audience: issuer.audience.clone(),
-        body_limit: 10 * 1024 * 1024,
-        public_body_limit: 8 * 1024,
-        body_read_timeout: Duration::from_secs(15),
-        upload_timeout: Duration::from_secs(600),
-        trusted_proxies: Default::default(),
-        rate: RateLimit {
-            per_second: 1_000_000,
-            burst: 1_000_000,
-        },
-        cors_origins: Vec::new(),
-        static_dir: PathBuf::from("/nonexistent/tramita-bench-web"),
-        pool_max_idle_per_host: 64,
-        token_cache: Duration::from_secs(30),
-        openapi_refresh: Duration::from_secs(60),
-    })
-    .await?;
-    let gateway_port = gateway.port();
-    let gateway_handle = gateway.handle();
-    tokio::spawn(gateway.run_until_stopped());
+    let gateway_workers: usize = match std::env::var("BENCH_GATEWAY_WORKERS") {
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|n| (1..=16).contains(n))
+            .context("BENCH_GATEWAY_WORKERS must be 1..=16")?,
+        Err(_) => cpus,
+    };
+    let gateway_port = free_port()?;
+    let gateway = GatewayProcess::start(&[
+        ("GATEWAY_HOST", "127.0.0.1".into()),
+        ("GATEWAY_PORT", gateway_port.to_string()),
+        ("GATEWAY_INTERNAL_HOST", "127.0.0.1".into()),
+        ("GATEWAY_INTERNAL_PORT", free_port()?.to_string()),
+        ("GATEWAY_WORKERS", gateway_workers.to_string()),
+        ("GATEWAY_UPSTREAMS", format!("bench={upstream_url}")),
+        ("AUTH_JWKS_URL", issuer.jwks_url.clone()),
+        ("AUTH_ISSUER", issuer.issuer.clone()),
+        ("AUTH_AUDIENCE", issuer.audience.clone()),
+        ("GATEWAY_RATE_PER_SECOND", "1000000".into()),
+        ("GATEWAY_RATE_BURST", "1000000".into()),
+        (
+            "GATEWAY_STATIC_DIR",
+            "/nonexistent/tramita-bench-web".into(),
+        ),
+        ("GATEWAY_POOL_MAX_IDLE_PER_HOST", "64".into()),
+        ("GATEWAY_TOKEN_CACHE_SECS", "30".into()),
+    ])?;
 
     let targets = [
         ("direct", format!("{upstream_url}/bench/items/123")),
@@ -426,7 +463,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
     }
     .await;
     nginx.stop();
-    gateway_handle.stop().await;
+    drop(gateway);
     upstream.stop(true).await;
     outcome?;
 
@@ -447,7 +484,10 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
             "upstream_workers": cpus,
             "nginx": "worker_processes auto, upstream keepalive 64, proxy_http_version 1.1",
             "gateway": {
-                "workers": cpus,
+                "process": "target/release/tramita-gateway (mimalloc)",
+                "rust_log": std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                "upstream_client": "hyper_util legacy client, one per worker",
+                "workers": gateway_workers,
                 "token_validation": true,
                 "token_cache_seconds": 30,
                 "rate_limit_per_second": 1_000_000,
