@@ -92,23 +92,6 @@ async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
         .context("index database")
 }
 
-/// The pool of the HTTP reads (as many connections as the projection's
-/// pool, `INDEX_DB_POOL_SIZE`): without the ping sqlx sends by default
-/// before lending a connection, so a list request is one round trip to
-/// PostgreSQL instead of two (measured with 32 clients at a million files:
-/// the index's time went mostly to context switches of small socket
-/// reads and writes). A connection the server closed fails its next query,
-/// which answers 500 once and drops it; the pool opens a new one.
-async fn read_pool(settings: &Settings) -> anyhow::Result<PgPool> {
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(settings.pool_size)
-        .acquire_timeout(Duration::from_secs(5))
-        .test_before_acquire(false)
-        .connect(&settings.database_url)
-        .await
-        .context("connect the index's read pool")
-}
-
 /// The built service, listening and consuming.
 #[derive(Debug)]
 pub struct Application {
@@ -156,7 +139,7 @@ impl Application {
 
         let validator = actix_web::web::Data::new(settings.identity.validator());
         let queries = actix_web::web::Data::new(IndexQueries::new(
-            PgFileReadStore::new(read_pool(&settings).await?),
+            PgFileReadStore::new(pool.clone()),
             settings.time_zone,
         ));
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
