@@ -1645,6 +1645,88 @@ async fn seed(pool: &PgPool, n: i32) {
 }
 
 #[tokio::test]
+async fn text_searches_at_scale_give_the_newest_matches_page_after_page() {
+    use tramita_index::adapters::postgres::PgFileReadStore;
+    use tramita_index::app::FileReadStore;
+    use tramita_index::domain::{FileListQuery, RawListQuery};
+    let infra = TestInfra::from_env();
+    let url = infra.fresh_database().await;
+    let pool =
+        tramita_messaging::store::connect(&url, 4, &tramita_index::adapters::postgres::MIGRATOR)
+            .await
+            .unwrap();
+    // Past the size where searches first probe the newest files.
+    seed(&pool, 25_000).await;
+    // One old file with a word no other has.
+    sqlx::query(
+        "UPDATE index_files SET document = jsonb_set(document, '{file,description}', \
+         '\"Poda de zarzamoras en el camino\"') WHERE code = '2026/0000007'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE index_files")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let today = days_from_today(0);
+    let store = PgFileReadStore::new(pool.clone());
+    // The plain statement (no probe), walked to the end.
+    let expected = |text: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let prefix = format!("{}%", text.to_lowercase());
+            sqlx::query_scalar::<_, Uuid>(
+                "SELECT id FROM index_files WHERE version IS NOT NULL \
+                 AND (search @@ websearch_to_tsquery('spanish', $1) \
+                      OR lower(code) COLLATE \"C\" LIKE $2) \
+                 ORDER BY created_at DESC, id DESC",
+            )
+            .bind(text)
+            .bind(prefix)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // A common word (the probe fills the pages), a rare one and a code (the
+    // matches from the indexes), none.
+    for (text, pages) in [
+        ("licencia", 3),
+        ("zarzamoras", 1),
+        ("2026/000001", 2),
+        ("zzzz", 1),
+    ] {
+        let want = expected(text).await;
+        let mut got = Vec::new();
+        let mut cursor = None;
+        for _ in 0..pages {
+            let query = FileListQuery::new(RawListQuery {
+                q: Some(text.into()),
+                limit: Some(50),
+                cursor: cursor.take(),
+                ..Default::default()
+            })
+            .unwrap();
+            let page = store.list(&query, today).await.unwrap();
+            got.extend(page.items.iter().map(|f| f.id));
+            match page.next {
+                Some(next) => cursor = Some(next.encode()),
+                None => break,
+            }
+        }
+        let (full, all) = match text {
+            "licencia" => (150, 250),
+            "zarzamoras" => (1, 1),
+            "2026/000001" => (10, 10),
+            _ => (0, 0),
+        };
+        assert_eq!(want.len(), all, "{text}: the seed's matches");
+        assert_eq!(got, want[..full], "{text}: the newest matches, in order");
+    }
+}
+
+#[tokio::test]
 async fn every_list_filter_walks_an_index_on_a_few_thousand_files() {
     use tramita_index::domain::{FileListQuery, RawListQuery};
     let infra = TestInfra::from_env();
