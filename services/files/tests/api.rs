@@ -36,6 +36,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 impl TestFiles {
     async fn spawn(outbox_relay: bool) -> Self {
+        tramita_testkit::record_all_logs();
         let infra = TestInfra::from_env();
         let issuer = TestIssuer::start().await;
         let kafka = KafkaSettings {
