@@ -302,7 +302,7 @@ async fn wait_ok(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Re
 }
 
 /// Milliseconds of a wrk duration such as `812.00us`, `1.23ms` or `1.01s`.
-fn parse_wrk_duration(text: &str) -> Option<f64> {
+pub(crate) fn parse_wrk_duration(text: &str) -> Option<f64> {
     let text = text.trim();
     let (number, factor) = if let Some(n) = text.strip_suffix("us") {
         (n, 0.001)

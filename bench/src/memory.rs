@@ -524,7 +524,9 @@ fn load_average() -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-async fn interrupted() -> anyhow::Error {
+/// Resolves with an error when the process is asked to stop (SIGINT,
+/// SIGTERM, SIGHUP), so a benchmark can clean up on its way out.
+pub(crate) async fn interrupted() -> anyhow::Error {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),

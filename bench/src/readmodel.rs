@@ -432,20 +432,6 @@ impl Measure {
     }
 }
 
-fn wrk_duration_ms(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        return None;
-    };
-    number.parse::<f64>().ok().map(|n| n * factor)
-}
-
 fn parse_wrk(output: &str) -> anyhow::Result<Measure> {
     let mut measure = Measure {
         rps: f64::NAN,
@@ -457,8 +443,12 @@ fn parse_wrk(output: &str) -> anyhow::Result<Measure> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
             ["Requests/sec:", value] => measure.rps = value.parse()?,
-            ["50%", value] => measure.p50_ms = wrk_duration_ms(value).context("50%")?,
-            ["99%", value] => measure.p99_ms = wrk_duration_ms(value).context("99%")?,
+            ["50%", value] => {
+                measure.p50_ms = crate::gateway::parse_wrk_duration(value).context("50%")?
+            }
+            ["99%", value] => {
+                measure.p99_ms = crate::gateway::parse_wrk_duration(value).context("99%")?
+            }
             ["Non-2xx", "or", "3xx", "responses:", value] => {
                 measure.errors += value.parse::<u64>()?
             }
@@ -729,23 +719,6 @@ fn ports_free() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn interrupted() -> anyhow::Error {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!("pending never ends");
-    };
-    tokio::select! {
-        _ = int.recv() => anyhow::anyhow!("interrupted (SIGINT)"),
-        _ = term.recv() => anyhow::anyhow!("interrupted (SIGTERM)"),
-        _ = hup.recv() => anyhow::anyhow!("interrupted (SIGHUP)"),
-    }
-}
-
 /// Runs the benchmark; processes, database and topics go on every way out.
 pub async fn run() -> anyhow::Result<serde_json::Value> {
     let params = Params::from_env()?;
@@ -771,7 +744,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
     let topic_prefix = infra.topic_prefix();
     let outcome = tokio::select! {
         outcome = measure(&params, &root, &work, &url, &infra.kafka_brokers, &topic_prefix) => outcome,
-        error = interrupted() => Err(error),
+        error = crate::memory::interrupted() => Err(error),
     };
     if params.keep {
         eprintln!("kept the database: BENCH_DATABASE_URL={url}");
