@@ -281,17 +281,6 @@ pub fn assert_snapshot(path: &std::path::Path, actual: &str) {
     );
 }
 
-/// Installs, for the whole test binary, a subscriber that takes every span
-/// and event and keeps nothing. Without one, `tracing` skips the fields of
-/// every log line, so a test never evaluates them as a service with logging
-/// on does (a field that panics would go unnoticed, and coverage counts
-/// those lines as never run). Does nothing when a subscriber is installed
-/// already; a test binary that installs its own must not call it first.
-pub fn record_all_logs() {
-    use tracing_subscriber::util::SubscriberInitExt;
-    let _ = tracing_subscriber::registry().try_init();
-}
-
 /// An HTTP client that sends `Authorization: Bearer <token>` on every request.
 pub fn bearer_client(token: &str) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();

@@ -36,7 +36,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 impl TestFiles {
     async fn spawn(outbox_relay: bool) -> Self {
-        tramita_testkit::record_all_logs();
         let infra = TestInfra::from_env();
         let issuer = TestIssuer::start().await;
         let kafka = KafkaSettings {
@@ -1496,6 +1495,14 @@ async fn a_finished_process_finishes_the_file_once() {
         .await;
     assert_eq!(finished["version"], 3);
     assert_eq!(finished["updated_by"]["id"], "validator-1");
+    // Another message saying the same (a replayed bpm event has a new id):
+    // the file is finished already, so nothing changes.
+    let again = process_finished(id);
+    files.publish(&bpm_events, &again).await;
+    files
+        .wait_applied(&[again.message_id], "the second finish applied")
+        .await;
+    assert_eq!(files.file(id).await, finished);
     let events = files
         .sent("files.events", "files.FileFinished.v1", &created)
         .await;
