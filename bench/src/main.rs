@@ -25,9 +25,23 @@ use uuid::Uuid;
 
 mod gateway;
 mod memory;
+mod outbox;
 mod readmodel;
 mod saga;
 mod stack;
+
+/// The 1, 5 and 15 minute load averages of this machine.
+pub(crate) fn load_average() -> serde_json::Value {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|raw| {
+            raw.split_whitespace()
+                .take(3)
+                .filter_map(|n| n.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .map_or(serde_json::Value::Null, |v| json!(v))
+}
 
 /// Files created and indexed before measuring.
 const WARMUP_FILES: i64 = 20;
@@ -398,9 +412,10 @@ async fn main() -> anyhow::Result<()> {
         "saga" => saga::run().await?,
         "memory" => memory::run().await?,
         "readmodel" => readmodel::run().await?,
+        "outbox" => outbox::run().await?,
         other => {
             anyhow::bail!(
-                "unknown benchmark {other:?}; available: pipeline, gateway, saga, memory, readmodel"
+                "unknown benchmark {other:?}; available: pipeline, gateway, saga, memory, readmodel, outbox"
             )
         }
     };

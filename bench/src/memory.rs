@@ -510,20 +510,6 @@ fn readings_json(readings: &BTreeMap<&'static str, Reading>, peak: bool) -> serd
     })
 }
 
-fn load_average() -> serde_json::Value {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            let fields: Vec<f64> = text
-                .split_whitespace()
-                .take(3)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            json!(fields)
-        })
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// Resolves with an error when the process is asked to stop (SIGINT,
 /// SIGTERM, SIGHUP), so a benchmark can clean up on its way out.
 pub(crate) async fn interrupted() -> anyhow::Error {
@@ -599,7 +585,7 @@ async fn measure(
     client: &reqwest::Client,
     files_url: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let load_at_start = load_average();
+    let load_at_start = crate::load_average();
     let mut suite = start(bin, env, work.to_path_buf(), client).await?;
     let result = measure_running(params, &mut suite, client, files_url).await;
     suite.stop().await;
@@ -701,7 +687,7 @@ async fn measure_running(
     let load_seconds = load_started.elapsed().as_secs_f64();
     let active = sagas_ended(&files, &ids, Duration::from_secs(1)).await?;
     let end_of_load = suite.read()?;
-    let load_average_under_load = load_average();
+    let load_average_under_load = crate::load_average();
 
     tokio::time::sleep(AFTER_LOAD).await;
     suite.check_alive()?;
@@ -721,7 +707,7 @@ async fn measure_running(
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "os": std::env::consts::OS,
             "load_average_under_load": load_average_under_load,
-            "load_average_at_end": load_average(),
+            "load_average_at_end": crate::load_average(),
         },
         "build": "release (target/release), one process per service",
         "unit": "MiB (KiB from /proc/<pid>/status divided by 1024)",

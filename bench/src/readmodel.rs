@@ -611,20 +611,6 @@ fn ensure_wrk() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_average() -> serde_json::Value {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            let fields: Vec<f64> = text
-                .split_whitespace()
-                .take(3)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            json!(fields)
-        })
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// The two release processes; killed when dropped, whatever happened.
 struct Processes {
     children: Vec<(&'static str, Child)>,
@@ -875,7 +861,7 @@ async fn measure_running(
         .date_naive();
     let mut results = serde_json::Map::new();
     let mut goal_met = true;
-    let load_at_start = load_average();
+    let load_at_start = crate::load_average();
     for shape in shapes(pool).await? {
         if let Some(only) = &params.shapes {
             if !only.iter().any(|s| s == shape.name) {
@@ -915,7 +901,7 @@ async fn measure_running(
         wrk(params, &lua, token, WARMUP.as_secs(), GATEWAY_PORT).await?;
         let gateway = wrk(params, &lua, token, params.seconds, GATEWAY_PORT).await?;
         processes.check_alive(work)?;
-        let load_after_gateway = load_average();
+        let load_after_gateway = crate::load_average();
         // The index alone (no gateway), to tell their costs apart.
         let direct_paths: Vec<String> = paths
             .iter()
@@ -947,7 +933,7 @@ async fn measure_running(
                 "index_without_gateway_ratio": (direct.rps / bare.rps * 1000.0).round() / 1000.0,
                 "goal_met": met,
                 "load_average_after_gateway": load_after_gateway,
-                "load_average_after_pgbench": load_average(),
+                "load_average_after_pgbench": crate::load_average(),
             }),
         );
     }
@@ -958,7 +944,7 @@ async fn measure_running(
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "os": std::env::consts::OS,
             "load_average_at_start": load_at_start,
-            "load_average_at_end": load_average(),
+            "load_average_at_end": crate::load_average(),
         },
         "parameters": {
             "connections": params.connections,

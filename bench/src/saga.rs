@@ -247,7 +247,7 @@ async fn run_at(
 ) -> anyhow::Result<serde_json::Value> {
     let token = stack.issuer.token("bench", &["clerk"]);
     let requested = uploads.len();
-    let load_before = load_average();
+    let load_before = crate::load_average();
     let cpu_before = cpu_seconds();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -476,7 +476,7 @@ async fn run_at(
             json!("same as steps: every saga completed")
         },
         "stage_throughput": consumers,
-        "load_average_before_and_after": [load_before, load_average()],
+        "load_average_before_and_after": [load_before, crate::load_average()],
         "cpu_seconds_from_first_post_to_idle": cpu,
         "cpu_note": "user+system CPU seconds of this process (docs, bpm, files and the load generator), and of the shared servers, which other engineers' work also uses; the machine has 2 cores",
         "batching": {
@@ -723,19 +723,6 @@ fn cpu_seconds() -> HashMap<&'static str, f64> {
         *used.entry(name).or_default() += ticks / TICKS;
     }
     used
-}
-
-/// The 1, 5 and 15 minute load averages of this machine.
-fn load_average() -> serde_json::Value {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|raw| {
-            raw.split_whitespace()
-                .take(3)
-                .filter_map(|n| n.parse::<f64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .map_or(serde_json::Value::Null, |v| json!(v))
 }
 
 /// A PostgreSQL inbox's `processed_at` by message id, for one consumer.
