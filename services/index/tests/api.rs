@@ -1644,19 +1644,26 @@ async fn seed(pool: &PgPool, n: i32) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn text_searches_at_scale_give_the_newest_matches_page_after_page() {
-    use tramita_index::adapters::postgres::PgFileReadStore;
-    use tramita_index::app::FileReadStore;
-    use tramita_index::domain::{FileListQuery, RawListQuery};
+/// A fresh read model with `n` seeded files; the database goes with the
+/// returned infra.
+async fn seeded(n: i32) -> (TestInfra, PgPool) {
     let infra = TestInfra::from_env();
     let url = infra.fresh_database().await;
     let pool =
         tramita_messaging::store::connect(&url, 4, &tramita_index::adapters::postgres::MIGRATOR)
             .await
             .unwrap();
+    seed(&pool, n).await;
+    (infra, pool)
+}
+
+#[tokio::test]
+async fn text_searches_at_scale_give_the_newest_matches_page_after_page() {
+    use tramita_index::adapters::postgres::PgFileReadStore;
+    use tramita_index::app::FileReadStore;
+    use tramita_index::domain::{FileListQuery, RawListQuery};
     // Past the size where searches first probe the newest files.
-    seed(&pool, 25_000).await;
+    let (_infra, pool) = seeded(25_000).await;
     // One old file with a word no other has.
     sqlx::query(
         "UPDATE index_files SET document = jsonb_set(document, '{file,description}', \
@@ -1729,13 +1736,7 @@ async fn text_searches_at_scale_give_the_newest_matches_page_after_page() {
 #[tokio::test]
 async fn every_list_filter_walks_an_index_on_a_few_thousand_files() {
     use tramita_index::domain::{FileListQuery, RawListQuery};
-    let infra = TestInfra::from_env();
-    let url = infra.fresh_database().await;
-    let pool =
-        tramita_messaging::store::connect(&url, 4, &tramita_index::adapters::postgres::MIGRATOR)
-            .await
-            .unwrap();
-    seed(&pool, 5000).await;
+    let (_infra, pool) = seeded(5000).await;
     let today = days_from_today(0);
     let second_page = tramita_index::domain::Cursor {
         created_at: Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap(),

@@ -477,6 +477,18 @@ async fn page_rows(
     Ok((page, ran))
 }
 
+/// Runs the list query for `query` and returns the statements it took (a
+/// text search's second one runs only when the first did not fill the page).
+async fn plans_run(
+    pool: &PgPool,
+    query: &FileListQuery,
+    today: NaiveDate,
+) -> anyhow::Result<Vec<Plan>> {
+    let rows = estimated_rows(pool).await?;
+    let (_, plans) = page_rows(pool, query, today, rows).await?;
+    Ok(plans)
+}
+
 /// The SQL statements the list runs for `query`, in order, with their
 /// values written as literals: for benchmarks that run the same queries
 /// bare against PostgreSQL. Runs the query to know whether a text search
@@ -486,9 +498,8 @@ pub async fn list_statements(
     query: &FileListQuery,
     today: NaiveDate,
 ) -> anyhow::Result<Vec<String>> {
-    let rows = estimated_rows(pool).await?;
-    let (_, plans) = page_rows(pool, query, today, rows).await?;
-    Ok(plans
+    Ok(plans_run(pool, query, today)
+        .await?
         .into_iter()
         .map(|plan| list_sql("", query, today, plan).literal_sql())
         .collect())
@@ -503,10 +514,8 @@ pub async fn explain_list(
     query: &FileListQuery,
     today: NaiveDate,
 ) -> anyhow::Result<Vec<String>> {
-    let rows = estimated_rows(pool).await?;
-    let (_, plans) = page_rows(pool, query, today, rows).await?;
     let mut lines = Vec::new();
-    for plan in plans {
+    for plan in plans_run(pool, query, today).await? {
         lines.extend(
             list_sql("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ", query, today, plan)
                 .sql
