@@ -30,6 +30,15 @@ mod readmodel;
 mod saga;
 mod stack;
 
+/// The whole number in environment variable `name`, or `default` when it
+/// is not set.
+pub(crate) fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .parse()
+        .with_context(|| format!("{name} must be a whole number"))
+}
+
 /// The 1, 5 and 15 minute load averages of this machine.
 pub(crate) fn load_average() -> serde_json::Value {
     std::fs::read_to_string("/proc/loadavg")

@@ -42,12 +42,7 @@ struct Params {
 impl Params {
     fn from_env() -> anyhow::Result<Self> {
         let read = |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| {
-            let value = match std::env::var(name) {
-                Ok(text) => text
-                    .parse()
-                    .with_context(|| format!("{name} must be a whole number"))?,
-                Err(_) => default,
-            };
+            let value = crate::env_number(name, default)?;
             anyhow::ensure!(range.contains(&value), "{name} must be in {range:?}");
             anyhow::Ok(value)
         };

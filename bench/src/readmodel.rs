@@ -62,12 +62,7 @@ struct Params {
 
 impl Params {
     fn from_env() -> anyhow::Result<Self> {
-        let var = |name: &str, default: u64| -> anyhow::Result<u64> {
-            std::env::var(name)
-                .unwrap_or_else(|_| default.to_string())
-                .parse()
-                .with_context(|| format!("{name} must be a whole number"))
-        };
+        let var = crate::env_number;
         let seconds = var("BENCH_SECONDS", 10)?;
         let connections = var("BENCH_CONNECTIONS", 32)?;
         let threads = var("BENCH_THREADS", 2)?;
