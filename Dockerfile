@@ -93,8 +93,12 @@ LABEL org.opencontainers.image.title="tramita-${SERVICE}" \
 COPY --from=builder /out/ /
 # Logs are JSON on stdout. The listen address (<SERVICE>_HOST, 127.0.0.1 by
 # default) and everything else come from the environment: docker-compose.yml
-# and the Kubernetes ConfigMaps set them.
-ENV RUST_LOG=info
+# and the Kubernetes ConfigMaps set them. MIMALLOC_PURGE_DELAY=0: the
+# allocator gives freed pages back to the system at once, not after a delay
+# that only the freeing thread's next allocation would notice (auth kept each
+# sign-in's 19 MiB Argon2 block for good; see "Memory" in the README).
+ENV RUST_LOG=info \
+    MIMALLOC_PURGE_DELAY=0
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/tramita"]
 

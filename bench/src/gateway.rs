@@ -254,6 +254,9 @@ impl GatewayProcess {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         );
+        for (name, value) in crate::SERVICE_ALLOCATOR_ENV {
+            command.env(name, value);
+        }
         for (name, value) in envs {
             command.env(name, value);
         }

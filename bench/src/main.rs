@@ -39,6 +39,11 @@ pub(crate) fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
         .with_context(|| format!("{name} must be a whole number"))
 }
 
+/// The allocator's settings the images and `scripts/run` give every
+/// service (see the Dockerfile), for the benchmarks that start release
+/// binaries as processes.
+pub(crate) const SERVICE_ALLOCATOR_ENV: [(&str, &str); 1] = [("MIMALLOC_PURGE_DELAY", "0")];
+
 /// The 1, 5 and 15 minute load averages of this machine.
 pub(crate) fn load_average() -> serde_json::Value {
     std::fs::read_to_string("/proc/loadavg")

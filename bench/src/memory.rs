@@ -74,12 +74,7 @@ struct Params {
 
 impl Params {
     fn from_env() -> anyhow::Result<Self> {
-        let read = |name: &str, default: u64| -> anyhow::Result<u64> {
-            std::env::var(name)
-                .unwrap_or_else(|_| default.to_string())
-                .parse()
-                .with_context(|| format!("{name} must be a whole number"))
-        };
+        let read = crate::env_number;
         let rate = read("BENCH_RATE", 5)?;
         let seconds = read("BENCH_SECONDS", 20)?;
         let logins = read("BENCH_LOGINS", 10)?;
@@ -143,6 +138,38 @@ impl Reading {
     }
 }
 
+/// Where one process's resident memory lies, from `/proc/<pid>/smaps`
+/// (KiB by kind of mapping): the binary's code and its data, shared
+/// libraries, glibc's `[heap]`, the main thread's `[stack]`, and anonymous
+/// mappings (mimalloc's segments, thread stacks, librdkafka's glibc arenas).
+fn breakdown(pid: u32) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .with_context(|| format!("read /proc/{pid}/smaps"))?;
+    let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut kind = "other";
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A mapping's header: address, permissions, offset, device, inode[, path].
+        if fields.len() >= 5 && fields[0].contains('-') && !fields[0].ends_with(':') {
+            let executable = fields[1].contains('x');
+            let path = fields.get(5).copied().unwrap_or("");
+            kind = match path {
+                "" => "anonymous",
+                "[heap]" => "heap",
+                "[stack]" => "main_stack",
+                p if p.contains("/tramita-") && executable => "binary_code",
+                p if p.contains("/tramita-") => "binary_data",
+                p if p.contains(".so") => "libraries",
+                _ => "other",
+            };
+        } else if fields.first() == Some(&"Rss:") {
+            let kib: u64 = fields.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+            *kinds.entry(kind).or_default() += kib;
+        }
+    }
+    Ok(kinds)
+}
+
 fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
@@ -168,6 +195,20 @@ impl Suite {
             .iter()
             .map(|service| Ok((*service, Reading::of(self.pid(service)?)?)))
             .collect()
+    }
+
+    /// Every service's [`breakdown`] in MiB, by name.
+    fn breakdowns(&self) -> anyhow::Result<serde_json::Value> {
+        let mut services = serde_json::Map::new();
+        for service in SERVICES {
+            let kinds = breakdown(self.pid(service)?)?;
+            let kinds: serde_json::Map<String, serde_json::Value> = kinds
+                .into_iter()
+                .map(|(kind, kib)| (kind.to_owned(), json!(mib(kib))))
+                .collect();
+            services.insert(service.to_owned(), serde_json::Value::Object(kinds));
+        }
+        Ok(serde_json::Value::Object(services))
     }
 
     /// Resets every process's peak (VmHWM) to its current VmRSS; false when
@@ -330,6 +371,43 @@ async fn wait_ready(
     }
 }
 
+/// Starts release binary `tramita-<service>` from `bin` with `env` added
+/// to this process's environment (and the images' allocator settings),
+/// its output in `<logs>/<service>.log`; with `setpriv`, it dies with the
+/// benchmark even if the benchmark is killed.
+pub(crate) fn spawn_service(
+    bin: &Path,
+    service: &'static str,
+    env: &[(String, String)],
+    logs: &Path,
+) -> anyhow::Result<Child> {
+    let binary = bin.join(format!("tramita-{service}"));
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build it first (scripts/bench does)",
+        binary.display()
+    );
+    let log = std::fs::File::create(logs.join(format!("{service}.log")))?;
+    let setpriv = Path::new("/usr/bin/setpriv").exists();
+    let mut command = if setpriv {
+        let mut command = Command::new("/usr/bin/setpriv");
+        command.args(["--pdeathsig", "KILL", "--"]).arg(&binary);
+        command
+    } else {
+        Command::new(&binary)
+    };
+    command
+        .envs(crate::SERVICE_ALLOCATOR_ENV)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    command
+        .spawn()
+        .with_context(|| format!("start {}", binary.display()))
+}
+
 /// Starts the six release binaries from `bin` and waits until each is ready.
 async fn start(
     bin: &Path,
@@ -341,35 +419,12 @@ async fn start(
     // With setpriv, a process dies with the benchmark even if the
     // benchmark is killed (the parent-death signal of the main thread,
     // which spawns them all and lives as long as the process).
-    let setpriv = Path::new("/usr/bin/setpriv").exists();
     let mut suite = Suite {
         children: Vec::new(),
         logs: logs.clone(),
     };
     for service in SERVICES {
-        let binary = bin.join(format!("tramita-{service}"));
-        anyhow::ensure!(
-            binary.exists(),
-            "{} is missing: build it first (scripts/bench memory does)",
-            binary.display()
-        );
-        let log = std::fs::File::create(logs.join(format!("{service}.log")))?;
-        let mut command = if setpriv {
-            let mut command = Command::new("/usr/bin/setpriv");
-            command.args(["--pdeathsig", "KILL", "--"]).arg(&binary);
-            command
-        } else {
-            Command::new(&binary)
-        };
-        command
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
+        let child = spawn_service(bin, service, env, &logs)?;
         suite.children.push((service, child));
         if service == "auth" {
             wait_ready(&mut suite, client, "auth").await?;
@@ -619,6 +674,7 @@ async fn measure_running(
     }
     tokio::time::sleep(SETTLE).await;
     let after_logins = suite.read()?;
+    let where_idle = suite.breakdowns()?;
 
     // The load: one saga every 1/rate s, not waiting for earlier ones.
     let peaks_reset = suite.reset_peaks();
@@ -729,6 +785,7 @@ async fn measure_running(
         "started": readings_json(&started, false),
         "idle": readings_json(&idle, false),
         "after_logins": readings_json(&after_logins, false),
+        "after_logins_by_mapping_mib": where_idle,
         "peak_under_load": readings_json(&end_of_load, true),
         "max_sampled_rss_under_load": {"services": sampled_json, "sum_mib": mib(sampled_sum)},
         "end_of_load": readings_json(&end_of_load, false),

@@ -28,7 +28,6 @@
 //! every way out (an error, SIGINT, SIGTERM, SIGHUP).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -656,38 +655,6 @@ impl Drop for Processes {
     }
 }
 
-fn spawn(
-    bin: &Path,
-    service: &'static str,
-    env: &[(String, String)],
-    logs: &Path,
-) -> anyhow::Result<Child> {
-    let binary = bin.join(format!("tramita-{service}"));
-    anyhow::ensure!(
-        binary.exists(),
-        "{} is missing: build it first (scripts/bench readmodel does)",
-        binary.display()
-    );
-    let log = std::fs::File::create(logs.join(format!("{service}.log")))?;
-    let setpriv = Path::new("/usr/bin/setpriv").exists();
-    let mut command = if setpriv {
-        let mut command = Command::new("/usr/bin/setpriv");
-        command.args(["--pdeathsig", "KILL", "--"]).arg(&binary);
-        command
-    } else {
-        Command::new(&binary)
-    };
-    command
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true);
-    command
-        .spawn()
-        .with_context(|| format!("start {}", binary.display()))
-}
-
 fn ports_free() -> anyhow::Result<()> {
     let taken: Vec<u16> = [GATEWAY_PORT, INDEX_PORT, GATEWAY_INTERNAL_PORT]
         .into_iter()
@@ -807,12 +774,14 @@ async fn measure(
     let mut processes = Processes {
         children: Vec::new(),
     };
-    processes
-        .children
-        .push(("index", spawn(&bin, "index", &env, work)?));
-    processes
-        .children
-        .push(("gateway", spawn(&bin, "gateway", &env, work)?));
+    processes.children.push((
+        "index",
+        crate::memory::spawn_service(&bin, "index", &env, work)?,
+    ));
+    processes.children.push((
+        "gateway",
+        crate::memory::spawn_service(&bin, "gateway", &env, work)?,
+    ));
     let result = measure_running(params, &mut processes, work, url, &pool, &token).await;
     processes.stop().await;
     pool.close().await;

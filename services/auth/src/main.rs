@@ -11,8 +11,10 @@ use tramita_auth::{Application, Settings};
 /// operating system, where glibc's malloc kept it (each thread arena held on
 /// to what its thread had freed, Argon2's 19 MiB blocks in auth among it),
 /// so an idle service stayed at its peak. Built without transparent huge
-/// pages (`no_thp`), which made each thread's first pages 2 MiB. See
-/// "Memory" under Benchmarks in the README.
+/// pages (`no_thp`), which made each thread's first pages 2 MiB. The images
+/// and `scripts/run` set `MIMALLOC_PURGE_DELAY=0`: otherwise a freed block
+/// waits for its thread's next allocation, which an idle thread never
+/// makes. See "Memory" under Benchmarks in the README.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
