@@ -145,6 +145,12 @@ impl Reading {
 fn breakdown(pid: u32) -> anyhow::Result<BTreeMap<&'static str, u64>> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
         .with_context(|| format!("read /proc/{pid}/smaps"))?;
+    Ok(resident_by_kind(&smaps))
+}
+
+/// The `Rss` of each mapping in the text of an `smaps` file, summed by
+/// the kind [`breakdown`] names.
+fn resident_by_kind(smaps: &str) -> BTreeMap<&'static str, u64> {
     let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut kind = "other";
     for line in smaps.lines() {
@@ -167,7 +173,7 @@ fn breakdown(pid: u32) -> anyhow::Result<BTreeMap<&'static str, u64>> {
             *kinds.entry(kind).or_default() += kib;
         }
     }
-    Ok(kinds)
+    kinds
 }
 
 fn mib(kib: u64) -> f64 {
@@ -373,8 +379,11 @@ async fn wait_ready(
 
 /// Starts release binary `tramita-<service>` from `bin` with `env` added
 /// to this process's environment (and the images' allocator settings),
-/// its output in `<logs>/<service>.log`; with `setpriv`, it dies with the
-/// benchmark even if the benchmark is killed.
+/// its output in `<logs>/<service>.log`. With `setpriv`, it dies with the
+/// benchmark even if the benchmark is killed: the parent-death signal is
+/// tied to the spawning thread, so call this from the future `main` blocks
+/// on (the main thread, which lives as long as the process), not from a
+/// spawned task.
 pub(crate) fn spawn_service(
     bin: &Path,
     service: &'static str,
@@ -416,9 +425,6 @@ async fn start(
     client: &reqwest::Client,
 ) -> anyhow::Result<Suite> {
     std::fs::create_dir_all(&logs)?;
-    // With setpriv, a process dies with the benchmark even if the
-    // benchmark is killed (the parent-death signal of the main thread,
-    // which spawns them all and lives as long as the process).
     let mut suite = Suite {
         children: Vec::new(),
         logs: logs.clone(),
@@ -794,4 +800,49 @@ async fn measure_running(
             settle = SETTLE.as_secs(), logins = params.logins, rate = params.rate,
             seconds = params.duration.as_secs(), after = AFTER_LOAD.as_secs()),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_is_summed_by_kind_of_mapping() {
+        let smaps = "\
+55d0a0000000-55d0a1000000 r--p 00000000 fe:01 123 /work/target/release/tramita-index
+Size:              16384 kB
+Rss:                4000 kB
+55d0a1000000-55d0a2000000 r-xp 01000000 fe:01 123 /work/target/release/tramita-index
+Rss:                9000 kB
+Private_Clean:         0 kB
+55d0a2000000-55d0a2100000 rw-p 02000000 fe:01 123 /work/target/release/tramita-index
+Rss:                 700 kB
+55d0a3000000-55d0a3100000 rw-p 00000000 00:00 0                  [heap]
+Rss:                 300 kB
+7f0000000000-7f0000400000 rw-p 00000000 00:00 0
+Rss:                2000 kB
+VmFlags: rd wr mr mw me ac sd
+7f0000400000-7f0000800000 rw-p 00000000 00:00 0
+Rss:                1000 kB
+7f1000000000-7f1000100000 r-xp 00000000 fe:01 77 /usr/lib/x86_64-linux-gnu/libc.so.6
+Rss:                 900 kB
+7f2000000000-7f2000001000 r--p 00000000 00:00 0                  [vvar]
+Rss:                   4 kB
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                  [stack]
+Rss:                 100 kB
+";
+        let kinds = resident_by_kind(smaps);
+        let expected: BTreeMap<&str, u64> = [
+            ("binary_data", 4700),
+            ("binary_code", 9000),
+            ("heap", 300),
+            ("anonymous", 3000),
+            ("libraries", 900),
+            ("other", 4),
+            ("main_stack", 100),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(kinds, expected);
+    }
 }
