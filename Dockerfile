@@ -55,6 +55,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=planner /src/recipe.json recipe.json
+# The linker flags (packed relocations) before the dependencies, so that the
+# cooked layer is built with the flags of the final build and reused by it.
+COPY .cargo/ .cargo/
 # The dependencies of every service binary, once, before the sources: this
 # layer is reused until Cargo.toml or Cargo.lock change.
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
@@ -97,8 +100,11 @@ COPY --from=builder /out/ /
 # allocator gives freed pages back to the system at once, not after a delay
 # that only the freeing thread's next allocation would notice (auth kept each
 # sign-in's 19 MiB Argon2 block for good; see "Memory" in the README).
+# MALLOC_ARENA_MAX=2: the C code (librdkafka's threads) allocates with glibc's
+# malloc, which would otherwise give each of those threads an arena of its own.
 ENV RUST_LOG=info \
-    MIMALLOC_PURGE_DELAY=0
+    MIMALLOC_PURGE_DELAY=0 \
+    MALLOC_ARENA_MAX=2
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/tramita"]
 

@@ -42,7 +42,8 @@ pub(crate) fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
 /// The allocator's settings the images and `scripts/run` give every
 /// service (see the Dockerfile), for the benchmarks that start release
 /// binaries as processes.
-pub(crate) const SERVICE_ALLOCATOR_ENV: [(&str, &str); 1] = [("MIMALLOC_PURGE_DELAY", "0")];
+pub(crate) const SERVICE_ALLOCATOR_ENV: [(&str, &str); 2] =
+    [("MIMALLOC_PURGE_DELAY", "0"), ("MALLOC_ARENA_MAX", "2")];
 
 /// The 1, 5 and 15 minute load averages of this machine.
 pub(crate) fn load_average() -> serde_json::Value {
