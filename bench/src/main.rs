@@ -26,6 +26,7 @@ use uuid::Uuid;
 mod gateway;
 mod memory;
 mod outbox;
+mod processes;
 mod readmodel;
 mod saga;
 mod stack;

@@ -25,13 +25,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use tokio::process::{Child, Command};
 use tramita_testkit::TestInfra;
+
+use crate::processes::Processes;
 use uuid::Uuid;
 
 /// The services, in the order they are started (auth first: the others
@@ -180,97 +180,36 @@ fn mib(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
 
-/// The six processes; killed when dropped, whatever happened.
-struct Suite {
-    children: Vec<(&'static str, Child)>,
-    logs: PathBuf,
+/// Every service's reading, by name.
+fn readings(suite: &Processes) -> anyhow::Result<BTreeMap<&'static str, Reading>> {
+    SERVICES
+        .iter()
+        .map(|service| Ok((*service, Reading::of(suite.pid(service)?)?)))
+        .collect()
 }
 
-impl Suite {
-    fn pid(&self, service: &str) -> anyhow::Result<u32> {
-        self.children
-            .iter()
-            .find(|(name, _)| *name == service)
-            .and_then(|(_, child)| child.id())
-            .with_context(|| format!("{service} is not running"))
+/// Every service's [`breakdown`] in MiB, by name.
+fn breakdowns(suite: &Processes) -> anyhow::Result<serde_json::Value> {
+    let mut services = serde_json::Map::new();
+    for service in SERVICES {
+        let kinds = breakdown(suite.pid(service)?)?;
+        let kinds: serde_json::Map<String, serde_json::Value> = kinds
+            .into_iter()
+            .map(|(kind, kib)| (kind.to_owned(), json!(mib(kib))))
+            .collect();
+        services.insert(service.to_owned(), serde_json::Value::Object(kinds));
     }
-
-    /// Every service's reading, by name.
-    fn read(&self) -> anyhow::Result<BTreeMap<&'static str, Reading>> {
-        SERVICES
-            .iter()
-            .map(|service| Ok((*service, Reading::of(self.pid(service)?)?)))
-            .collect()
-    }
-
-    /// Every service's [`breakdown`] in MiB, by name.
-    fn breakdowns(&self) -> anyhow::Result<serde_json::Value> {
-        let mut services = serde_json::Map::new();
-        for service in SERVICES {
-            let kinds = breakdown(self.pid(service)?)?;
-            let kinds: serde_json::Map<String, serde_json::Value> = kinds
-                .into_iter()
-                .map(|(kind, kib)| (kind.to_owned(), json!(mib(kib))))
-                .collect();
-            services.insert(service.to_owned(), serde_json::Value::Object(kinds));
-        }
-        Ok(serde_json::Value::Object(services))
-    }
-
-    /// Resets every process's peak (VmHWM) to its current VmRSS; false when
-    /// the kernel refused (the peak then counts from the start).
-    fn reset_peaks(&self) -> bool {
-        SERVICES.iter().all(|service| {
-            self.pid(service)
-                .is_ok_and(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
-        })
-    }
-
-    /// Fails when a process has exited, with the end of its log.
-    fn check_alive(&mut self) -> anyhow::Result<()> {
-        for (name, child) in &mut self.children {
-            if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(self.logs.join(format!("{name}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                anyhow::bail!(
-                    "{name} exited ({status}); its log ends:\n{}",
-                    tail.join("\n")
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// SIGTERM to every process, then SIGKILL to any still there after 15 s.
-    async fn stop(&mut self) {
-        for (_, child) in &self.children {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-        }
-        for (name, child) in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(15), child.wait())
-                .await
-                .is_err()
-            {
-                eprintln!("{name} did not stop within 15 s: killed");
-                let _ = child.kill().await;
-            }
-        }
-        self.children.clear();
-    }
+    Ok(serde_json::Value::Object(services))
 }
 
-impl Drop for Suite {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.start_kill();
-        }
-    }
+/// Resets every process's peak (VmHWM) to its current VmRSS; false when
+/// the kernel refused (the peak then counts from the start).
+fn reset_peaks(suite: &Processes) -> bool {
+    SERVICES.iter().all(|service| {
+        suite
+            .pid(service)
+            .is_ok_and(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
+    })
 }
 
 /// What the services are given: scripts/run's settings (development users)
@@ -331,31 +270,8 @@ fn environment(
     Ok(env)
 }
 
-/// Waits (up to 90 s) until every port of the benchmark is free. The ports
-/// lie in the ephemeral range, so a client connection elsewhere may hold
-/// one for a while (and its TIME-WAIT for a minute).
-async fn ports_free() -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let taken: Vec<u16> = SERVICES
-            .iter()
-            .map(|s| port(s))
-            .chain([GATEWAY_INTERNAL_PORT])
-            .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
-            .collect();
-        if taken.is_empty() {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "ports {taken:?} are in use: another memory benchmark running?"
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
 async fn wait_ready(
-    suite: &mut Suite,
+    suite: &mut Processes,
     client: &reqwest::Client,
     service: &str,
 ) -> anyhow::Result<()> {
@@ -371,50 +287,10 @@ async fn wait_ready(
         anyhow::ensure!(
             Instant::now() < deadline,
             "{service} was not ready within 120 s (log in {})",
-            suite.logs.display()
+            suite.logs().display()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// Starts release binary `tramita-<service>` from `bin` with `env` added
-/// to this process's environment (and the images' allocator settings),
-/// its output in `<logs>/<service>.log`. With `setpriv`, it dies with the
-/// benchmark even if the benchmark is killed: the parent-death signal is
-/// tied to the spawning thread, so call this from the future `main` blocks
-/// on (the main thread, which lives as long as the process), not from a
-/// spawned task.
-pub(crate) fn spawn_service(
-    bin: &Path,
-    service: &'static str,
-    env: &[(String, String)],
-    logs: &Path,
-) -> anyhow::Result<Child> {
-    let binary = bin.join(format!("tramita-{service}"));
-    anyhow::ensure!(
-        binary.exists(),
-        "{} is missing: build it first (scripts/bench does)",
-        binary.display()
-    );
-    let log = std::fs::File::create(logs.join(format!("{service}.log")))?;
-    let setpriv = Path::new("/usr/bin/setpriv").exists();
-    let mut command = if setpriv {
-        let mut command = Command::new("/usr/bin/setpriv");
-        command.args(["--pdeathsig", "KILL", "--"]).arg(&binary);
-        command
-    } else {
-        Command::new(&binary)
-    };
-    command
-        .envs(crate::SERVICE_ALLOCATOR_ENV)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true);
-    command
-        .spawn()
-        .with_context(|| format!("start {}", binary.display()))
 }
 
 /// Starts the six release binaries from `bin` and waits until each is ready.
@@ -423,15 +299,10 @@ async fn start(
     env: &[(String, String)],
     logs: PathBuf,
     client: &reqwest::Client,
-) -> anyhow::Result<Suite> {
-    std::fs::create_dir_all(&logs)?;
-    let mut suite = Suite {
-        children: Vec::new(),
-        logs: logs.clone(),
-    };
+) -> anyhow::Result<Processes> {
+    let mut suite = Processes::new(logs)?;
     for service in SERVICES {
-        let child = spawn_service(bin, service, env, &logs)?;
-        suite.children.push((service, child));
+        suite.spawn(bin, service, env)?;
         if service == "auth" {
             wait_ready(&mut suite, client, "auth").await?;
         }
@@ -594,7 +465,12 @@ pub(crate) async fn interrupted() -> anyhow::Error {
 /// every way out.
 pub async fn run() -> anyhow::Result<serde_json::Value> {
     let params = Params::from_env()?;
-    ports_free().await?;
+    let ports: Vec<u16> = SERVICES
+        .iter()
+        .map(|s| port(s))
+        .chain([GATEWAY_INTERNAL_PORT])
+        .collect();
+    crate::processes::ports_free(&ports, "memory", crate::processes::PORTS_WAIT).await?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the repository root")?
@@ -657,7 +533,7 @@ async fn measure(
 
 async fn measure_running(
     params: &Params,
-    suite: &mut Suite,
+    suite: &mut Processes,
     client: &reqwest::Client,
     files_url: &str,
 ) -> anyhow::Result<serde_json::Value> {
@@ -667,26 +543,26 @@ async fn measure_running(
         .connect(files_url)
         .await?;
     tokio::time::sleep(SETTLE).await;
-    let started = suite.read()?;
+    let started = readings(suite)?;
 
     let token = login(client, &gateway).await?;
     let answers = warm_up(client, &gateway, &token, &files).await?;
     tokio::time::sleep(SETTLE).await;
     suite.check_alive()?;
-    let idle = suite.read()?;
+    let idle = readings(suite)?;
 
     for _ in 0..params.logins {
         login(client, &gateway).await?;
     }
     tokio::time::sleep(SETTLE).await;
-    let after_logins = suite.read()?;
-    let where_idle = suite.breakdowns()?;
+    let after_logins = readings(suite)?;
+    let where_idle = breakdowns(suite)?;
 
     // The load: one saga every 1/rate s, not waiting for earlier ones.
-    let peaks_reset = suite.reset_peaks();
+    let peaks_reset = reset_peaks(suite);
     let mut sampled: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut sample = |suite: &Suite| -> anyhow::Result<()> {
-        for (name, reading) in suite.read()? {
+    let mut sample = |suite: &Processes| -> anyhow::Result<()> {
+        for (name, reading) in readings(suite)? {
             let max = sampled.entry(name).or_default();
             *max = (*max).max(reading.rss);
         }
@@ -748,12 +624,12 @@ async fn measure_running(
     }
     let load_seconds = load_started.elapsed().as_secs_f64();
     let active = sagas_ended(&files, &ids, Duration::from_secs(1)).await?;
-    let end_of_load = suite.read()?;
+    let end_of_load = readings(suite)?;
     let load_average_under_load = crate::load_average();
 
     tokio::time::sleep(AFTER_LOAD).await;
     suite.check_alive()?;
-    let idle_after = suite.read()?;
+    let idle_after = readings(suite)?;
     files.close().await;
 
     let sampled_sum: u64 = sampled.values().sum();

@@ -34,10 +34,12 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tramita_index::domain::{Cursor, FileListQuery, RawListQuery};
 use tramita_testkit::{TestInfra, TestIssuer};
 use uuid::Uuid;
+
+use crate::processes::{ports_free, Processes, PORTS_WAIT};
 
 const GATEWAY_PORT: u16 = 48080;
 const INDEX_PORT: u16 = 48082;
@@ -605,74 +607,17 @@ fn ensure_wrk() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The two release processes; killed when dropped, whatever happened.
-struct Processes {
-    children: Vec<(&'static str, Child)>,
-}
-
-impl Processes {
-    async fn stop(&mut self) {
-        for (_, child) in &self.children {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-        }
-        for (name, child) in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(15), child.wait())
-                .await
-                .is_err()
-            {
-                eprintln!("{name} did not stop within 15 s: killed");
-                let _ = child.kill().await;
-            }
-        }
-        self.children.clear();
-    }
-
-    fn check_alive(&mut self, logs: &Path) -> anyhow::Result<()> {
-        for (name, child) in &mut self.children {
-            if let Some(status) = child.try_wait()? {
-                let log =
-                    std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                anyhow::bail!(
-                    "{name} exited ({status}); its log ends:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.start_kill();
-        }
-    }
-}
-
-fn ports_free() -> anyhow::Result<()> {
-    let taken: Vec<u16> = [GATEWAY_PORT, INDEX_PORT, GATEWAY_INTERNAL_PORT]
-        .into_iter()
-        .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
-        .collect();
-    anyhow::ensure!(
-        taken.is_empty(),
-        "ports {taken:?} are in use: another readmodel benchmark running?"
-    );
-    Ok(())
-}
-
 /// Runs the benchmark; processes, database and topics go on every way out.
 pub async fn run() -> anyhow::Result<serde_json::Value> {
     let params = Params::from_env()?;
     ensure_wrk()?;
     pgbench_binary()?;
-    ports_free()?;
+    ports_free(
+        &[GATEWAY_PORT, INDEX_PORT, GATEWAY_INTERNAL_PORT],
+        "readmodel",
+        PORTS_WAIT,
+    )
+    .await?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the repository root")?
@@ -771,17 +716,9 @@ async fn measure(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let mut processes = Processes {
-        children: Vec::new(),
-    };
-    processes.children.push((
-        "index",
-        crate::memory::spawn_service(&bin, "index", &env, work)?,
-    ));
-    processes.children.push((
-        "gateway",
-        crate::memory::spawn_service(&bin, "gateway", &env, work)?,
-    ));
+    let mut processes = Processes::new(work.to_path_buf())?;
+    processes.spawn(&bin, "index", &env)?;
+    processes.spawn(&bin, "gateway", &env)?;
     let result = measure_running(params, &mut processes, work, url, &pool, &token).await;
     processes.stop().await;
     pool.close().await;
@@ -807,7 +744,7 @@ async fn measure_running(
     let probe = format!("http://127.0.0.1:{GATEWAY_PORT}/api/v1/index/files?limit=1");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        processes.check_alive(work)?;
+        processes.check_alive()?;
         if let Ok(response) = client.get(&probe).bearer_auth(token).send().await {
             if response.status().is_success() {
                 break;
@@ -864,7 +801,7 @@ async fn measure_running(
         eprintln!("{}: {} values, gateway", shape.name, paths.len());
         wrk(params, &lua, token, WARMUP.as_secs(), GATEWAY_PORT).await?;
         let gateway = wrk(params, &lua, token, params.seconds, GATEWAY_PORT).await?;
-        processes.check_alive(work)?;
+        processes.check_alive()?;
         let load_after_gateway = crate::load_average();
         // The index alone (no gateway), to tell their costs apart.
         let direct_paths: Vec<String> = paths
