@@ -1002,6 +1002,78 @@ async fn event_topics_are_compacted_and_dead_letters_kept_long() {
     );
 }
 
+/// A replica starting (schema setup) while another one is inside a
+/// transaction that read the outbox and then writes it: a rolling deploy.
+#[tokio::test]
+async fn a_replica_starting_beside_a_writing_one_sets_up_without_deadlock_or_waiting() {
+    let (_infra, _kafka, pool) = setup().await;
+    for schema_complete in [true, false] {
+        if !schema_complete {
+            // An older version's schema: setup has work to do.
+            sqlx::query("DROP INDEX messaging_outbox_sent")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let mut writer = pool.begin().await.unwrap();
+        sqlx::query("SELECT count(*) FROM messaging_outbox")
+            .execute(&mut *writer)
+            .await
+            .unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let setup = async {
+            let result = tramita_messaging::schema::ensure_schema(&pool).await;
+            done.store(true, Ordering::SeqCst);
+            result
+        };
+        let running_replica = async {
+            eventually(
+                Duration::from_secs(30),
+                "setup done or waiting for the outbox",
+                || {
+                    let pool = pool.clone();
+                    let finished = done.load(Ordering::SeqCst);
+                    async move {
+                        let waiting: bool = sqlx::query_scalar(
+                            "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                          WHERE NOT granted AND relation = 'messaging_outbox'::regclass)",
+                        )
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                        (finished || waiting).then_some(())
+                    }
+                },
+            )
+            .await;
+            let finished_beside_the_writer = done.load(Ordering::SeqCst);
+            sqlx::query(
+                "INSERT INTO messaging_outbox (message_id, topic, envelope) VALUES ($1, 't', '{}')",
+            )
+            .bind(Uuid::new_v4())
+            .execute(&mut *writer)
+            .await
+            .expect("the running replica's write goes through");
+            writer.commit().await.unwrap();
+            finished_beside_the_writer
+        };
+        let (setup, finished_beside_the_writer) = tokio::join!(setup, running_replica);
+        setup.expect("the starting replica sets up its schema");
+        if schema_complete {
+            assert!(
+                finished_beside_the_writer,
+                "a current schema is checked without waiting for the outbox's lock"
+            );
+        }
+        let sent_index: bool =
+            sqlx::query_scalar("SELECT to_regclass('messaging_outbox_sent') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(sent_index, "a missing index is made");
+    }
+}
+
 #[tokio::test]
 async fn retention_deletes_only_sent_outbox_rows_and_old_inbox_rows() {
     let (_infra, kafka, pool) = setup().await;

@@ -2,6 +2,8 @@
 //! consumers), stopped together.
 
 use actix_web::dev::{Server, ServerHandle};
+use std::time::Duration;
+
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -9,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 pub struct ServiceRuntime {
     server: Server,
     shutdown: CancellationToken,
+    stopped: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -26,15 +29,24 @@ impl std::fmt::Debug for ServiceRuntime {
 pub struct ServiceHandle {
     server: ServerHandle,
     shutdown: CancellationToken,
+    stopped: CancellationToken,
     aborts: Vec<AbortHandle>,
 }
 
+/// How long [`ServiceHandle::stop`] and [`ServiceHandle::kill`] wait for
+/// [`ServiceRuntime::run`] to see its background tasks end.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
 impl ServiceHandle {
     /// Graceful stop: finish in-flight requests, then stop background tasks
-    /// after the message in hand.
+    /// after the message in hand. Returns once they have ended (the runtime's
+    /// [`ServiceRuntime::run`] has returned), so that whatever comes next,
+    /// another instance on the same database say, never overlaps with this
+    /// one's last transactions.
     pub async fn stop(&self) {
         self.server.stop(true).await;
         self.shutdown.cancel();
+        self.wait_stopped().await;
     }
 
     /// Abrupt stop, as a crash: background tasks are aborted wherever they
@@ -44,6 +56,19 @@ impl ServiceHandle {
             abort.abort();
         }
         self.server.stop(false).await;
+        self.wait_stopped().await;
+    }
+
+    async fn wait_stopped(&self) {
+        if tokio::time::timeout(STOP_WAIT, self.stopped.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                waited = ?STOP_WAIT,
+                "background tasks still running after the stop; going on without them"
+            );
+        }
     }
 }
 
@@ -53,6 +78,7 @@ impl ServiceRuntime {
         Self {
             server,
             shutdown,
+            stopped: CancellationToken::new(),
             tasks: Vec::new(),
         }
     }
@@ -70,6 +96,7 @@ impl ServiceRuntime {
         ServiceHandle {
             server: self.server.handle(),
             shutdown: self.shutdown.clone(),
+            stopped: self.stopped.clone(),
             aborts: self.tasks.iter().map(|(_, t)| t.abort_handle()).collect(),
         }
     }
@@ -77,6 +104,9 @@ impl ServiceRuntime {
     /// Serves until the server stops (signal or handle), then stops the
     /// background tasks and waits for them.
     pub async fn run(self) -> anyhow::Result<()> {
+        // Tells the handles the runtime has ended, also when this future is
+        // dropped half-way.
+        let _stopped = self.stopped.drop_guard();
         let served = self.server.await;
         self.shutdown.cancel();
         for (name, task) in self.tasks {
@@ -96,5 +126,55 @@ impl ServiceRuntime {
             }
         }
         served.map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn runtime_with_a_slow_task(finished: Arc<AtomicBool>) -> ServiceRuntime {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = actix_web::HttpServer::new(actix_web::App::new)
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run();
+        let shutdown = CancellationToken::new();
+        let mut runtime = ServiceRuntime::new(server, shutdown.clone());
+        runtime.spawn("slow to stop", async move {
+            shutdown.cancelled().await;
+            // The last transaction of a relay or consumer, say.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            finished.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        runtime
+    }
+
+    #[actix_web::test]
+    async fn a_graceful_stop_returns_once_the_background_tasks_have_ended() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let runtime = runtime_with_a_slow_task(finished.clone());
+        let handle = runtime.handle();
+        let running = tokio::spawn(runtime.run());
+        handle.stop().await;
+        assert!(finished.load(Ordering::SeqCst), "the task had ended");
+        running.await.unwrap().unwrap();
+    }
+
+    #[actix_web::test]
+    async fn a_stop_after_the_runtime_ended_returns_at_once() {
+        let runtime = runtime_with_a_slow_task(Arc::new(AtomicBool::new(false)));
+        let handle = runtime.handle();
+        let running = tokio::spawn(runtime.run());
+        handle.kill().await;
+        running.abort();
+        tokio::time::timeout(Duration::from_secs(5), handle.stop())
+            .await
+            .expect("no wait for a runtime that has gone");
     }
 }
