@@ -20,7 +20,7 @@ pub use runtime::{ServiceHandle, ServiceRuntime};
 
 use actix_web::web;
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 /// Request metrics on `/metrics` in Prometheus format, including every
 /// collector registered in `registry` (outbox, consumers, ...).
@@ -70,20 +70,47 @@ async fn metrics_report(registry: web::Data<prometheus::Registry>) -> actix_web:
     }
 }
 
+/// A service's OpenAPI document as served on `/openapi.json`: serialised
+/// once and shared by every worker. Handed to each worker's Swagger UI as a
+/// parsed document instead, it was held once per worker and once more by
+/// the server, and serialised again at every request.
+#[derive(Debug, Clone)]
+pub struct OpenApiJson(web::Bytes);
+
+impl OpenApiJson {
+    /// Serialises `openapi`.
+    pub fn new(openapi: &utoipa::openapi::OpenApi) -> std::io::Result<Self> {
+        serde_json::to_vec(openapi)
+            .map(|json| Self(web::Bytes::from(json)))
+            .map_err(std::io::Error::other)
+    }
+}
+
+async fn openapi_json(document: web::Data<OpenApiJson>) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(document.0.clone())
+}
+
 /// Registers the routes every service has besides its own: health,
 /// `/openapi.json`, the vendored Swagger UI at `/docs/`, and the extractor
 /// configs that answer bad input with problem details.
 pub fn configure_common(
     cfg: &mut web::ServiceConfig,
     readiness: Readiness,
-    openapi: utoipa::openapi::OpenApi,
+    openapi: web::Data<OpenApiJson>,
     json_limit: usize,
 ) {
     health::configure(cfg, readiness);
     cfg.app_data(extract::json_config(json_limit))
         .app_data(extract::path_config())
         .app_data(extract::query_config())
-        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi));
+        .service(
+            web::resource("/openapi.json")
+                .app_data(openapi)
+                .route(web::get().to(openapi_json)),
+        )
+        .service(SwaggerUi::new("/docs/{_:.*}").config(Config::from("/openapi.json")));
 }
 
 /// Starts an HTTP server on `listener` with the standard middleware (request
@@ -104,7 +131,7 @@ where
     let known = methods::KnownPaths::from_openapi(&openapi);
     let common = CommonRoutes {
         readiness,
-        openapi,
+        openapi: web::Data::new(OpenApiJson::new(&openapi)?),
         json_limit,
     };
     server(listener, workers, metrics, known, move |cfg| {
@@ -131,7 +158,7 @@ where
     let known = methods::KnownPaths::from_openapi(&openapi);
     let common = CommonRoutes {
         readiness,
-        openapi,
+        openapi: web::Data::new(OpenApiJson::new(&openapi)?),
         json_limit,
     };
     server(listener, workers, metrics, known, move |cfg| {
@@ -144,7 +171,7 @@ where
 #[derive(Clone)]
 struct CommonRoutes {
     readiness: Readiness,
-    openapi: utoipa::openapi::OpenApi,
+    openapi: web::Data<OpenApiJson>,
     json_limit: usize,
 }
 
@@ -172,12 +199,13 @@ fn server<F>(
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
+    let known = web::Data::new(known);
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .wrap(metrics.clone())
             .wrap(tracing_actix_web::TracingLogger::<request_id::RequestSpan>::new())
             .wrap(actix_web::middleware::from_fn(request_id::request_id))
-            .app_data(web::Data::new(known.clone()))
+            .app_data(known.clone())
             .configure(routes.clone())
             .default_service(web::to(methods::unrouted))
     })
@@ -211,6 +239,59 @@ impl utoipa::Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{test, App};
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem, PathsBuilder};
+    use utoipa::openapi::OpenApiBuilder;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn the_document_is_served_as_it_was_serialised_and_the_swagger_ui_reads_it() {
+        let openapi = OpenApiBuilder::new()
+            .paths(PathsBuilder::new().path(
+                "/things/{id}",
+                PathItem::new(HttpMethod::Get, OperationBuilder::new().build()),
+            ))
+            .build();
+        let document = web::Data::new(OpenApiJson::new(&openapi).unwrap());
+        let app = test::init_service(App::new().configure(|cfg| {
+            configure_common(cfg, Readiness::new(Vec::new()), document.clone(), 1024)
+        }))
+        .await;
+
+        let answer = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/openapi.json").to_request(),
+        )
+        .await;
+        assert_eq!(answer.status(), actix_web::http::StatusCode::OK);
+        assert_eq!(
+            answer.headers().get("content-type").unwrap(),
+            "application/json"
+        );
+        let served: serde_json::Value =
+            serde_json::from_slice(&test::read_body(answer).await).unwrap();
+        assert_eq!(served, serde_json::to_value(&openapi).unwrap());
+        assert!(served["paths"]["/things/{id}"]["get"].is_object());
+
+        let initializer = test::call_service(
+            &app,
+            test::TestRequest::get()
+                .uri("/docs/swagger-initializer.js")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(initializer.status(), actix_web::http::StatusCode::OK);
+        let script = String::from_utf8(test::read_body(initializer).await.to_vec()).unwrap();
+        assert!(
+            script.contains("\"/openapi.json\""),
+            "the Swagger UI loads the served document: {script}"
         );
     }
 }

@@ -285,8 +285,12 @@ pub const MISSING_RETRY: Backoff = Backoff {
 /// How long one upstream's document is waited for.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The last good copy of each upstream's document is kept as the JSON it
+/// came in, parsed again only to merge: as parsed structures, the six
+/// services' documents held several times their size for as long as the
+/// gateway ran.
 struct Copies {
-    documents: HashMap<String, OpenApi>,
+    documents: HashMap<String, web::Bytes>,
     merged: web::Bytes,
 }
 
@@ -331,11 +335,14 @@ impl ApiDocs {
         })
     }
 
-    async fn fetch(&self, base_url: &str) -> anyhow::Result<OpenApi> {
+    /// The upstream's document, as fetched once it parses as one.
+    async fn fetch(&self, base_url: &str) -> anyhow::Result<web::Bytes> {
         let url = format!("{}/openapi.json", base_url.trim_end_matches('/'));
         let response = self.client.get(&url).send().await?.error_for_status()?;
         let bytes = response.bytes().await?;
-        Ok(serde_json::from_slice(&bytes)?)
+        serde_json::from_slice::<OpenApi>(&bytes)?;
+        // A copy of its own: the body may be a slice of a larger read buffer.
+        Ok(web::Bytes::copy_from_slice(&bytes))
     }
 
     /// Fetches every document again; an upstream that fails keeps its last
@@ -366,10 +373,11 @@ impl ApiDocs {
             }
         }
         let ordered = self.sources.iter().filter_map(|(name, _)| {
-            copies
-                .documents
-                .get(name)
-                .map(|document| (name.as_str(), document.clone()))
+            let document = copies.documents.get(name)?;
+            // Parsed when it was fetched, so it parses now.
+            serde_json::from_slice::<OpenApi>(document)
+                .ok()
+                .map(|document| (name.as_str(), document))
         });
         let merged = merge(ordered);
         copies.merged = serde_json::to_vec(&merged)
@@ -465,6 +473,64 @@ mod tests {
         assert_eq!(merged.info.title, "Tramita API");
         let components = merged.components.unwrap();
         assert!(components.security_schemes.contains_key(BEARER_SCHEME));
+    }
+
+    /// An upstream on 127.0.0.1 whose `/openapi.json` answers what `body`
+    /// holds at the time.
+    fn upstream(body: Arc<std::sync::Mutex<Vec<u8>>>) -> (String, actix_web::dev::ServerHandle) {
+        let server = actix_web::HttpServer::new(move || {
+            let body = body.clone();
+            actix_web::App::new().route(
+                "/openapi.json",
+                web::get().to(move || {
+                    let answer = body.lock().unwrap().clone();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(answer)
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let url = format!("http://127.0.0.1:{}", server.addrs()[0].port());
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        (url, handle)
+    }
+
+    #[actix_web::test]
+    async fn an_upstream_answering_no_document_keeps_its_last_good_copy_and_a_new_one_replaces_it()
+    {
+        let body = Arc::new(std::sync::Mutex::new(
+            serde_json::to_vec(&document("/files/{id}")).unwrap(),
+        ));
+        let (url, server) = upstream(body.clone());
+        let docs = ApiDocs::new(vec![("files".into(), url)], Duration::from_secs(3600)).unwrap();
+        let paths = |docs: &ApiDocs| -> Vec<String> {
+            let merged: serde_json::Value = serde_json::from_slice(&docs.current()).unwrap();
+            merged["paths"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        assert!(docs.refresh().await);
+        assert_eq!(paths(&docs), ["/api/v1/files/{id}"]);
+
+        *body.lock().unwrap() = b"{\"openapi\": \"3.1.0\", \"paths\": 7".to_vec();
+        assert!(docs.refresh().await, "the last copy still counts");
+        assert_eq!(paths(&docs), ["/api/v1/files/{id}"]);
+
+        *body.lock().unwrap() = serde_json::to_vec(&document("/files")).unwrap();
+        assert!(docs.refresh().await);
+        assert_eq!(paths(&docs), ["/api/v1/files"]);
+        server.stop(false).await;
     }
 
     #[test]
