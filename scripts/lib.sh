@@ -25,6 +25,22 @@ ensure_build_deps() {
   }
 }
 
+# Release builds of the services (what the images ship and the benchmarks
+# measure): statically linked (glibc, zlib and librdkafka inside the binary)
+# and not position-independent, so a process maps no shared library, only
+# the parts of glibc it calls: about 1.8 MiB less resident memory per
+# service (see "Memory" in the README). glibc's "files" and "dns" name
+# services are built into its static library, so name lookups need nothing
+# at run time. The flags go to the target only (`--target`), since the
+# procedural macros the build loads must stay shared objects.
+RELEASE_TARGET=x86_64-unknown-linux-gnu
+# shellcheck disable=SC2034 # used by the scripts that source this file
+RELEASE_DIR=$ROOT/target/$RELEASE_TARGET/release
+build_release() {
+  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+    LIBZ_SYS_STATIC=1 cargo build --release --target "$RELEASE_TARGET" "$@"
+}
+
 # Whether all three local servers already answer (then a script that finds
 # them running leaves them running when it ends).
 infra_running() {

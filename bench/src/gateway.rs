@@ -4,7 +4,7 @@
 //!
 //! The upstream is a small actix-web server answering a ~200-byte JSON.
 //! nginx (Debian's) proxies to it with a keep-alive upstream pool. The
-//! gateway is the release binary (`target/release/tramita-gateway`, built
+//! gateway is the release binary (static, as the images ship it, built
 //! by `scripts/bench gateway`) in its own process, as it is deployed (its
 //! own allocator, its own tracing subscriber at `RUST_LOG`, default
 //! `warn`), with every check on: the bearer token of each request is
@@ -235,8 +235,7 @@ struct GatewayProcess(Child);
 
 impl GatewayProcess {
     fn start(envs: &[(&str, String)]) -> anyhow::Result<Self> {
-        let binary =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/tramita-gateway");
+        let binary = crate::processes::release_bin_dir().join("tramita-gateway");
         anyhow::ensure!(
             binary.exists(),
             "{} is missing: run scripts/bench gateway, which builds it",
@@ -482,7 +481,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
             "upstream_workers": cpus,
             "nginx": "worker_processes auto, upstream keepalive 64, proxy_http_version 1.1",
             "gateway": {
-                "process": "target/release/tramita-gateway (mimalloc)",
+                "process": "release tramita-gateway, static (mimalloc)",
                 "rust_log": std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
                 "upstream_client": "hyper_util legacy client, one per worker",
                 "workers": gateway_workers,

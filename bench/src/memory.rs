@@ -475,9 +475,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
         .parent()
         .context("the repository root")?
         .to_path_buf();
-    let bin = std::env::var("BENCH_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target/release"));
+    let bin = crate::processes::release_bin_dir();
     let work = root.join(".local/bench-memory");
     // PostgreSQL databases and the topic prefix are removed when `infra`
     // (its last clone) is dropped, on every way out of this function.
@@ -647,7 +645,7 @@ async fn measure_running(
             "load_average_under_load": load_average_under_load,
             "load_average_at_end": crate::load_average(),
         },
-        "build": "release (target/release), one process per service",
+        "build": "release, static and not position-independent (scripts/lib.sh build_release), one process per service",
         "unit": "MiB (KiB from /proc/<pid>/status divided by 1024)",
         "goal": "the six services idle (after_logins) under 100 MB in total",
         "idle_sum_mib": idle_sum_mib,

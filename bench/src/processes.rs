@@ -10,6 +10,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
+/// Where the services' release binaries are: `BENCH_BIN_DIR`, or else the
+/// static build that `scripts/bench` makes (`build_release` in
+/// `scripts/lib.sh`), as the images ship it.
+pub(crate) fn release_bin_dir() -> PathBuf {
+    std::env::var_os("BENCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-gnu/release")
+        })
+}
+
 /// The started services; killed when dropped, whatever happened.
 pub(crate) struct Processes {
     children: Vec<(&'static str, Child)>,

@@ -636,7 +636,7 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
     };
     let topic_prefix = infra.topic_prefix();
     let outcome = tokio::select! {
-        outcome = measure(&params, &root, &work, &url, &infra.kafka_brokers, &topic_prefix) => outcome,
+        outcome = measure(&params, &work, &url, &infra.kafka_brokers, &topic_prefix) => outcome,
         error = crate::memory::interrupted() => Err(error),
     };
     if params.keep {
@@ -650,7 +650,6 @@ pub async fn run() -> anyhow::Result<serde_json::Value> {
 
 async fn measure(
     params: &Params,
-    root: &Path,
     work: &Path,
     url: &str,
     brokers: &str,
@@ -677,9 +676,7 @@ async fn measure(
     let mut claims = issuer.claims("bench-reader", &["reader"]);
     claims["exp"] = json!(Utc::now().timestamp() + 4 * 3600);
     let token = issuer.sign(&claims);
-    let bin = std::env::var("BENCH_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target/release"));
+    let bin = crate::processes::release_bin_dir();
     let group = Uuid::now_v7().simple().to_string();
     let env: Vec<(String, String)> = [
         ("INDEX_HOST", "127.0.0.1".to_owned()),
