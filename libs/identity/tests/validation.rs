@@ -5,6 +5,13 @@ use std::time::Duration;
 use tramita_identity::{KeySource, Role, TokenError, TokenValidator, ValidationSettings};
 use tramita_testkit::TestIssuer;
 
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_secs()).unwrap()
+}
+
 fn validator(issuer: &TestIssuer) -> TokenValidator {
     TokenValidator::new(
         ValidationSettings {
@@ -122,5 +129,66 @@ async fn ensure_keys_loads_the_key_set_once() {
     assert_eq!(
         unreachable.ensure_keys().await,
         Err(TokenError::KeysUnavailable)
+    );
+}
+
+#[tokio::test]
+async fn a_valid_token_is_remembered_and_a_refused_one_never() {
+    let issuer = TestIssuer::start().await;
+    let validator = validator(&issuer);
+    let token = issuer.token("u-1", &["clerk"]);
+    let first = validator.validate(&token).await.unwrap();
+    assert_eq!(validator.remembered(), 1);
+    assert_eq!(validator.validate(&token).await.unwrap(), first);
+    assert_eq!(validator.remembered(), 1, "the same token is one entry");
+
+    // The memory is keyed by the whole token: the same claims under another
+    // signature are verified, and refused.
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+    assert_eq!(
+        validator.validate(&forged).await,
+        Err(TokenError::BadSignature)
+    );
+    for (name, bad) in issuer.bad_tokens() {
+        assert!(validator.validate(&bad).await.is_err(), "{name}");
+    }
+    assert_eq!(
+        validator.remembered(),
+        1,
+        "refused tokens are not remembered"
+    );
+
+    let every_time = TokenValidator::new(
+        ValidationSettings {
+            remember_valid: Duration::ZERO,
+            ..ValidationSettings::new(&issuer.issuer, &issuer.audience)
+        },
+        KeySource::remote(&issuer.jwks_url),
+    );
+    every_time.validate(&token).await.unwrap();
+    assert_eq!(every_time.remembered(), 0);
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let issuer = TestIssuer::start().await;
+    // No leeway: the token is invalid from its `exp` on.
+    let validator = validator(&issuer);
+    let mut claims = issuer.claims("u-1", &["reader"]);
+    let exp = unix_now() + 2;
+    claims["exp"] = exp.into();
+    let token = issuer.sign(&claims);
+    validator.validate(&token).await.unwrap();
+    validator.validate(&token).await.unwrap();
+    assert_eq!(validator.remembered(), 1);
+    while unix_now() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        validator.validate(&token).await,
+        Err(TokenError::Expired),
+        "remembering never extends a token past its exp"
     );
 }

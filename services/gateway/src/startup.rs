@@ -21,7 +21,6 @@ use crate::adapters::http::proxy::{self, Proxy, ProxyRules, UpstreamClient};
 use crate::adapters::http::site;
 use crate::adapters::metrics::GatewayMetrics;
 use crate::adapters::rate_limit::ClientLimiter;
-use crate::adapters::tokens::TokenCheck;
 use crate::app::{Upstream, UpstreamPolicy};
 use crate::domain::routing::{API_PREFIX, DEFAULT_PUBLIC_ROUTES, JWKS_PATH};
 use crate::domain::{
@@ -371,10 +370,13 @@ impl Application {
             .collect();
         let pool_max_idle_per_host = settings.pool_max_idle_per_host;
         let validator = Arc::new(TokenValidator::new(
-            ValidationSettings::new(settings.issuer.clone(), settings.audience.clone()),
+            ValidationSettings {
+                remember_valid: settings.token_cache,
+                ..ValidationSettings::new(settings.issuer.clone(), settings.audience.clone())
+            },
             KeySource::remote(settings.jwks_url.clone()),
         ));
-        let tokens = Arc::new(TokenCheck::new(validator.clone(), settings.token_cache));
+        let tokens = validator.clone();
         let limiter =
             Arc::new(ClientLimiter::new(settings.rate).context("configure the rate limit")?);
         let proxy = web::Data::new(Proxy::new(

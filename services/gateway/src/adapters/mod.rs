@@ -3,4 +3,3 @@
 pub mod http;
 pub mod metrics;
 pub mod rate_limit;
-pub mod tokens;

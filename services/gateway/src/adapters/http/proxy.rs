@@ -17,11 +17,10 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tramita_identity::{AuthError, TokenError};
+use tramita_identity::{AuthError, TokenError, TokenValidator};
 use tramita_web::Problem;
 
 use crate::adapters::rate_limit::ClientLimiter;
-use crate::adapters::tokens::TokenCheck;
 use crate::app::{Answer, CallError, Upstream};
 use crate::domain::{
     destination, is_idempotent, retry_after_seconds, Arrival, ClientKey, Forwarding, PublicRoutes,
@@ -74,7 +73,7 @@ pub struct ProxyRules {
 /// Everything the proxy needs, shared by all workers.
 pub struct Proxy {
     upstreams: HashMap<String, Arc<Upstream>>,
-    tokens: Arc<TokenCheck>,
+    tokens: Arc<TokenValidator>,
     limiter: Arc<ClientLimiter>,
     rules: ProxyRules,
 }
@@ -116,7 +115,7 @@ impl Proxy {
     /// A proxy to `upstreams`.
     pub fn new(
         upstreams: &[Arc<Upstream>],
-        tokens: Arc<TokenCheck>,
+        tokens: Arc<TokenValidator>,
         limiter: Arc<ClientLimiter>,
         rules: ProxyRules,
     ) -> Self {
