@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MIB=${BENCH_DOC_MIB:-50}
 ROUNDS=${BENCH_ROUNDS:-3}
 WORK=$(mktemp -d /tmp/tramita-bench-docs.XXXXXX)
-BIN="${BENCH_BIN_DIR:-$ROOT/target/x86_64-unknown-linux-gnu/release}"
+BIN="${BENCH_BIN_DIR:?set by scripts/bench: the release binaries (build_release in scripts/lib.sh)}"
 pids=()
 cleanup() {
   if ((${#pids[@]})); then

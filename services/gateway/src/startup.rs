@@ -376,12 +376,11 @@ impl Application {
             },
             KeySource::remote(settings.jwks_url.clone()),
         ));
-        let tokens = validator.clone();
         let limiter =
             Arc::new(ClientLimiter::new(settings.rate).context("configure the rate limit")?);
         let proxy = web::Data::new(Proxy::new(
             &upstreams,
-            tokens,
+            validator.clone(),
             limiter.clone(),
             ProxyRules {
                 public_routes: settings.public_routes.clone(),
