@@ -31,7 +31,13 @@ pub struct Settings {
     pub port: u16,
     /// PostgreSQL URL of the index database (`INDEX_DATABASE_URL`, required).
     pub database_url: String,
-    /// Pool size (`INDEX_DB_POOL_SIZE`, default 10).
+    /// Pool size (`INDEX_DB_POOL_SIZE`, default 16). More than the other
+    /// services' 10: the index serves the list screens' reads, and each
+    /// pooled connection spends part of every turn outside the database
+    /// (the rows decoded, sqlx's test of the connection on its way back,
+    /// the wait for a worker to pick it up), so with 10 a replica under 32
+    /// concurrent readers left a tenth of two cores idle while requests
+    /// queued for a connection (`scripts/bench readmodel`).
     pub pool_size: u32,
     /// Kafka location and topic prefix.
     pub kafka: KafkaSettings,
@@ -65,7 +71,7 @@ impl Settings {
             host: or_default("INDEX_HOST", "127.0.0.1"),
             port: parsed_or("INDEX_PORT", 8082)?,
             database_url: required("INDEX_DATABASE_URL")?,
-            pool_size: parsed_or("INDEX_DB_POOL_SIZE", 10)?,
+            pool_size: parsed_or("INDEX_DB_POOL_SIZE", 16)?,
             kafka: KafkaSettings::from_env()?,
             consumer_group: or_default("INDEX_CONSUMER_GROUP", "index"),
             max_attempts: parsed_or("INDEX_MAX_ATTEMPTS", 5)?,
