@@ -14,6 +14,18 @@ async fn backend_pid(pool: &PgPool) -> Result<i32, sqlx::Error> {
         .await
 }
 
+/// Waits until the pool's one connection is back in it: sqlx tests a
+/// connection with a round trip on its way back, and a connection ended
+/// before that test would be caught by it rather than by the one measured.
+async fn back_in_the_pool(pool: &PgPool) {
+    eventually(
+        Duration::from_secs(10),
+        "connection back in the pool",
+        || async { (pool.num_idle() == 1).then_some(()) },
+    )
+    .await;
+}
+
 /// Ends the server side of connection `pid` (as a server restart or an
 /// administrator would) and waits until it is gone.
 async fn terminate(admin: &PgPool, pid: i32) {
@@ -46,6 +58,7 @@ async fn a_connection_idle_past_the_limit_is_tested_and_replaced_and_a_busy_one_
     // Idle for longer than the limit: tested on the way out, found closed,
     // and replaced by a new connection; the statement never sees it.
     let first = backend_pid(&pool).await.unwrap();
+    back_in_the_pool(&pool).await;
     terminate(&admin, first).await;
     tokio::time::sleep(TEST_IDLE_AFTER + Duration::from_millis(300)).await;
     let second = backend_pid(&pool)
@@ -56,6 +69,7 @@ async fn a_connection_idle_past_the_limit_is_tested_and_replaced_and_a_busy_one_
     // Used a moment ago: handed out without a round trip to test it, so a
     // connection closed in between fails its next statement (as it would
     // failing mid-statement), and is then closed, not pooled again.
+    back_in_the_pool(&pool).await;
     let used = Instant::now();
     terminate(&admin, second).await;
     let untested = backend_pid(&pool).await;
