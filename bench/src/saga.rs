@@ -104,7 +104,7 @@ impl Params {
 /// Runs the benchmark at each rate in turn on one set of services.
 pub async fn run() -> anyhow::Result<serde_json::Value> {
     let params = Params::from_env()?;
-    let stack = Stack::start(false).await?;
+    let stack = Stack::start(false, tramita_files::SagaSettings::default().step_timeout).await?;
     // The databases are dropped whether the runs succeed or not.
     let measured = measure(&stack, &params).await;
     stack.stop(true).await?;

@@ -35,12 +35,15 @@ pub struct Stack {
     /// The databases created for this run (dropped by [`Stack::stop`] when asked).
     databases: Vec<String>,
     handles: Vec<ServiceHandle>,
+    /// docs and bpm, the saga's other participants.
+    participants: Vec<ServiceHandle>,
 }
 
 impl Stack {
     /// Starts docs, bpm and files (and the index when `with_index`) with
-    /// the settings the benchmarks have always used.
-    pub async fn start(with_index: bool) -> anyhow::Result<Self> {
+    /// the settings the benchmarks have always used; a saga step waits
+    /// `step_timeout` for its reply.
+    pub async fn start(with_index: bool, step_timeout: Duration) -> anyhow::Result<Self> {
         let infra = TestInfra::from_env();
         // The benchmark removes its databases itself, or keeps them when
         // asked (Stack::stop).
@@ -127,7 +130,10 @@ impl Stack {
             json_limit: 64 * 1024,
             workers: 2,
             outbox_relay: true,
-            saga: Default::default(),
+            saga: tramita_files::SagaSettings {
+                step_timeout,
+                ..Default::default()
+            },
             retention: Default::default(),
             idempotency: Default::default(),
             identity: identity.clone(),
@@ -140,7 +146,8 @@ impl Stack {
             bpm_pool: bpm.pool().clone(),
             docs_db: docs.database().clone(),
             index_pool: None,
-            handles: vec![files.handle(), docs.handle(), bpm.handle()],
+            handles: vec![files.handle()],
+            participants: vec![docs.handle(), bpm.handle()],
             kafka: kafka.clone(),
             issuer,
             databases,
@@ -171,10 +178,18 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Stops docs and bpm: from now on the sagas' commands wait in Kafka,
+    /// and files and the index work alone.
+    pub async fn stop_participants(&mut self) {
+        for handle in self.participants.drain(..) {
+            handle.stop().await;
+        }
+    }
+
     /// Stops every service; with `drop_databases`, then drops the
     /// databases this run created (PostgreSQL and MongoDB).
     pub async fn stop(self, drop_databases: bool) -> anyhow::Result<()> {
-        for handle in &self.handles {
+        for handle in self.handles.iter().chain(&self.participants) {
             handle.stop().await;
         }
         if !drop_databases {
