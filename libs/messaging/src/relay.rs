@@ -33,7 +33,8 @@
 //! `LISTEN/NOTIFY`) and polls every `poll_interval` as well.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::join_all;
@@ -133,7 +134,13 @@ pub struct OutboxRelay<S = PgStore> {
     producer: RenewableProducer,
     config: RelayConfig,
     metrics: MessagingMetrics,
+    /// When the backlog gauge was last counted.
+    backlog_counted: Arc<Mutex<Option<Instant>>>,
 }
+
+/// The backlog gauge is counted at most this often after a drain (a count
+/// after every drain cost a round trip between the rounds of a busy relay).
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 impl<S> std::fmt::Debug for OutboxRelay<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,6 +164,7 @@ impl<S: OutboxStore> OutboxRelay<S> {
             producer: producer.into(),
             config,
             metrics,
+            backlog_counted: Arc::default(),
         }
     }
 
@@ -236,7 +244,7 @@ impl<S: OutboxStore> OutboxRelay<S> {
             // latency at 100 files/s.
             if sent + failures == 0 || (failures == 0 && (claimed as i64) < self.config.batch_size)
             {
-                self.refresh_backlog().await;
+                self.refresh_backlog_now_and_then().await;
                 return Ok(());
             }
         }
@@ -349,6 +357,24 @@ impl<S: OutboxStore> OutboxRelay<S> {
         if let Ok(count) = self.store.count_unsent().await {
             self.metrics.outbox_backlog.set(count);
         }
+        *self.lock_backlog_counted() = Some(Instant::now());
+    }
+
+    /// [`Self::refresh_backlog`] unless it ran within [`BACKLOG_EVERY`] (an
+    /// idle relay's poll still counts it within the next poll interval).
+    async fn refresh_backlog_now_and_then(&self) {
+        let due = self
+            .lock_backlog_counted()
+            .is_none_or(|at| at.elapsed() >= BACKLOG_EVERY);
+        if due {
+            self.refresh_backlog().await;
+        }
+    }
+
+    fn lock_backlog_counted(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.backlog_counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

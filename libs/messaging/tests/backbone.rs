@@ -1409,3 +1409,48 @@ async fn a_consumer_commits_its_offsets_together_not_once_per_message() {
         "{commits} offset commits for {MESSAGES} messages: one per message floods the coordinator"
     );
 }
+
+async fn synchronous_commit(conn: &mut PgConnection) -> String {
+    sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn only_the_relays_claim_skips_the_disk_flush_at_commit() {
+    use tramita_messaging::OutboxStore;
+    let infra = TestInfra::from_env();
+    let url = infra.fresh_database().await;
+    // One connection, so the statement after the claim runs on the
+    // connection the claim used.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    tramita_messaging::schema::ensure_schema(&pool)
+        .await
+        .unwrap();
+    let store = PgStore::new(pool.clone());
+    for settle in [true, false] {
+        let mut batch = store.claim(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            synchronous_commit(&mut batch.claim).await,
+            "off",
+            "inside the claim"
+        );
+        if settle {
+            store.settle(batch.claim, &[], &[], 3).await.unwrap();
+        } else {
+            store.release(batch.claim).await.unwrap();
+        }
+        // Every other transaction on that connection waits for the disk.
+        let mut conn = pool.acquire().await.unwrap();
+        assert_eq!(
+            synchronous_commit(&mut conn).await,
+            "on",
+            "after the claim ended"
+        );
+    }
+}
