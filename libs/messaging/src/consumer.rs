@@ -3,7 +3,8 @@
 //! Written once over the [`MessageStore`] port (PostgreSQL or MongoDB).
 //! For each message: open a transaction, record the message id in the inbox
 //! (a seen id is skipped), apply the handler's effect in the same transaction,
-//! commit, and only then store and commit the Kafka offset. Messages already
+//! commit, and only then store the Kafka offset (stored offsets are committed
+//! every second, and at revocation and shutdown). Messages already
 //! waiting are applied together in one transaction; if anything in such a
 //! batch fails, it is rolled back and its messages are handled one by one. A
 //! transient handler error is retried with backoff; after `max_attempts`, or
@@ -348,7 +349,8 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
         Ok(())
     }
 
-    /// Counts the outcome, then stores and commits the message's offset.
+    /// Counts the outcome, then stores the message's offset (committed with
+    /// the others within a second: see [`crate::KafkaSettings::consumer`]).
     fn finish(&self, message: &BorrowedMessage<'_>, outcome: Outcome) {
         let label = match outcome {
             Outcome::Applied => "applied",
@@ -368,9 +370,6 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
             );
         if let Err(error) = self.consumer.store_offset_from_message(message) {
             tracing::warn!(error = %error, "offset store failed; the message may be redelivered");
-        }
-        if let Err(error) = self.consumer.commit_message(message, CommitMode::Async) {
-            tracing::warn!(error = %error, "offset commit failed; the message may be redelivered");
         }
     }
 

@@ -56,14 +56,21 @@ impl KafkaSettings {
             .context("create Kafka producer")
     }
 
-    /// A consumer in `group` that stores and commits offsets only when told
-    /// to: librdkafka's default would store each message's offset as soon as
-    /// it is handed over, and any later commit would then commit messages
-    /// that were never applied.
+    /// A consumer in `group` that stores an offset only when told to
+    /// (librdkafka's default would store each message's offset as soon as it
+    /// is handed over, and a later commit would then commit messages that
+    /// were never applied), and commits the stored offsets once a second and
+    /// on every revocation and close. Committing each message as it finished
+    /// sent the group coordinator one request per message: at a few hundred
+    /// messages a second they queued ahead of the heartbeats on the same
+    /// connection until the session timed out, and the group stopped
+    /// consuming for half a minute while it rebalanced. A crash redelivers at
+    /// most the last second's messages, which the inbox skips.
     pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer> {
         self.base()
             .set("group.id", group)
-            .set("enable.auto.commit", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")

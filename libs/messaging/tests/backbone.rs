@@ -1261,6 +1261,155 @@ async fn consumer_lag_counts_the_messages_not_yet_applied_and_falls_to_zero_once
     );
 }
 
+/// The high watermark of each partition of the group coordinator's own
+/// topic, `__consumer_offsets`.
+fn coordinator_log_ends(brokers: &str) -> Vec<(i32, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group())
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some("__consumer_offsets"), timeout)
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks("__consumer_offsets", p.id(), timeout)
+                .unwrap();
+            (p.id(), high)
+        })
+        .collect()
+}
+
+/// How many offset commits of `group` the coordinator wrote between `from`
+/// and `to` (each commit is one record per partition, keyed by version 0 or
+/// 1, then the group's name).
+fn offset_commits_of(brokers: &str, group: &str, from: &[(i32, i64)], to: &[(i32, i64)]) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", self::group())
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut left = 0;
+    for (&(partition, start), &(_, end)) in from.iter().zip(to) {
+        assignment
+            .add_partition_offset(
+                "__consumer_offsets",
+                partition,
+                rdkafka::Offset::Offset(start),
+            )
+            .unwrap();
+        left += end - start;
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut name = (group.len() as u16).to_be_bytes().to_vec();
+    name.extend(group.as_bytes());
+    let (mut commits, deadline) = (0, std::time::Instant::now() + Duration::from_secs(30));
+    while left > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the coordinator's log could not be read"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let end = to
+            .iter()
+            .find(|(p, _)| *p == message.partition())
+            .unwrap()
+            .1;
+        if message.offset() >= end {
+            continue;
+        }
+        left -= 1;
+        let key = message.key().unwrap_or_default();
+        if key.len() > 2 && key[..2] != [0, 2] && key[2..].starts_with(&name) {
+            commits += 1;
+        }
+    }
+    commits
+}
+
+#[tokio::test]
+async fn a_consumer_commits_its_offsets_together_not_once_per_message() {
+    // One commit request per message queued ahead of the heartbeats at a few
+    // hundred messages a second, until the session timed out and the group
+    // stopped consuming for half a minute.
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("commits.events");
+    kafka
+        .ensure_topics(&[topic.clone(), format!("{topic}.dlq")], 1)
+        .await
+        .unwrap();
+    const MESSAGES: usize = 300;
+    let producer = infra.producer();
+    let sends = (0..MESSAGES).map(|n| {
+        let envelope = Envelope::new("test.Thing.v1", format!("agg-{n}"), json!({"n": n}));
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            let payload = envelope.payload_bytes();
+            let record = rdkafka::producer::FutureRecord::to(&topic)
+                .key(&envelope.aggregate_id)
+                .payload(&payload)
+                .headers(envelope.kafka_headers());
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    });
+    futures::future::join_all(sends).await;
+    let brokers = infra.kafka_brokers.clone();
+    let before = tokio::task::spawn_blocking(move || coordinator_log_ends(&brokers))
+        .await
+        .unwrap();
+    let group = group();
+    let consumer = start_consumer(
+        &kafka,
+        &pool,
+        &topic,
+        &group,
+        Flaky {
+            failures: 0,
+            calls: Arc::new(AtomicU32::new(0)),
+        },
+        3,
+    );
+    eventually(Duration::from_secs(30), "every message applied", || async {
+        (count(&pool, "effects").await == MESSAGES as i64).then_some(())
+    })
+    .await;
+    // Committed while running, without waiting for the stop.
+    eventually(Duration::from_secs(10), "the offsets committed", || async {
+        (committed_offset(&kafka, &group, &topic).await == Some(MESSAGES as i64)).then_some(())
+    })
+    .await;
+    consumer.stop().await;
+    let brokers = infra.kafka_brokers.clone();
+    let commits = tokio::task::spawn_blocking(move || {
+        let after = coordinator_log_ends(&brokers);
+        offset_commits_of(&brokers, &group, &before, &after)
+    })
+    .await
+    .unwrap();
+    assert!(commits >= 1, "the offsets were committed");
+    assert!(
+        commits <= 20,
+        "{commits} offset commits for {MESSAGES} messages: one per message floods the coordinator"
+    );
+}
+
 async fn synchronous_commit(conn: &mut PgConnection) -> String {
     sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(conn)
