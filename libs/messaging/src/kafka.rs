@@ -37,11 +37,21 @@ impl KafkaSettings {
         format!("{}{}", self.topic_prefix, logical)
     }
 
+    /// Settings every client shares. `KAFKA_DEBUG`, when set, is passed on
+    /// as librdkafka's `debug` (for example `cgrp,fetch`): a diagnostic
+    /// switch, off by default; its lines are logged at debug level under the
+    /// `librdkafka` target, so `RUST_LOG` must also let them through.
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
-            .set("socket.keepalive.enable", "true");
+            .set("socket.keepalive.enable", "true")
+            .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS);
+        if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
+            if !debug.is_empty() {
+                config.set("debug", debug);
+            }
+        }
         config
     }
 
@@ -67,7 +77,14 @@ impl KafkaSettings {
     /// consuming for half a minute while it rebalanced. A crash redelivers at
     /// most the last second's messages, which the inbox skips.
     pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer> {
-        self.base()
+        self.consumer_config(group)
+            .create()
+            .context("create Kafka consumer")
+    }
+
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
             .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -75,9 +92,8 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .set("enable.partition.eof", "false")
-            .create()
-            .context("create Kafka consumer")
+            .set("enable.partition.eof", "false");
+        config
     }
 
     /// Creates `topics` (full names) with `partitions` each when missing,
@@ -171,6 +187,14 @@ impl KafkaSettings {
         self.base().create().context("create Kafka admin client")
     }
 }
+
+/// The longest pause between attempts to reconnect to a broker. librdkafka
+/// doubles the pause after each refused attempt up to 10 s by default, so a
+/// broker back after a few seconds' restart was found again only up to 10 s
+/// later: by then the consumer groups' sessions (10 s) had timed out, and
+/// every group rebalanced instead of carrying on. One second keeps the
+/// retries cheap and the reconnection well inside a session.
+const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
 
 /// A replication factor of -1 asks the broker for its default (KIP-464).
 const BROKER_DEFAULT: i32 = -1;
@@ -351,5 +375,40 @@ impl RenewableProducer {
         self.current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis(config: &ClientConfig, key: &str) -> u64 {
+        config
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is not set"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a number"))
+    }
+
+    #[test]
+    fn a_consumer_finds_a_restarted_broker_again_well_inside_its_session() {
+        // given a consumer's settings
+        let kafka = KafkaSettings {
+            brokers: "127.0.0.1:9".into(),
+            topic_prefix: String::new(),
+        };
+        let config = kafka.consumer_config("group");
+
+        // then, however long the broker was away, the next attempt to
+        // reconnect comes soon enough for a few heartbeats to get through
+        // before the group's session would time out (librdkafka's default
+        // pause grows to 10 s, as long as the session itself)
+        let backoff = millis(&config, "reconnect.backoff.max.ms");
+        let session = millis(&config, "session.timeout.ms");
+        let heartbeat = millis(&config, "heartbeat.interval.ms");
+        assert!(
+            backoff + 3 * heartbeat <= session / 2,
+            "reconnect backoff {backoff} ms, heartbeat {heartbeat} ms, session {session} ms"
+        );
     }
 }

@@ -150,6 +150,13 @@ impl Settings {
             ],
         };
         env.extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        // A diagnostic switch: librdkafka's debug contexts in every
+        // service's log (see `KafkaSettings`).
+        if let Some(debug) = std::env::var("KAFKA_DEBUG").ok().filter(|d| !d.is_empty()) {
+            env.retain(|(k, _)| k != "RUST_LOG");
+            env.push(("RUST_LOG".into(), "info,librdkafka=debug".into()));
+            env.push(("KAFKA_DEBUG".into(), debug));
+        }
         env
     }
 }
