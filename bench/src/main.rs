@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Message;
 use serde_json::json;
@@ -370,7 +370,7 @@ async fn broker_floor(
 ) -> anyhow::Result<Histogram<u64>> {
     let topic = kafka.topic("floor");
     kafka.ensure_topics(std::slice::from_ref(&topic), 3).await?;
-    let consumer: StreamConsumer = kafka.consumer(&format!("floor-{}", Uuid::new_v4().simple()))?;
+    let consumer = kafka.consumer(&format!("floor-{}", Uuid::new_v4().simple()))?;
     consumer.subscribe(&[topic.as_str()])?;
     // Wait for the partition assignment before producing.
     let producer = kafka.producer()?;

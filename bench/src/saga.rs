@@ -36,7 +36,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, Timestamp, TopicPartitionList};
 use serde_json::json;
 use tramita_messaging::Envelope;
@@ -512,7 +512,7 @@ async fn read_records(
         stack.kafka.topic("files.saga-replies"),
         stack.kafka.topic("files.events"),
     ];
-    let consumer: StreamConsumer = stack
+    let consumer = stack
         .kafka
         .consumer(&format!("saga-bench-reader-{}", Uuid::new_v4().simple()))?;
     let mut assignment = TopicPartitionList::new();
@@ -644,7 +644,7 @@ async fn quiesce(stack: &Stack, limit: Duration) -> anyhow::Result<bool> {
 fn lag_of(stack: &Stack, group: &str, topic: &str) -> anyhow::Result<i64> {
     // A consumer of the group that never subscribes: it only asks the
     // coordinator for the group's committed offsets.
-    let consumer: StreamConsumer = stack.kafka.consumer(group)?;
+    let consumer = stack.kafka.consumer(group)?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut partitions = TopicPartitionList::new();
     for found in metadata.topics() {

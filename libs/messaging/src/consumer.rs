@@ -22,12 +22,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Header};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset};
@@ -36,7 +37,7 @@ use tracing::Instrument;
 use tramita_web::ReadinessCheck;
 
 use crate::envelope::Envelope;
-use crate::kafka::RenewableProducer;
+use crate::kafka::{GroupState, KafkaConsumer, RenewableProducer};
 use crate::metrics::MessagingMetrics;
 use crate::port::MessageStore;
 
@@ -48,6 +49,14 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The longest wait for the broker's answer to one lag question.
 const LAG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a consumer looks at its group membership.
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a consumer may go on rebalancing while it talks to its group's
+/// coordinator before its runner replaces it: a rebalance takes seconds,
+/// six session timeouts is stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(60);
 
 /// The next offset to apply on each partition, as this process applied them.
 type AppliedOffsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
@@ -144,6 +153,51 @@ impl ConsumerConfig {
     }
 }
 
+/// Why a consumer stopped consuming.
+enum Ended {
+    Shutdown,
+    /// It must be replaced, for this reason.
+    Renew(String),
+}
+
+/// Tells a consumer stuck out of its group from one rebalancing or cut off
+/// from the broker, by what its statistics last reported.
+#[derive(Debug, Default)]
+struct MembershipWatch {
+    /// Since when it has been rebalancing with the coordinator reachable.
+    rebalancing_since: Option<Instant>,
+}
+
+impl MembershipWatch {
+    /// Why the consumer is stuck, if it has been rebalancing for `after` or
+    /// longer while it could talk to the coordinator. A consumer that cannot
+    /// reach the coordinator waits for the broker, and a new one would too.
+    fn stuck(
+        &mut self,
+        reported: Option<&GroupState>,
+        now: Instant,
+        after: Duration,
+    ) -> Option<String> {
+        match reported {
+            Some(group) if group.state == "up" && group.join_state != "steady" => {
+                let since = *self.rebalancing_since.get_or_insert(now);
+                let stuck_for = now.duration_since(since);
+                (stuck_for >= after).then(|| {
+                    format!(
+                        "in join state {} for {} s with its coordinator up",
+                        group.join_state,
+                        stuck_for.as_secs()
+                    )
+                })
+            }
+            _ => {
+                self.rebalancing_since = None;
+                None
+            }
+        }
+    }
+}
+
 /// What happened to one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -199,6 +253,8 @@ impl Failure {
 #[derive(Debug, Clone, Default)]
 pub struct ConsumerHealth {
     stalled: Arc<Mutex<Option<String>>>,
+    renewals: Arc<AtomicU64>,
+    renew: Arc<tokio::sync::Notify>,
 }
 
 impl ConsumerHealth {
@@ -208,6 +264,18 @@ impl ConsumerHealth {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// How many times the runner replaced its Kafka consumer.
+    pub fn renewals(&self) -> u64 {
+        self.renewals.load(Ordering::Relaxed)
+    }
+
+    /// Asks the runner to replace its Kafka consumer with a new one, as it
+    /// does by itself when the consumer is stuck out of its group (for
+    /// operators' tools and tests).
+    pub fn renew(&self) {
+        self.renew.notify_one();
     }
 
     fn set(&self, reason: Option<String>) {
@@ -230,7 +298,7 @@ impl ConsumerHealth {
 /// Runs one consumer group member until shutdown.
 pub struct ConsumerRunner<S, H> {
     store: S,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<KafkaConsumer>,
     applied: AppliedOffsets,
     dlq_producer: RenewableProducer,
     handler: H,
@@ -251,7 +319,7 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
     /// A runner over `store`; call [`ConsumerRunner::run`] to start consuming.
     pub fn new(
         store: S,
-        consumer: StreamConsumer,
+        consumer: KafkaConsumer,
         dlq_producer: impl Into<RenewableProducer>,
         handler: H,
         config: ConsumerConfig,
@@ -277,7 +345,61 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
     /// Subscribes and processes messages until `shutdown` is cancelled. A
     /// message being retried is abandoned at shutdown, uncommitted; the
     /// offsets of finished messages are committed before returning.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    ///
+    /// A consumer stuck out of its group (still rebalancing [`STUCK_AFTER`]
+    /// after it could talk to the group's coordinator; seen after broker
+    /// restarts, when librdkafka never finished handing back a lost
+    /// assignment) is replaced by a new one with the same settings, which
+    /// joins the group afresh. Messages applied since the last commit come
+    /// again, and the inbox skips them.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            match self.run_consumer(&shutdown).await? {
+                Ended::Shutdown => break,
+                Ended::Renew(reason) => self.renew_consumer(&reason, &shutdown).await,
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        tracing::info!(consumer = %self.config.name, "consumer stopped");
+        Ok(())
+    }
+
+    /// Replaces the consumer with a new one like it. The old one is closed
+    /// on a blocking thread that nothing waits for: closing a stuck
+    /// consumer may never finish.
+    async fn renew_consumer(&mut self, reason: &str, shutdown: &CancellationToken) {
+        tracing::error!(consumer = %self.config.name, reason, "replacing the Kafka consumer");
+        let fresh = loop {
+            match self.consumer.context().renew() {
+                Ok(fresh) => break fresh,
+                Err(error) => {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "cannot make a new Kafka consumer"
+                    );
+                    if !pause_unless_shutdown(Duration::from_secs(1), shutdown).await {
+                        return;
+                    }
+                }
+            }
+        };
+        let old = std::mem::replace(&mut self.consumer, Arc::new(fresh));
+        self.applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        drop(tokio::task::spawn_blocking(move || drop(old)));
+        self.health.renewals.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .consumer_renewals
+            .with_label_values(&[self.config.name.as_str()])
+            .inc();
+    }
+
+    /// Runs the current consumer until shutdown, or until it must be replaced.
+    async fn run_consumer(&self, shutdown: &CancellationToken) -> anyhow::Result<Ended> {
         let topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
         self.consumer
             .subscribe(&topics)
@@ -294,9 +416,20 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
             self.config.name.clone(),
             lag_stop,
         ));
-        'consume: loop {
+        let mut watch = MembershipWatch::default();
+        let mut looks = tokio::time::interval(WATCH_INTERVAL);
+        looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ended = 'consume: loop {
             let first = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => break Ended::Shutdown,
+                _ = self.health.renew.notified() => break Ended::Renew("asked to".into()),
+                _ = looks.tick() => {
+                    let reported = self.consumer.context().last();
+                    match watch.stuck(reported.as_ref().map(|(state, _)| state), Instant::now(), STUCK_AFTER) {
+                        Some(reason) => break Ended::Renew(reason),
+                        None => continue,
+                    }
+                }
                 received = self.consumer.recv() => received,
             };
             let first = match first {
@@ -329,24 +462,26 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
             }
             // One at a time, with retries and dead letters.
             for message in &batch {
-                let Some(outcome) = self.process(message, &shutdown).await else {
+                let Some(outcome) = self.process(message, shutdown).await else {
                     // Shut down mid-retry: leave the offset uncommitted so the
                     // message is delivered again after restart.
-                    break 'consume;
+                    break 'consume Ended::Shutdown;
                 };
                 self.finish(message, outcome);
             }
-        }
-        // Only finished messages' offsets were stored, so this commits
-        // nothing past a message that was abandoned mid-retry.
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %error, "final offset commit had nothing to do or failed");
-        }
-        self.consumer.unsubscribe();
+        };
         drop(lag_guard);
         let _ = lag_reporter.await;
-        tracing::info!(consumer = %self.config.name, "consumer stopped");
-        Ok(())
+        if let Ended::Shutdown = ended {
+            // Only finished messages' offsets were stored, so this commits
+            // nothing past a message that was abandoned mid-retry. (A
+            // consumer being replaced commits them as it closes.)
+            if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %error, "final offset commit had nothing to do or failed");
+            }
+            self.consumer.unsubscribe();
+        }
+        Ok(ended)
     }
 
     /// Counts the outcome, then stores the message's offset (committed with
@@ -673,7 +808,7 @@ impl<S, H> ConsumerRunner<S, H> {
 /// `auto.offset.reset=earliest` starts there). Partitions no longer
 /// assigned lose their series; all go at the end.
 async fn report_lag(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<KafkaConsumer>,
     applied: AppliedOffsets,
     gauge: prometheus::IntGaugeVec,
     name: String,
@@ -723,7 +858,7 @@ async fn report_lag(
 /// whose watermarks the broker does not give in time is left out. Blocks on
 /// the broker.
 fn measure_lag(
-    consumer: &StreamConsumer,
+    consumer: &KafkaConsumer,
     applied: &Mutex<HashMap<(String, i32), i64>>,
 ) -> rdkafka::error::KafkaResult<HashMap<(String, i32), i64>> {
     let assignment = consumer.assignment()?;
@@ -762,5 +897,98 @@ async fn pause_unless_shutdown(pause: Duration, shutdown: &CancellationToken) ->
     tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = tokio::time::sleep(pause) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(state: &str, join_state: &str) -> GroupState {
+        GroupState {
+            state: state.into(),
+            join_state: join_state.into(),
+        }
+    }
+
+    const AFTER: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_consumer_rebalancing_with_its_coordinator_up_for_too_long_is_stuck() {
+        // given a consumer that lost its assignment and never got a new one
+        let mut watch = MembershipWatch::default();
+        let start = Instant::now();
+        let rebalancing = group("up", "wait-unassign-to-complete");
+
+        // then it is stuck only once it has been so for the whole while
+        assert_eq!(watch.stuck(Some(&rebalancing), start, AFTER), None);
+        let almost = start + AFTER - Duration::from_secs(1);
+        assert_eq!(watch.stuck(Some(&rebalancing), almost, AFTER), None);
+        let reason = watch
+            .stuck(Some(&rebalancing), start + AFTER, AFTER)
+            .expect("stuck after the whole while");
+        assert!(reason.contains("wait-unassign-to-complete"), "{reason}");
+    }
+
+    #[test]
+    fn a_steady_member_an_unreachable_coordinator_or_no_report_is_not_stuck() {
+        let mut watch = MembershipWatch::default();
+        let start = Instant::now();
+        let later = start + 10 * AFTER;
+        // a member that holds its assignment (an empty one too)
+        assert_eq!(
+            watch.stuck(Some(&group("up", "steady")), start, AFTER),
+            None
+        );
+        assert_eq!(
+            watch.stuck(Some(&group("up", "steady")), later, AFTER),
+            None
+        );
+        // a broker down for longer than the while: a new consumer would wait too
+        let mut watch = MembershipWatch::default();
+        assert_eq!(
+            watch.stuck(Some(&group("query-coord", "init")), start, AFTER),
+            None
+        );
+        assert_eq!(
+            watch.stuck(Some(&group("query-coord", "init")), later, AFTER),
+            None
+        );
+        // nothing reported yet
+        let mut watch = MembershipWatch::default();
+        assert_eq!(watch.stuck(None, start, AFTER), None);
+        assert_eq!(watch.stuck(None, later, AFTER), None);
+    }
+
+    #[test]
+    fn rebalances_that_end_start_the_count_again() {
+        // given a consumer that rebalances, settles, and rebalances again
+        let mut watch = MembershipWatch::default();
+        let start = Instant::now();
+        let rebalancing = group("up", "wait-join");
+        assert_eq!(watch.stuck(Some(&rebalancing), start, AFTER), None);
+        let settled = start + AFTER / 2;
+        assert_eq!(
+            watch.stuck(Some(&group("up", "steady")), settled, AFTER),
+            None
+        );
+        let again = start + AFTER;
+        assert_eq!(watch.stuck(Some(&rebalancing), again, AFTER), None);
+
+        // then only the second rebalance's length counts
+        assert_eq!(
+            watch.stuck(Some(&rebalancing), again + AFTER / 2, AFTER),
+            None
+        );
+        assert!(watch
+            .stuck(Some(&rebalancing), again + AFTER, AFTER)
+            .is_some());
+
+        // and losing the coordinator in between starts it again too
+        let mut watch = MembershipWatch::default();
+        assert_eq!(watch.stuck(Some(&rebalancing), start, AFTER), None);
+        let cut_off = group("wait-coord", "wait-join");
+        assert_eq!(watch.stuck(Some(&cut_off), start + AFTER / 2, AFTER), None);
+        assert_eq!(watch.stuck(Some(&rebalancing), start + AFTER, AFTER), None);
     }
 }

@@ -1,17 +1,18 @@
 //! Kafka clients configured the way Tramita uses them.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier,
     TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Where the brokers are and how topics are named.
@@ -76,10 +77,13 @@ impl KafkaSettings {
     /// connection until the session timed out, and the group stopped
     /// consuming for half a minute while it rebalanced. A crash redelivers at
     /// most the last second's messages, which the inbox skips.
-    pub fn consumer(&self, group: &str) -> anyhow::Result<StreamConsumer> {
-        self.consumer_config(group)
-            .create()
-            .context("create Kafka consumer")
+    ///
+    /// Its context keeps what librdkafka last reported of its group
+    /// membership ([`GroupWatch`]), from which a [`crate::ConsumerRunner`]
+    /// sees that it is stuck, and makes a new consumer with the same
+    /// settings to replace it.
+    pub fn consumer(&self, group: &str) -> anyhow::Result<KafkaConsumer> {
+        GroupWatch::create(self.consumer_config(group))
     }
 
     fn consumer_config(&self, group: &str) -> ClientConfig {
@@ -92,7 +96,8 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         config
     }
 
@@ -195,6 +200,76 @@ impl KafkaSettings {
 /// every group rebalanced instead of carrying on. One second keeps the
 /// retries cheap and the reconnection well inside a session.
 const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+
+/// How often a consumer's librdkafka reports its statistics, of which
+/// [`GroupWatch`] keeps the group membership.
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// A consumer as [`KafkaSettings::consumer`] makes it.
+pub type KafkaConsumer = StreamConsumer<GroupWatch>;
+
+/// What librdkafka last reported of a consumer's group membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    /// The group handler's state: `up` once it talks to the group's
+    /// coordinator (`query-coord`, `wait-coord`, ... before that).
+    pub state: String,
+    /// Where it is in joining the group: `steady` once it holds an
+    /// assignment (an empty one too), `wait-join`, `wait-sync`,
+    /// `wait-unassign-to-complete`, ... while it rebalances.
+    pub join_state: String,
+}
+
+/// A consumer's context: keeps its group membership as its statistics
+/// report it (every [`STATISTICS_INTERVAL_MS`]) and the settings it was made
+/// with, to make another consumer like it.
+#[derive(Clone)]
+pub struct GroupWatch {
+    config: ClientConfig,
+    last: Arc<Mutex<Option<(GroupState, Instant)>>>,
+}
+
+impl GroupWatch {
+    fn create(config: ClientConfig) -> anyhow::Result<KafkaConsumer> {
+        let watch = GroupWatch {
+            config: config.clone(),
+            last: Arc::default(),
+        };
+        config
+            .create_with_context(watch)
+            .context("create Kafka consumer")
+    }
+
+    /// The group membership last reported, and when.
+    pub fn last(&self) -> Option<(GroupState, Instant)> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A new consumer with the settings of this one (not subscribed).
+    pub fn renew(&self) -> anyhow::Result<KafkaConsumer> {
+        Self::create(self.config.clone())
+    }
+}
+
+impl ClientContext for GroupWatch {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(group) = statistics.cgrp {
+            let state = GroupState {
+                state: group.state,
+                join_state: group.join_state,
+            };
+            *self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((state, Instant::now()));
+        }
+    }
+}
+
+impl ConsumerContext for GroupWatch {}
 
 /// A replication factor of -1 asks the broker for its default (KIP-464).
 const BROKER_DEFAULT: i32 = -1;

@@ -20,7 +20,7 @@ pub mod store;
 
 pub use consumer::{ConsumerConfig, ConsumerHealth, ConsumerRunner, HandlerError, MessageHandler};
 pub use envelope::Envelope;
-pub use kafka::{KafkaSettings, RenewableProducer};
+pub use kafka::{KafkaConsumer, KafkaSettings, RenewableProducer};
 pub use metrics::MessagingMetrics;
 pub use mongo::MongoStore;
 pub use port::{MessageStore, OutboxStore};

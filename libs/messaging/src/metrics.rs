@@ -21,6 +21,8 @@ pub struct MessagingMetrics {
     /// Messages on each assigned partition not yet applied by a consumer:
     /// the partition's high watermark minus the next offset to apply.
     pub consumer_lag: IntGaugeVec,
+    /// Kafka consumers replaced after being stuck out of their group.
+    pub consumer_renewals: IntCounterVec,
 }
 
 impl MessagingMetrics {
@@ -57,6 +59,13 @@ impl MessagingMetrics {
                 ),
                 &["consumer", "topic", "partition"],
             )?,
+            consumer_renewals: IntCounterVec::new(
+                Opts::new(
+                    "tramita_consumer_renewals_total",
+                    "Kafka consumers replaced after being stuck out of their group",
+                ),
+                &["consumer"],
+            )?,
             consumed: IntCounterVec::new(
                 Opts::new(
                     "tramita_consumer_messages_total",
@@ -72,6 +81,7 @@ impl MessagingMetrics {
         registry.register(Box::new(metrics.outbox_publish_failures.clone()))?;
         registry.register(Box::new(metrics.consumer_stalled.clone()))?;
         registry.register(Box::new(metrics.consumer_lag.clone()))?;
+        registry.register(Box::new(metrics.consumer_renewals.clone()))?;
         Ok(metrics)
     }
 

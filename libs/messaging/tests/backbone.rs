@@ -1261,6 +1261,100 @@ async fn consumer_lag_counts_the_messages_not_yet_applied_and_falls_to_zero_once
     );
 }
 
+#[tokio::test]
+async fn a_consumer_knows_its_group_membership_from_its_statistics() {
+    use rdkafka::consumer::Consumer;
+    let (_infra, kafka, _pool) = setup().await;
+    let topic = kafka.topic("membership.events");
+    kafka.ensure_topics(&[topic.clone()], 1).await.unwrap();
+    let consumer = kafka.consumer(&group()).unwrap();
+    assert_eq!(consumer.context().last(), None, "nothing reported yet");
+
+    // when it joins its group (polled, as the runner does)
+    consumer.subscribe(&[topic.as_str()]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let reported = loop {
+        let _ = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await;
+        if let Some((group, _)) = consumer.context().last() {
+            if group.join_state == "steady" {
+                break group;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported steady: {:?}",
+            consumer.context().last()
+        );
+    };
+
+    // then its statistics say it talks to the coordinator and holds its
+    // assignment: what the runner's watch reads
+    assert_eq!(reported.state, "up");
+    assert_eq!(consumer.assignment().unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn a_consumer_replaced_by_a_new_one_goes_on_and_applies_each_message_once() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("renew.events");
+    kafka
+        .ensure_topics(&[topic.clone(), format!("{topic}.dlq")], 1)
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let handler = Flaky { failures: 0, calls };
+    let name = group();
+    let consumer = start_consumer(&kafka, &pool, &topic, &name, handler, 3);
+    let publish_five = |from: u32| {
+        let infra = &infra;
+        let topic = &topic;
+        async move {
+            for n in from..from + 5 {
+                let envelope = Envelope::new("test.Thing.v1", "agg", json!({ "n": n }));
+                publish(infra, topic, &envelope).await;
+            }
+        }
+    };
+    publish_five(0).await;
+    eventually(
+        Duration::from_secs(30),
+        "the first five applied",
+        || async { (count(&pool, "effects").await == 5).then_some(()) },
+    )
+    .await;
+
+    // when the runner replaces its Kafka consumer (as it does when one is
+    // stuck out of its group), before the last offsets were committed
+    consumer.health.renew();
+    eventually(Duration::from_secs(30), "a new consumer", || async {
+        (consumer.health.renewals() == 1).then_some(())
+    })
+    .await;
+    publish_five(5).await;
+
+    // then the new consumer joins the group and applies what comes next,
+    // and what comes again is skipped: each message applied once
+    eventually(Duration::from_secs(60), "all ten applied", || async {
+        (count(&pool, "effects").await == 10).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT message_id) FROM effects")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((count(&pool, "effects").await, distinct), (10, 10));
+    assert_eq!(
+        consumer
+            .metrics
+            .consumer_renewals
+            .with_label_values(&[name.as_str()])
+            .get(),
+        1
+    );
+    consumer.stop().await;
+}
+
 /// The high watermark of each partition of the group coordinator's own
 /// topic, `__consumer_offsets`.
 fn coordinator_log_ends(brokers: &str) -> Vec<(i32, i64)> {
