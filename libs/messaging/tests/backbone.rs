@@ -1266,7 +1266,10 @@ async fn a_consumer_knows_its_group_membership_from_its_statistics() {
     use rdkafka::consumer::Consumer;
     let (_infra, kafka, _pool) = setup().await;
     let topic = kafka.topic("membership.events");
-    kafka.ensure_topics(&[topic.clone()], 1).await.unwrap();
+    kafka
+        .ensure_topics(std::slice::from_ref(&topic), 1)
+        .await
+        .unwrap();
     let consumer = kafka.consumer(&group()).unwrap();
     assert_eq!(consumer.context().last(), None, "nothing reported yet");
 
