@@ -1734,6 +1734,43 @@ async fn text_searches_at_scale_give_the_newest_matches_page_after_page() {
 }
 
 #[tokio::test]
+async fn a_search_for_words_too_rare_to_fill_a_page_skips_the_probe() {
+    use tramita_index::adapters::postgres::list_statements;
+    use tramita_index::domain::{FileListQuery, RawListQuery};
+    // Past the size where searches first probe the newest files.
+    let (_infra, pool) = seeded(25_000).await;
+    let today = days_from_today(0);
+    let statements = |text: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let query = FileListQuery::new(RawListQuery {
+                q: Some(text.into()),
+                limit: Some(20),
+                ..Default::default()
+            })
+            .unwrap();
+            list_statements(&pool, &query, today).await.unwrap()
+        }
+    };
+    let probes = |statements: &[String]| statements.iter().any(|s| s.contains(") probe"));
+
+    // a common word is looked for among the newest files, and found there
+    let common = statements("licencia").await;
+    assert_eq!(common.len(), 1, "{common:#?}");
+    assert!(probes(&common), "{common:#?}");
+    // a word no file has, or rarer than the least common of those
+    // PostgreSQL keeps statistics of, goes to the indexes at once
+    for rare in ["zzzz", "zarzamoras", "licencia zzzz"] {
+        let taken = statements(rare).await;
+        assert_eq!(taken.len(), 1, "{rare}: {taken:#?}");
+        assert!(!probes(&taken), "{rare} probed: {taken:#?}");
+    }
+    // either word: the rarer one does not bound the matches, so the probe runs
+    let either = statements("zzzz or licencia").await;
+    assert!(probes(&either), "{either:#?}");
+}
+
+#[tokio::test]
 async fn every_list_filter_walks_an_index_on_a_few_thousand_files() {
     use tramita_index::domain::{FileListQuery, RawListQuery};
     let (_infra, pool) = seeded(5000).await;

@@ -462,6 +462,73 @@ fn plans(query: &FileListQuery, rows: i64) -> &'static [Plan] {
     }
 }
 
+/// Whether `text` only asks for all of its words (no `"phrase"`, `or`, or
+/// `-word` of the web search syntax): then no file matches it more often
+/// than its rarest word.
+fn all_of_its_words(text: &str) -> bool {
+    !text.contains('"')
+        && !text
+            .split_whitespace()
+            .any(|word| word.starts_with('-') || word.eq_ignore_ascii_case("or"))
+}
+
+/// At most how often the files match `text` (a fraction), from the
+/// statistics ANALYZE keeps of the words in `index_files.search`: the
+/// frequency of its rarest word. ANALYZE keeps every word more frequent
+/// than about 7 in 100 x `default_statistics_target` of the words it
+/// samples, up to 10 x that target words: a word it does not list is
+/// rarer than that (0 here, far below what a probe needs) or, when the
+/// list is full, than the least frequent word listed. `None` without
+/// statistics or without a word.
+async fn frequency_bound(pool: &PgPool, text: &str) -> anyhow::Result<Option<f64>> {
+    // For tsvector columns `most_common_elem_freqs` holds one frequency
+    // per element, then the least and the greatest of them.
+    let bound: Option<f32> = sqlx::query_scalar(
+        "SELECT min(coalesce(s.f[array_position(s.e, w)], \
+             CASE WHEN cardinality(s.f) - 2 \
+                   >= 10 * current_setting('default_statistics_target')::int \
+             THEN s.f[cardinality(s.f) - 1] ELSE 0 END)) \
+         FROM (SELECT most_common_elems::text::text[] AS e, most_common_elem_freqs AS f \
+               FROM pg_stats WHERE schemaname = current_schema() \
+               AND tablename = 'index_files' AND attname = 'search') s, \
+              unnest(tsvector_to_array(to_tsvector('spanish', $1))) AS w",
+    )
+    .bind(text)
+    .fetch_one(pool)
+    .await
+    .context("estimate how often a text matches")?;
+    Ok(bound.map(f64::from))
+}
+
+/// Whether a probe of the newest [`PROBE_ROWS`] rows could fill a page of
+/// `limit` (and one more) with files matching at most `bound` of the time.
+fn probe_can_fill(bound: Option<f64>, limit: u16) -> bool {
+    bound.is_none_or(|bound| bound * PROBE_ROWS as f64 >= f64::from(limit) + 1.0)
+}
+
+/// The statements a list query runs, in order (see [`plans`]): a search
+/// for words rarer than a probe could find a page of skips the probe,
+/// which would read its [`PROBE_ROWS`] rows (tens of milliseconds) in vain.
+async fn plans_for(
+    pool: &PgPool,
+    query: &FileListQuery,
+    rows: i64,
+) -> anyhow::Result<&'static [Plan]> {
+    let plans = plans(query, rows);
+    let Some(text) = &query.text else {
+        return Ok(plans);
+    };
+    if plans.first() != Some(&Plan::Probe) || !all_of_its_words(text.as_str()) {
+        return Ok(plans);
+    }
+    let bound = frequency_bound(pool, text.as_str()).await?;
+    if probe_can_fill(bound, query.limit.get()) {
+        Ok(plans)
+    } else {
+        Ok(&[Plan::Matches])
+    }
+}
+
 /// The rows of a list page (one more than the limit when there is a next
 /// page), and the statements that chose them.
 async fn page_rows(
@@ -472,7 +539,7 @@ async fn page_rows(
 ) -> anyhow::Result<(Vec<sqlx::postgres::PgRow>, Vec<Plan>)> {
     let mut ran = Vec::new();
     let mut page = Vec::new();
-    for &plan in plans(query, rows) {
+    for &plan in plans_for(pool, query, rows).await? {
         ran.push(plan);
         page = list_sql("", query, today, plan)
             .sql
@@ -729,7 +796,9 @@ impl FileReadStore for PgFileReadStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{like_prefix, list_sql, plans, Plan, PROBE_FROM_ROWS};
+    use super::{
+        all_of_its_words, like_prefix, list_sql, plans, probe_can_fill, Plan, PROBE_FROM_ROWS,
+    };
     use crate::domain::{FileListQuery, RawListQuery};
 
     #[test]
@@ -751,6 +820,33 @@ mod tests {
         assert_eq!(plans(&text("terraza"), -1), &[Plan::Planner]);
         let no_text = FileListQuery::new(RawListQuery::default()).unwrap();
         assert_eq!(plans(&no_text, large), &[Plan::Planner]);
+    }
+
+    #[test]
+    fn only_a_search_for_all_of_its_words_is_bounded_by_its_rarest_word() {
+        assert!(all_of_its_words("licencia"));
+        assert!(all_of_its_words("licencia obra menor"));
+        assert!(
+            all_of_its_words("calle Oriol"),
+            "a word that starts with or"
+        );
+        assert!(!all_of_its_words("terraza or vado"), "either word");
+        assert!(!all_of_its_words("terraza OR vado"));
+        assert!(!all_of_its_words("licencia -obra"), "all but");
+        assert!(!all_of_its_words("\"obra menor\""), "a phrase");
+    }
+
+    #[test]
+    fn a_probe_runs_only_when_the_words_could_fill_a_page_in_it() {
+        // a page of 20 (and one more) in 10,000 rows needs 21 matches there
+        assert!(probe_can_fill(Some(0.0021), 20));
+        assert!(probe_can_fill(Some(0.3), 20));
+        assert!(!probe_can_fill(Some(0.002), 20));
+        assert!(!probe_can_fill(Some(0.0), 20));
+        // a larger page needs commoner words
+        assert!(!probe_can_fill(Some(0.0021), 100));
+        // without statistics, the probe is tried as before
+        assert!(probe_can_fill(None, 20));
     }
 
     #[test]
