@@ -16,7 +16,8 @@
 //!
 //! `tramita-chaos --short`: one fault of each kind, a small stream (the
 //! form `scripts/test` runs); `tramita-chaos`: every service killed and
-//! stopped, every server restarted, in two rounds (the second in a shuffled
+//! stopped, every server restarted, the broker frozen (SIGSTOP) past the
+//! consumer groups' sessions, in two rounds (the second in a shuffled
 //! order), with a longer stream.
 
 mod check;
@@ -46,20 +47,24 @@ enum Fault {
     Stop(&'static str),
     /// Restart a server (`kafka`, `postgres`, `mongo`) with scripts/infra.
     Restart(&'static str),
+    /// SIGSTOP a server (`kafka`) for the plan's hold, then SIGCONT: a
+    /// broker that answers nothing, longer than the consumer groups'
+    /// sessions, without closing a connection.
+    Freeze(&'static str),
 }
 
 impl Fault {
     fn kind(self) -> &'static str {
         match self {
             Fault::Kill(_) => "sigkill",
-            Fault::Stop(_) => "sigstop",
+            Fault::Stop(_) | Fault::Freeze(_) => "sigstop",
             Fault::Restart(_) => "restart",
         }
     }
 
     fn target(self) -> &'static str {
         match self {
-            Fault::Kill(t) | Fault::Stop(t) | Fault::Restart(t) => t,
+            Fault::Kill(t) | Fault::Stop(t) | Fault::Restart(t) | Fault::Freeze(t) => t,
         }
     }
 }
@@ -125,6 +130,7 @@ impl Plan {
                 .map(|s| Fault::Kill(s))
                 .chain(SERVICES.iter().map(|s| Fault::Stop(s)))
                 .chain(["kafka", "postgres", "mongo"].map(Fault::Restart))
+                .chain(["kafka"].map(Fault::Freeze))
                 .collect();
             let mut second = round.clone();
             second.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
@@ -263,6 +269,17 @@ fn server_port(server: &str) -> anyhow::Result<u16> {
         .parse()?)
 }
 
+/// The pid of a chaos server (`kafka`), from scripts/infra's pid file.
+fn server_pid(server: &str) -> anyhow::Result<u32> {
+    let file = Path::new(&env("TRAMITA_INFRA_DIR")?)
+        .join(server)
+        .join(format!("{server}.pid"));
+    let pid = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+    pid.trim()
+        .parse()
+        .with_context(|| format!("{} holds no pid", file.display()))
+}
+
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -344,6 +361,32 @@ async fn inject(
                 tokio::time::sleep(hold).await;
                 service.signal("CONT")?;
                 log(&format!("SIGCONT {name}"));
+                anyhow::Ok(injected.elapsed().as_millis())
+            };
+            let (resumed, recovered) = tokio::join!(resume, probing);
+            let (recovered, runs) = recovered;
+            match resumed {
+                Ok(ms) => (Some(ms), recovered, None, runs),
+                Err(e) => (None, recovered, Some(format!("{e:#}")), runs),
+            }
+        }
+        Fault::Freeze(server) => {
+            let pid = match server_pid(server) {
+                Ok(pid) => pid,
+                Err(e) => return (None, None, Some(format!("{e:#}")), Vec::new()),
+            };
+            if let Err(e) = suite::signal(pid, "STOP") {
+                return (None, None, Some(format!("{e:#}")), Vec::new());
+            }
+            log(&format!(
+                "SIGSTOP {server} (pid {pid}) for {:?}",
+                plan.stop_hold
+            ));
+            let hold = plan.stop_hold;
+            let resume = async {
+                tokio::time::sleep(hold).await;
+                suite::signal(pid, "CONT")?;
+                log(&format!("SIGCONT {server}"));
                 anyhow::Ok(injected.elapsed().as_millis())
             };
             let (resumed, recovered) = tokio::join!(resume, probing);

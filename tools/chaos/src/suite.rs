@@ -273,15 +273,19 @@ impl Service {
 
     /// Sends `signal` (`STOP`, `CONT`) to the process.
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let pid = self.pid().context("not running")?;
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .context("run kill")?;
-        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
-        Ok(())
+        self::signal(self.pid().context("not running")?, signal)
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, ...) to process `pid`.
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .context("run kill")?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
 }
 
 impl Drop for Service {
