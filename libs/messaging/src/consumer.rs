@@ -55,8 +55,16 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long a consumer may go on rebalancing while it talks to its group's
 /// coordinator before its runner replaces it: a rebalance takes seconds,
-/// six session timeouts is stuck.
+/// and handing back an assignment waits at most a session timeout for
+/// the commits in flight, so six session timeouts is stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a consumer may wait in the group's join or sync: the
+/// coordinator waits for every member to rejoin, up to
+/// `max.poll.interval.ms` (librdkafka's 300 s) for one that heartbeats but
+/// does not poll (a replica retrying a message through a database outage),
+/// and a minute more.
+const STUCK_JOINING_AFTER: Duration = Duration::from_secs(360);
 
 /// The next offset to apply on each partition, as this process applied them.
 type AppliedOffsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
@@ -169,19 +177,20 @@ struct MembershipWatch {
 }
 
 impl MembershipWatch {
-    /// Why the consumer is stuck, if it has been rebalancing for `after` or
-    /// longer while it could talk to the coordinator. A consumer that cannot
-    /// reach the coordinator waits for the broker, and a new one would too.
-    fn stuck(
-        &mut self,
-        reported: Option<&GroupState>,
-        now: Instant,
-        after: Duration,
-    ) -> Option<String> {
+    /// Why the consumer is stuck, if it has been rebalancing longer than
+    /// its join state allows ([`STUCK_AFTER`]; [`STUCK_JOINING_AFTER`]
+    /// while it waits for the other members) while it could talk to the
+    /// coordinator. A consumer that cannot reach the coordinator waits for
+    /// the broker, and a new one would too.
+    fn stuck(&mut self, reported: Option<&GroupState>, now: Instant) -> Option<String> {
         match reported {
             Some(group) if group.state == "up" && group.join_state != "steady" => {
                 let since = *self.rebalancing_since.get_or_insert(now);
                 let stuck_for = now.duration_since(since);
+                let after = match group.join_state.as_str() {
+                    "wait-join" | "wait-sync" => STUCK_JOINING_AFTER,
+                    _ => STUCK_AFTER,
+                };
                 (stuck_for >= after).then(|| {
                     format!(
                         "in join state {} for {} s with its coordinator up",
@@ -425,7 +434,7 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
                 _ = self.health.renew.notified() => break Ended::Renew("asked to".into()),
                 _ = looks.tick() => {
                     let reported = self.consumer.context().last();
-                    match watch.stuck(reported.as_ref().map(|(state, _)| state), Instant::now(), STUCK_AFTER) {
+                    match watch.stuck(reported.as_ref().map(|(state, _)| state), Instant::now()) {
                         Some(reason) => break Ended::Renew(reason),
                         None => continue,
                     }
@@ -911,7 +920,7 @@ mod tests {
         }
     }
 
-    const AFTER: Duration = Duration::from_secs(60);
+    const AFTER: Duration = STUCK_AFTER;
 
     #[test]
     fn a_consumer_rebalancing_with_its_coordinator_up_for_too_long_is_stuck() {
@@ -921,43 +930,56 @@ mod tests {
         let rebalancing = group("up", "wait-unassign-to-complete");
 
         // then it is stuck only once it has been so for the whole while
-        assert_eq!(watch.stuck(Some(&rebalancing), start, AFTER), None);
+        assert_eq!(watch.stuck(Some(&rebalancing), start), None);
         let almost = start + AFTER - Duration::from_secs(1);
-        assert_eq!(watch.stuck(Some(&rebalancing), almost, AFTER), None);
+        assert_eq!(watch.stuck(Some(&rebalancing), almost), None);
         let reason = watch
-            .stuck(Some(&rebalancing), start + AFTER, AFTER)
+            .stuck(Some(&rebalancing), start + AFTER)
             .expect("stuck after the whole while");
         assert!(reason.contains("wait-unassign-to-complete"), "{reason}");
+    }
+
+    #[test]
+    fn a_consumer_waiting_for_the_other_members_gets_their_poll_interval() {
+        // given a consumer that joined and waits for a member that
+        // heartbeats but does not poll
+        let mut watch = MembershipWatch::default();
+        let start = Instant::now();
+        let joining = group("up", "wait-join");
+        assert_eq!(watch.stuck(Some(&joining), start), None);
+
+        // then it is not stuck while the coordinator may still wait for that
+        // member (librdkafka's max.poll.interval.ms, 300 s), and is after
+        assert_eq!(watch.stuck(Some(&joining), start + AFTER), None);
+        let poll_interval = Duration::from_secs(300);
+        assert_eq!(watch.stuck(Some(&joining), start + poll_interval), None);
+        assert!(watch
+            .stuck(Some(&joining), start + STUCK_JOINING_AFTER)
+            .is_some());
     }
 
     #[test]
     fn a_steady_member_an_unreachable_coordinator_or_no_report_is_not_stuck() {
         let mut watch = MembershipWatch::default();
         let start = Instant::now();
-        let later = start + 10 * AFTER;
+        let later = start + 10 * STUCK_JOINING_AFTER;
         // a member that holds its assignment (an empty one too)
-        assert_eq!(
-            watch.stuck(Some(&group("up", "steady")), start, AFTER),
-            None
-        );
-        assert_eq!(
-            watch.stuck(Some(&group("up", "steady")), later, AFTER),
-            None
-        );
+        assert_eq!(watch.stuck(Some(&group("up", "steady")), start), None);
+        assert_eq!(watch.stuck(Some(&group("up", "steady")), later), None);
         // a broker down for longer than the while: a new consumer would wait too
         let mut watch = MembershipWatch::default();
         assert_eq!(
-            watch.stuck(Some(&group("query-coord", "init")), start, AFTER),
+            watch.stuck(Some(&group("query-coord", "init")), start),
             None
         );
         assert_eq!(
-            watch.stuck(Some(&group("query-coord", "init")), later, AFTER),
+            watch.stuck(Some(&group("query-coord", "init")), later),
             None
         );
         // nothing reported yet
         let mut watch = MembershipWatch::default();
-        assert_eq!(watch.stuck(None, start, AFTER), None);
-        assert_eq!(watch.stuck(None, later, AFTER), None);
+        assert_eq!(watch.stuck(None, start), None);
+        assert_eq!(watch.stuck(None, later), None);
     }
 
     #[test]
@@ -965,30 +987,22 @@ mod tests {
         // given a consumer that rebalances, settles, and rebalances again
         let mut watch = MembershipWatch::default();
         let start = Instant::now();
-        let rebalancing = group("up", "wait-join");
-        assert_eq!(watch.stuck(Some(&rebalancing), start, AFTER), None);
+        let rebalancing = group("up", "wait-unassign-to-complete");
+        assert_eq!(watch.stuck(Some(&rebalancing), start), None);
         let settled = start + AFTER / 2;
-        assert_eq!(
-            watch.stuck(Some(&group("up", "steady")), settled, AFTER),
-            None
-        );
+        assert_eq!(watch.stuck(Some(&group("up", "steady")), settled), None);
         let again = start + AFTER;
-        assert_eq!(watch.stuck(Some(&rebalancing), again, AFTER), None);
+        assert_eq!(watch.stuck(Some(&rebalancing), again), None);
 
         // then only the second rebalance's length counts
-        assert_eq!(
-            watch.stuck(Some(&rebalancing), again + AFTER / 2, AFTER),
-            None
-        );
-        assert!(watch
-            .stuck(Some(&rebalancing), again + AFTER, AFTER)
-            .is_some());
+        assert_eq!(watch.stuck(Some(&rebalancing), again + AFTER / 2), None);
+        assert!(watch.stuck(Some(&rebalancing), again + AFTER).is_some());
 
         // and losing the coordinator in between starts it again too
         let mut watch = MembershipWatch::default();
-        assert_eq!(watch.stuck(Some(&rebalancing), start, AFTER), None);
-        let cut_off = group("wait-coord", "wait-join");
-        assert_eq!(watch.stuck(Some(&cut_off), start + AFTER / 2, AFTER), None);
-        assert_eq!(watch.stuck(Some(&rebalancing), start + AFTER, AFTER), None);
+        assert_eq!(watch.stuck(Some(&rebalancing), start), None);
+        let cut_off = group("wait-coord", "wait-unassign-to-complete");
+        assert_eq!(watch.stuck(Some(&cut_off), start + AFTER / 2), None);
+        assert_eq!(watch.stuck(Some(&rebalancing), start + AFTER), None);
     }
 }
