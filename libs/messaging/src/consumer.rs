@@ -53,10 +53,11 @@ const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a consumer looks at its group membership.
 const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How long a consumer may go on rebalancing while it talks to its group's
-/// coordinator before its runner replaces it: a rebalance takes seconds,
-/// and handing back an assignment waits at most a session timeout for
-/// the commits in flight, so six session timeouts is stuck.
+/// How long a consumer may stay out of its group (rebalancing, or without
+/// its group's coordinator) while the cluster answers it, before its runner
+/// replaces it: a rebalance takes seconds, reaching a coordinator a
+/// second, and handing back an assignment waits at most a session timeout
+/// for the commits in flight, so six session timeouts is stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(60);
 
 /// How long a consumer may wait in the group's join or sync: the
@@ -169,41 +170,49 @@ enum Ended {
 }
 
 /// Tells a consumer stuck out of its group from one rebalancing or cut off
-/// from the broker, by what its statistics last reported.
+/// from the cluster, by what its statistics last reported.
 #[derive(Debug, Default)]
 struct MembershipWatch {
-    /// Since when it has been rebalancing with the coordinator reachable.
-    rebalancing_since: Option<Instant>,
+    /// Since when it has been out of its group with the cluster reachable.
+    out_since: Option<Instant>,
 }
 
 impl MembershipWatch {
-    /// Why the consumer is stuck, if it has been rebalancing longer than
-    /// its join state allows ([`STUCK_AFTER`]; [`STUCK_JOINING_AFTER`]
-    /// while it waits for the other members) while it could talk to the
-    /// coordinator. A consumer that cannot reach the coordinator waits for
-    /// the broker, and a new one would too.
+    /// Why the consumer is stuck, if it has been out of its group (not
+    /// holding a steady assignment through a coordinator it talks to) for
+    /// longer than its state allows ([`STUCK_AFTER`]; [`STUCK_JOINING_AFTER`]
+    /// while it waits for the other members) while some broker answered it.
+    /// Seen after broker restarts: a consumer that never finished handing
+    /// back a lost assignment, and one whose connection to the coordinator
+    /// never came back while every other one did. A consumer cut off from
+    /// every broker waits for the cluster, and a new one would too.
     fn stuck(&mut self, reported: Option<&GroupState>, now: Instant) -> Option<String> {
-        match reported {
-            Some(group) if group.state == "up" && group.join_state != "steady" => {
-                let since = *self.rebalancing_since.get_or_insert(now);
-                let stuck_for = now.duration_since(since);
-                let after = match group.join_state.as_str() {
-                    "wait-join" | "wait-sync" => STUCK_JOINING_AFTER,
-                    _ => STUCK_AFTER,
-                };
-                (stuck_for >= after).then(|| {
-                    format!(
-                        "in join state {} for {} s with its coordinator up",
-                        group.join_state,
-                        stuck_for.as_secs()
-                    )
-                })
-            }
+        let group = match reported {
+            Some(group) if group.broker_up => group,
             _ => {
-                self.rebalancing_since = None;
-                None
+                self.out_since = None;
+                return None;
             }
+        };
+        let coordinated = group.state == "up";
+        if coordinated && group.join_state == "steady" {
+            self.out_since = None;
+            return None;
         }
+        let since = *self.out_since.get_or_insert(now);
+        let out_for = now.duration_since(since);
+        let after = match group.join_state.as_str() {
+            "wait-join" | "wait-sync" if coordinated => STUCK_JOINING_AFTER,
+            _ => STUCK_AFTER,
+        };
+        (out_for >= after).then(|| {
+            format!(
+                "in group state {} and join state {} for {} s while the cluster answers",
+                group.state,
+                group.join_state,
+                out_for.as_secs()
+            )
+        })
     }
 }
 
@@ -433,8 +442,8 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
                 _ = shutdown.cancelled() => break Ended::Shutdown,
                 _ = self.health.renew.notified() => break Ended::Renew("asked to".into()),
                 _ = looks.tick() => {
-                    let reported = self.consumer.context().last();
-                    match watch.stuck(reported.as_ref().map(|(state, _)| state), Instant::now()) {
+                    let reported = self.membership().await;
+                    match watch.stuck(reported.as_ref(), Instant::now()) {
                         Some(reason) => break Ended::Renew(reason),
                         None => continue,
                     }
@@ -491,6 +500,24 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
             self.consumer.unsubscribe();
         }
         Ok(ended)
+    }
+
+    /// The group membership the consumer's statistics last reported. When
+    /// it is out of its group and reports no broker connection up (a
+    /// consumer without partitions need not hold one), the cluster is asked
+    /// for its metadata through the consumer, to know whether it answers.
+    async fn membership(&self) -> Option<GroupState> {
+        let (mut group, _) = self.consumer.context().last()?;
+        let settled = group.state == "up" && group.join_state == "steady";
+        if !settled && !group.broker_up {
+            let consumer = self.consumer.clone();
+            group.broker_up = tokio::task::spawn_blocking(move || {
+                consumer.fetch_metadata(None, LAG_TIMEOUT).is_ok()
+            })
+            .await
+            .unwrap_or(false);
+        }
+        Some(group)
     }
 
     /// Counts the outcome, then stores the message's offset (committed with
@@ -913,10 +940,20 @@ async fn pause_unless_shutdown(pause: Duration, shutdown: &CancellationToken) ->
 mod tests {
     use super::*;
 
+    /// What a consumer's statistics say while the cluster answers it.
     fn group(state: &str, join_state: &str) -> GroupState {
         GroupState {
             state: state.into(),
             join_state: join_state.into(),
+            broker_up: true,
+        }
+    }
+
+    /// ... and while no broker answers it.
+    fn cut_off(state: &str, join_state: &str) -> GroupState {
+        GroupState {
+            broker_up: false,
+            ..group(state, join_state)
         }
     }
 
@@ -940,6 +977,25 @@ mod tests {
     }
 
     #[test]
+    fn a_consumer_whose_coordinator_never_comes_back_while_the_brokers_do_is_stuck() {
+        // given a consumer whose connection to its group's coordinator stays
+        // down while its other broker connections are up (seen after a
+        // broker restart: requests queued for the coordinator for minutes)
+        let mut watch = MembershipWatch::default();
+        let start = Instant::now();
+        let waiting = group("wait-broker-transport", "init");
+        assert_eq!(watch.stuck(Some(&waiting), start), None);
+
+        // then it is stuck after the while, even in the join states that
+        // otherwise wait longer
+        assert!(watch.stuck(Some(&waiting), start + AFTER).is_some());
+        let mut watch = MembershipWatch::default();
+        let joining = group("query-coord", "wait-join");
+        assert_eq!(watch.stuck(Some(&joining), start), None);
+        assert!(watch.stuck(Some(&joining), start + AFTER).is_some());
+    }
+
+    #[test]
     fn a_consumer_waiting_for_the_other_members_gets_their_poll_interval() {
         // given a consumer that joined and waits for a member that
         // heartbeats but does not poll
@@ -959,23 +1015,19 @@ mod tests {
     }
 
     #[test]
-    fn a_steady_member_an_unreachable_coordinator_or_no_report_is_not_stuck() {
+    fn a_steady_member_a_cluster_out_of_reach_or_no_report_is_not_stuck() {
         let mut watch = MembershipWatch::default();
         let start = Instant::now();
         let later = start + 10 * STUCK_JOINING_AFTER;
         // a member that holds its assignment (an empty one too)
         assert_eq!(watch.stuck(Some(&group("up", "steady")), start), None);
         assert_eq!(watch.stuck(Some(&group("up", "steady")), later), None);
-        // a broker down for longer than the while: a new consumer would wait too
+        // no broker answers for longer than the while: a new consumer
+        // would wait too
         let mut watch = MembershipWatch::default();
-        assert_eq!(
-            watch.stuck(Some(&group("query-coord", "init")), start),
-            None
-        );
-        assert_eq!(
-            watch.stuck(Some(&group("query-coord", "init")), later),
-            None
-        );
+        let down = cut_off("query-coord", "init");
+        assert_eq!(watch.stuck(Some(&down), start), None);
+        assert_eq!(watch.stuck(Some(&down), later), None);
         // nothing reported yet
         let mut watch = MembershipWatch::default();
         assert_eq!(watch.stuck(None, start), None);
@@ -998,11 +1050,11 @@ mod tests {
         assert_eq!(watch.stuck(Some(&rebalancing), again + AFTER / 2), None);
         assert!(watch.stuck(Some(&rebalancing), again + AFTER).is_some());
 
-        // and losing the coordinator in between starts it again too
+        // and the cluster going out of reach in between starts it again too
         let mut watch = MembershipWatch::default();
         assert_eq!(watch.stuck(Some(&rebalancing), start), None);
-        let cut_off = group("wait-coord", "wait-unassign-to-complete");
-        assert_eq!(watch.stuck(Some(&cut_off), start + AFTER / 2), None);
+        let down = cut_off("wait-coord", "wait-unassign-to-complete");
+        assert_eq!(watch.stuck(Some(&down), start + AFTER / 2), None);
         assert_eq!(watch.stuck(Some(&rebalancing), start + AFTER), None);
     }
 }

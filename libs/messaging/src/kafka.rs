@@ -218,6 +218,11 @@ pub struct GroupState {
     /// assignment (an empty one too), `wait-join`, `wait-sync`,
     /// `wait-unassign-to-complete`, ... while it rebalances.
     pub join_state: String,
+    /// Whether it holds a working connection to some broker (the group's
+    /// coordinator connection, a logical one, aside): whether the cluster
+    /// can be reached at all. (The runner also asks the cluster for its
+    /// metadata before it takes a consumer without one for cut off.)
+    pub broker_up: bool,
 }
 
 /// A consumer's context: keeps its group membership as its statistics
@@ -257,9 +262,14 @@ impl GroupWatch {
 impl ClientContext for GroupWatch {
     fn stats(&self, statistics: Statistics) {
         if let Some(group) = statistics.cgrp {
+            let broker_up = statistics
+                .brokers
+                .values()
+                .any(|broker| broker.source != "logical" && broker.state == "UP");
             let state = GroupState {
                 state: group.state,
                 join_state: group.join_state,
+                broker_up,
             };
             *self
                 .last

@@ -1290,10 +1290,38 @@ async fn a_consumer_knows_its_group_membership_from_its_statistics() {
         );
     };
 
-    // then its statistics say it talks to the coordinator and holds its
-    // assignment: what the runner's watch reads
+    // then its statistics say it talks to the coordinator, holds its
+    // assignment and reaches a broker: what the runner's watch reads
     assert_eq!(reported.state, "up");
+    assert!(reported.broker_up);
     assert_eq!(consumer.assignment().unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn a_consumer_no_broker_answers_knows_it_is_cut_off() {
+    use rdkafka::consumer::Consumer;
+    // given a consumer of a cluster that is not there (nothing listens on
+    // port 1), which the runner's watch must not take for a stuck consumer
+    let kafka = KafkaSettings {
+        brokers: "127.0.0.1:1".into(),
+        topic_prefix: String::new(),
+    };
+    let consumer = kafka.consumer(&group()).unwrap();
+    consumer.subscribe(&["nowhere.events"]).unwrap();
+
+    // when it has reported its statistics
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reported = loop {
+        let _ = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await;
+        if let Some((group, _)) = consumer.context().last() {
+            break group;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no statistics");
+    };
+
+    // then it says no broker answers, and it has no coordinator
+    assert!(!reported.broker_up, "{reported:?}");
+    assert_ne!(reported.state, "up", "{reported:?}");
 }
 
 #[tokio::test]
