@@ -346,47 +346,26 @@ async fn inject(
                 Err(e) => (None, recovered, Some(format!("{e:#}")), runs),
             }
         }
-        Fault::Stop(name) => {
-            let service = suite.service(name);
-            if let Err(e) = service.signal("STOP") {
-                return (None, None, Some(format!("{e:#}")), Vec::new());
-            }
-            log(&format!(
-                "SIGSTOP {name} (pid {:?}) for {:?}",
-                service.pid(),
-                plan.stop_hold
-            ));
-            let hold = plan.stop_hold;
-            let resume = async {
-                tokio::time::sleep(hold).await;
-                service.signal("CONT")?;
-                log(&format!("SIGCONT {name}"));
-                anyhow::Ok(injected.elapsed().as_millis())
+        Fault::Stop(_) | Fault::Freeze(_) => {
+            let name = fault.target();
+            // A service this suite runs, or a server scripts/infra runs.
+            let pid = match fault {
+                Fault::Stop(name) => suite.service(name).pid().context("not running"),
+                _ => server_pid(name),
             };
-            let (resumed, recovered) = tokio::join!(resume, probing);
-            let (recovered, runs) = recovered;
-            match resumed {
-                Ok(ms) => (Some(ms), recovered, None, runs),
-                Err(e) => (None, recovered, Some(format!("{e:#}")), runs),
-            }
-        }
-        Fault::Freeze(server) => {
-            let pid = match server_pid(server) {
+            let pid = match pid.and_then(|pid| suite::signal(pid, "STOP").map(|()| pid)) {
                 Ok(pid) => pid,
                 Err(e) => return (None, None, Some(format!("{e:#}")), Vec::new()),
             };
-            if let Err(e) = suite::signal(pid, "STOP") {
-                return (None, None, Some(format!("{e:#}")), Vec::new());
-            }
             log(&format!(
-                "SIGSTOP {server} (pid {pid}) for {:?}",
+                "SIGSTOP {name} (pid {pid}) for {:?}",
                 plan.stop_hold
             ));
             let hold = plan.stop_hold;
             let resume = async {
                 tokio::time::sleep(hold).await;
                 suite::signal(pid, "CONT")?;
-                log(&format!("SIGCONT {server}"));
+                log(&format!("SIGCONT {name}"));
                 anyhow::Ok(injected.elapsed().as_millis())
             };
             let (resumed, recovered) = tokio::join!(resume, probing);

@@ -270,11 +270,6 @@ impl Service {
         let _ = std::fs::remove_file(&self.pidfile);
         Some(pid)
     }
-
-    /// Sends `signal` (`STOP`, `CONT`) to the process.
-    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        self::signal(self.pid().context("not running")?, signal)
-    }
 }
 
 /// Sends `signal` (`STOP`, `CONT`, ...) to process `pid`.
