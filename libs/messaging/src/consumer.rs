@@ -182,9 +182,8 @@ impl MembershipWatch {
     /// holding a steady assignment through a coordinator it talks to) for
     /// longer than its state allows ([`STUCK_AFTER`]; [`STUCK_JOINING_AFTER`]
     /// while it waits for the other members) while some broker answered it.
-    /// Seen after broker restarts: a consumer that never finished handing
-    /// back a lost assignment, and one whose connection to the coordinator
-    /// never came back while every other one did. A consumer cut off from
+    /// Seen after a broker restart: a consumer whose connection to the
+    /// coordinator never came back while every other one did. A consumer cut off from
     /// every broker waits for the cluster, and a new one would too.
     fn stuck(&mut self, reported: Option<&GroupState>, now: Instant) -> Option<String> {
         let group = match reported {
@@ -364,10 +363,10 @@ impl<S: MessageStore, H: MessageHandler<S>> ConsumerRunner<S, H> {
     /// message being retried is abandoned at shutdown, uncommitted; the
     /// offsets of finished messages are committed before returning.
     ///
-    /// A consumer stuck out of its group (still rebalancing [`STUCK_AFTER`]
-    /// after it could talk to the group's coordinator; seen after broker
-    /// restarts, when librdkafka never finished handing back a lost
-    /// assignment) is replaced by a new one with the same settings, which
+    /// A consumer stuck out of its group (`MembershipWatch`: out of it
+    /// for `STUCK_AFTER` while the cluster answers; seen after a broker
+    /// restart, when librdkafka never reconnected a consumer to its group's
+    /// coordinator) is replaced by a new one with the same settings, which
     /// joins the group afresh. Messages applied since the last commit come
     /// again, and the inbox skips them.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {

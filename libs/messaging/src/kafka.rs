@@ -226,7 +226,7 @@ pub struct GroupState {
 }
 
 /// A consumer's context: keeps its group membership as its statistics
-/// report it (every [`STATISTICS_INTERVAL_MS`]) and the settings it was made
+/// report it (every `STATISTICS_INTERVAL_MS`) and the settings it was made
 /// with, to make another consumer like it.
 #[derive(Clone)]
 pub struct GroupWatch {
