@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -199,45 +199,27 @@ pub struct PgFileReadStore {
     /// [`ESTIMATE_TTL_SECONDS`], only by text searches (which need it).
     estimate: Arc<(AtomicI64, AtomicI64)>,
     /// Shared by the clones.
-    bounds: Arc<Mutex<TextBounds>>,
+    bounds: TextBounds,
 }
 
 /// How long the estimated size of the read model is trusted.
 const ESTIMATE_TTL_SECONDS: i64 = 60;
 
 /// Most texts whose [`frequency_bound`] is remembered at once.
-const BOUNDS_REMEMBERED: usize = 1024;
+const BOUNDS_REMEMBERED: u64 = 1024;
 
-/// The [`frequency_bound`] of texts searched lately, for
+/// The [`frequency_bound`] of texts searched lately, each for
 /// [`ESTIMATE_TTL_SECONDS`] (reading it costs PostgreSQL about half a
 /// millisecond of planning and statistics, as much as many searches).
-#[derive(Debug, Default)]
-struct TextBounds {
-    read_at: i64,
-    bounds: HashMap<String, Option<f64>>,
-}
+type TextBounds = moka::sync::Cache<String, Option<f64>>;
 
-fn lock(bounds: &Mutex<TextBounds>) -> std::sync::MutexGuard<'_, TextBounds> {
-    bounds
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl TextBounds {
-    fn recall(&mut self, text: &str, now: i64) -> Option<Option<f64>> {
-        if now - self.read_at >= ESTIMATE_TTL_SECONDS {
-            self.bounds.clear();
-            self.read_at = now;
-        }
-        self.bounds.get(text).copied()
-    }
-
-    fn remember(&mut self, text: &str, bound: Option<f64>) {
-        if self.bounds.len() >= BOUNDS_REMEMBERED {
-            self.bounds.clear();
-        }
-        self.bounds.insert(text.to_owned(), bound);
-    }
+fn text_bounds() -> TextBounds {
+    moka::sync::Cache::builder()
+        .max_capacity(BOUNDS_REMEMBERED)
+        .time_to_live(std::time::Duration::from_secs(
+            ESTIMATE_TTL_SECONDS.unsigned_abs(),
+        ))
+        .build()
 }
 
 impl PgFileReadStore {
@@ -246,7 +228,7 @@ impl PgFileReadStore {
         Self {
             pool,
             estimate: Arc::new((AtomicI64::new(0), AtomicI64::new(0))),
-            bounds: Arc::default(),
+            bounds: text_bounds(),
         }
     }
 
@@ -551,7 +533,7 @@ async fn plans_for(
     pool: &PgPool,
     query: &FileListQuery,
     rows: i64,
-    bounds: Option<&Mutex<TextBounds>>,
+    bounds: Option<&TextBounds>,
 ) -> anyhow::Result<&'static [Plan]> {
     let plans = plans(query, rows);
     let Some(text) = &query.text else {
@@ -561,13 +543,12 @@ async fn plans_for(
         return Ok(plans);
     }
     let text = text.as_str();
-    let now = Utc::now().timestamp();
-    let bound = match bounds.and_then(|b| lock(b).recall(text, now)) {
+    let bound = match bounds.and_then(|b| b.get(text)) {
         Some(bound) => bound,
         None => {
             let bound = frequency_bound(pool, text).await?;
             if let Some(bounds) = bounds {
-                lock(bounds).remember(text, bound);
+                bounds.insert(text.to_owned(), bound);
             }
             bound
         }
@@ -586,7 +567,7 @@ async fn page_rows(
     query: &FileListQuery,
     today: NaiveDate,
     rows: i64,
-    bounds: Option<&Mutex<TextBounds>>,
+    bounds: Option<&TextBounds>,
 ) -> anyhow::Result<(Vec<sqlx::postgres::PgRow>, Vec<Plan>)> {
     let mut ran = Vec::new();
     let mut page = Vec::new();
@@ -848,8 +829,7 @@ impl FileReadStore for PgFileReadStore {
 #[cfg(test)]
 mod tests {
     use super::{
-        all_of_its_words, like_prefix, list_sql, plans, probe_can_fill, Plan, TextBounds,
-        BOUNDS_REMEMBERED, ESTIMATE_TTL_SECONDS, PROBE_FROM_ROWS,
+        all_of_its_words, like_prefix, list_sql, plans, probe_can_fill, Plan, PROBE_FROM_ROWS,
     };
     use crate::domain::{FileListQuery, RawListQuery};
 
@@ -886,29 +866,6 @@ mod tests {
         assert!(!all_of_its_words("terraza OR vado"));
         assert!(!all_of_its_words("licencia -obra"), "all but");
         assert!(!all_of_its_words("\"obra menor\""), "a phrase");
-    }
-
-    #[test]
-    fn a_texts_bound_is_remembered_for_a_while_and_a_bounded_number_of_texts() {
-        let mut bounds = TextBounds::default();
-        let start = 1_000_000;
-        assert_eq!(bounds.recall("poda", start), None);
-        bounds.remember("poda", Some(0.05));
-        bounds.remember("zzzz", None);
-        assert_eq!(bounds.recall("poda", start + 1), Some(Some(0.05)));
-        assert_eq!(
-            bounds.recall("zzzz", start + 1),
-            Some(None),
-            "no statistics"
-        );
-        // statistics change: read again after a while
-        let later = start + ESTIMATE_TTL_SECONDS;
-        assert_eq!(bounds.recall("poda", later), None);
-        // many texts: once the cap is reached they are all forgotten
-        for n in 0..=BOUNDS_REMEMBERED {
-            bounds.remember(&format!("word{n}"), Some(0.1));
-        }
-        assert!(bounds.bounds.len() <= BOUNDS_REMEMBERED);
     }
 
     #[test]
