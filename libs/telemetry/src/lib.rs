@@ -103,7 +103,17 @@ pub fn init_with(service: &str, logs: Logs) -> anyhow::Result<TelemetryGuard> {
 
 /// The W3C `traceparent` of the current span, if it has a valid context.
 pub fn current_traceparent() -> Option<String> {
-    let context = tracing::Span::current().context();
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = tracing::Span::current();
+    // Nothing to carry (no span, or one the filter turned off): said
+    // without building a context and a map for each request.
+    if span.is_disabled() {
+        return None;
+    }
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&context, &mut carrier);
     carrier.remove("traceparent")

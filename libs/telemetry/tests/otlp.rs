@@ -52,6 +52,7 @@ fn collector() -> (String, mpsc::Receiver<String>) {
 async fn spans_are_exported_when_an_endpoint_is_configured() {
     let (endpoint, received) = collector();
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
+    std::env::set_var("RUST_LOG", "info");
     let guard = tramita_telemetry::init("telemetry-test").expect("init telemetry");
 
     let traceparent = {
@@ -63,6 +64,25 @@ async fn spans_are_exported_when_an_endpoint_is_configured() {
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "{traceparent}");
     assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("00", 32, 16));
+
+    // A span the filter turns off carries nothing, and inside an enabled
+    // one it leaves the enabled one's context current.
+    let quiet = {
+        let span = tracing::debug_span!("filtered_out");
+        let _entered = span.enter();
+        tramita_telemetry::current_traceparent()
+    };
+    assert_eq!(quiet, None);
+    let (outer, inner) = {
+        let span = tracing::info_span!("outer");
+        let _outer = span.enter();
+        let outer = tramita_telemetry::current_traceparent();
+        let quiet = tracing::debug_span!("filtered_out");
+        let _inner = quiet.enter();
+        (outer, tramita_telemetry::current_traceparent())
+    };
+    assert!(outer.is_some());
+    assert_eq!(inner, outer);
 
     // Shutting down flushes the batch to the collector.
     tokio::task::spawn_blocking(move || drop(guard))
