@@ -31,13 +31,12 @@ pub struct Settings {
     pub port: u16,
     /// PostgreSQL URL of the index database (`INDEX_DATABASE_URL`, required).
     pub database_url: String,
-    /// Pool size (`INDEX_DB_POOL_SIZE`, default 16). More than the other
-    /// services' 10: the index serves the list screens' reads, and each
-    /// pooled connection spends part of every turn outside the database
-    /// (the rows decoded, sqlx's test of the connection on its way back,
-    /// the wait for a worker to pick it up), so with 10 a replica under 32
-    /// concurrent readers left a tenth of two cores idle while requests
-    /// queued for a connection (`scripts/bench readmodel`).
+    /// Pool size (`INDEX_DB_POOL_SIZE`, default 8). The pool queues the
+    /// list screens' reads first come, first served; PostgreSQL shares its
+    /// cores among whatever statements it is given. Under 32 concurrent
+    /// readers on two cores, 8 connections gave a p99 through the gateway
+    /// of 9-39 ms against 22-59 ms with 16, and as many requests a second
+    /// or more (`scripts/bench readmodel`).
     pub pool_size: u32,
     /// Kafka location and topic prefix.
     pub kafka: KafkaSettings,
@@ -71,7 +70,7 @@ impl Settings {
             host: or_default("INDEX_HOST", "127.0.0.1"),
             port: parsed_or("INDEX_PORT", 8082)?,
             database_url: required("INDEX_DATABASE_URL")?,
-            pool_size: parsed_or("INDEX_DB_POOL_SIZE", 16)?,
+            pool_size: parsed_or("INDEX_DB_POOL_SIZE", 8)?,
             kafka: KafkaSettings::from_env()?,
             consumer_group: or_default("INDEX_CONSUMER_GROUP", "index"),
             max_attempts: parsed_or("INDEX_MAX_ATTEMPTS", 5)?,

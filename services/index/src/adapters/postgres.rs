@@ -481,9 +481,26 @@ fn list_sql(prefix: &str, query: &FileListQuery, today: NaiveDate, plan: Plan) -
         ));
     }
     if let Some(text) = &query.text {
-        sql.push(" AND (search @@ websearch_to_tsquery('spanish', ")
+        // In the probe the text is checked on each of up to PROBE_ROWS
+        // rows, and PostgreSQL runs the probe on its generic plan, where
+        // the text is a parameter: `websearch_to_tsquery` of it was parsed
+        // again for every row (0.61 ms against 0.23 ms for a probe of
+        // "terraza" at a million files). As a subquery it is parsed once
+        // per execution. The second statement keeps the call itself: it
+        // runs on custom plans, where the text is a constant and the
+        // query is parsed while planning, and the planner needs it to
+        // choose the text index.
+        let (open, close) = match plan {
+            Plan::Probe => (
+                " AND (search @@ (SELECT websearch_to_tsquery('spanish', ",
+                "))",
+            ),
+            _ => (" AND (search @@ websearch_to_tsquery('spanish', ", ")"),
+        };
+        sql.push(open)
             .text(text.as_str())
-            .push(") OR lower(code) COLLATE \"C\" LIKE ")
+            .push(close)
+            .push(" OR lower(code) COLLATE \"C\" LIKE ")
             .text(&like_prefix(text.as_str()))
             .push(")");
     }
@@ -924,6 +941,33 @@ mod tests {
             ),
             "{}",
             sql.sql.sql()
+        );
+    }
+
+    #[test]
+    fn the_probe_parses_the_text_once_and_the_text_index_sees_it_while_planning() {
+        let query = FileListQuery::new(RawListQuery {
+            q: Some("terraza".into()),
+            ..RawListQuery::default()
+        })
+        .unwrap();
+        let probe = list_sql("", &query, chrono::NaiveDate::MIN, Plan::Probe);
+        assert!(
+            probe
+                .sql
+                .sql()
+                .contains("search @@ (SELECT websearch_to_tsquery('spanish', $1))"),
+            "{}",
+            probe.sql.sql()
+        );
+        let matches = list_sql("", &query, chrono::NaiveDate::MIN, Plan::Matches);
+        assert!(
+            matches
+                .sql
+                .sql()
+                .contains("search @@ websearch_to_tsquery('spanish', $1)"),
+            "{}",
+            matches.sql.sql()
         );
     }
 
