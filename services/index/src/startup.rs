@@ -35,8 +35,8 @@ pub struct Settings {
     /// list screens' reads first come, first served; PostgreSQL shares its
     /// cores among whatever statements it is given. Under 32 concurrent
     /// readers on two cores, 8 connections gave a p99 through the gateway
-    /// of 9-39 ms against 22-59 ms with 16, and as many requests a second
-    /// or more (`scripts/bench readmodel`).
+    /// of 9-39 ms against 22-59 ms with 16, and -7 % to +30 % requests a
+    /// second by query shape (`scripts/bench readmodel`).
     pub pool_size: u32,
     /// Kafka location and topic prefix.
     pub kafka: KafkaSettings,
