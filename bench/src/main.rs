@@ -248,6 +248,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
 
     // Watcher: ids sent (with their send instant) -> latency when visible.
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(Uuid, Instant)>();
+    let watched_pool = index_pool.clone();
     let watcher = tokio::spawn(async move {
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
         let mut outstanding: HashMap<Uuid, Instant> = HashMap::new();
@@ -273,7 +274,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
                     "SELECT id FROM index_files WHERE id = ANY($1) AND version IS NOT NULL",
                 )
                 .bind(&ids)
-                .fetch_all(&index_pool)
+                .fetch_all(&watched_pool)
                 .await?;
                 let now = Instant::now();
                 for id in visible {
@@ -292,6 +293,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(params.rate)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
+    let started_at = chrono::Utc::now();
     let mut requests = tokio::task::JoinSet::new();
     for n in 0..expected {
         ticker.tick().await;
@@ -335,6 +337,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         sqlx::query_scalar("SELECT count(*) FROM files WHERE status = 'pending'")
             .fetch_one(&files_pool)
             .await?;
+    let stages = stages(&files_pool, &index_pool, started_at).await?;
     stack.stop(false).await?;
 
     let floor = broker_floor(&kafka, params.rate, params.duration).await?;
@@ -351,6 +354,7 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         "create_http_latency": summary(&create_histogram),
         "create_to_visible_latency": summary(&visible),
         "broker_floor_produce_to_consume_latency": summary(&floor),
+        "stages": stages,
         "warmup_files": WARMUP_FILES,
         "sagas_still_pending_at_end": pending_after,
         "saga_alongside": params.saga,
@@ -359,6 +363,47 @@ async fn pipeline() -> anyhow::Result<serde_json::Value> {
         } else {
             "after a warm-up of 20 files that are not measured, create_to_visible starts before the POST is sent and ends when a 1 ms poll of the index database sees the file (its FileCreated, pending); every file names a first document, but docs and bpm are stopped before the clock starts, so the sagas' commands wait in Kafka (the saga is measured by scripts/bench saga; BENCH_SAGA=1 runs it alongside, with docs on the slow MongoDB-compatible test server); the floor is a bare idempotent produce (linger 2 ms, acks all) to a consumer on the same broker at the same rate"
         },
+    }))
+}
+
+/// Where each measured event's time went, from the databases' clocks
+/// (`now()` is a transaction's start): `outbox_wait` from the files
+/// transaction that wrote the event to the relay transaction that claimed
+/// it; `relay_to_index` from that claim to the start of the index's
+/// transaction that applied it (publish, broker, fetch, begin).
+async fn stages(
+    files_pool: &sqlx::PgPool,
+    index_pool: &sqlx::PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<serde_json::Value> {
+    type At = chrono::DateTime<chrono::Utc>;
+    let outbox: Vec<(Uuid, At, Option<At>)> = sqlx::query_as(
+        "SELECT message_id, created_at, sent_at FROM messaging_outbox WHERE created_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(files_pool)
+    .await?;
+    let applied: HashMap<Uuid, At> = sqlx::query_as::<_, (Uuid, At)>(
+        "SELECT message_id, processed_at FROM messaging_inbox WHERE processed_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(index_pool)
+    .await?
+    .into_iter()
+    .collect();
+    let mut outbox_wait = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let mut relay_to_index = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let micros = |from: At, to: At| (to - from).num_microseconds().unwrap_or(0).max(1) as u64;
+    for (id, created, sent) in outbox {
+        let (Some(sent), Some(applied)) = (sent, applied.get(&id)) else {
+            continue;
+        };
+        outbox_wait.record(micros(created, sent))?;
+        relay_to_index.record(micros(sent, *applied))?;
+    }
+    Ok(json!({
+        "outbox_wait": summary(&outbox_wait),
+        "relay_to_index": summary(&relay_to_index),
     }))
 }
 

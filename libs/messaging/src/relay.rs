@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -61,6 +62,9 @@ pub struct RelayConfig {
     pub publish_timeout: Duration,
     /// Failed publishes of one row before it is parked.
     pub max_attempts: i32,
+    /// Rounds (claim, publish, mark) that [`OutboxRelay::run`] keeps going
+    /// at once, each with its own transaction (its own connection).
+    pub rounds_in_flight: usize,
 }
 
 impl Default for RelayConfig {
@@ -70,8 +74,19 @@ impl Default for RelayConfig {
             poll_interval: Duration::from_millis(500),
             publish_timeout: Duration::from_secs(30),
             max_attempts: 10,
+            rounds_in_flight: 3,
         }
     }
+}
+
+/// How a round of [`OutboxRelay::run`] ended.
+#[derive(Debug, Clone, Copy)]
+struct RoundEnd {
+    /// Rows claimed but blocked behind an older unsent row of their
+    /// aggregate held elsewhere.
+    blocked: usize,
+    /// Whether rows may be left that another round should claim at once.
+    more: bool,
 }
 
 /// Rows claimed and published, not yet marked: the claim still holds them.
@@ -79,6 +94,7 @@ pub struct PublishedBatch<S: OutboxStore> {
     store: S,
     claim: S::Claim,
     claimed: usize,
+    blocked: usize,
     sent: Vec<i64>,
     failed: Vec<FailedRow>,
 }
@@ -168,41 +184,95 @@ impl<S: OutboxStore> OutboxRelay<S> {
         }
     }
 
-    /// Runs until `shutdown` is cancelled, then flushes the producer.
+    /// Runs until `shutdown` is cancelled, then lets the rounds in flight
+    /// finish and flushes the producer.
+    ///
+    /// A round claims rows, publishes them and marks them sent. Up to
+    /// `rounds_in_flight` rounds run at once: a row written while a round
+    /// waits for the broker is claimed by a round of its own at once
+    /// (`SKIP LOCKED` keeps the claims apart), instead of waiting for the
+    /// round before to end. Order per aggregate holds as between relays:
+    /// a row whose aggregate has an older row in another round is blocked
+    /// and claimed again once a round ends.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut wakeups = self.store.wakeups().await?;
         self.refresh_parked().await;
+        let mut rounds = FuturesUnordered::new();
+        // Rows may be waiting: at start, after a wake-up or a poll, after a
+        // full round, or after a round that had blocked rows.
+        let mut due = true;
+        // A round saw rows blocked behind a round still in flight: claim
+        // again when the next round ends.
+        let mut blocked_behind_ours = false;
         let mut failures: u32 = 0;
+        let mut paused_until: Option<tokio::time::Instant> = None;
+        let limit = self.config.rounds_in_flight.max(1);
         loop {
-            match self.drain().await {
-                Ok(()) => failures = 0,
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        failures,
-                        "outbox relay failed; backing off"
-                    );
-                    if let Err(error) = self.producer.renew_if_fatal() {
-                        tracing::error!(error = format!("{error:#}"), "cannot renew the producer");
+            let pausing = paused_until.is_some_and(|at| at > tokio::time::Instant::now());
+            if due && !pausing && rounds.len() < limit {
+                due = false;
+                paused_until = None;
+                let overlapped = !rounds.is_empty();
+                let relay = &self;
+                rounds.push(async move { (relay.round().await, overlapped) });
+                continue;
+            }
+            let next_poll = paused_until
+                .unwrap_or_else(|| tokio::time::Instant::now() + self.config.poll_interval);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some((result, overlapped)) = rounds.next() => {
+                    let ended = match result {
+                        Ok(ended) => ended,
+                        Err(error) => {
+                            failures = failures.saturating_add(1);
+                            tracing::warn!(
+                                error = format!("{error:#}"),
+                                failures,
+                                "outbox relay failed; backing off"
+                            );
+                            if let Err(error) = self.producer.renew_if_fatal() {
+                                tracing::error!(error = format!("{error:#}"), "cannot renew the producer");
+                            }
+                            let pause = crate::backoff::delay(
+                                failures,
+                                Duration::from_millis(200),
+                                Duration::from_secs(10),
+                            );
+                            paused_until = Some(tokio::time::Instant::now() + pause);
+                            due = true;
+                            continue;
+                        }
+                    };
+                    failures = 0;
+                    if blocked_behind_ours {
+                        blocked_behind_ours = false;
+                        due = true;
                     }
-                    let pause = crate::backoff::delay(
-                        failures,
-                        Duration::from_millis(200),
-                        Duration::from_secs(10),
-                    );
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => continue,
+                    if ended.more {
+                        due = true;
+                    }
+                    if ended.blocked > 0 && overlapped {
+                        // Blocked behind a round of ours, maybe: claim again
+                        // when the next round ends, or now if none is left
+                        // (once: a row blocked behind another relay's round
+                        // waits for the next wake-up or poll).
+                        if rounds.is_empty() {
+                            due = true;
+                        } else {
+                            blocked_behind_ours = true;
+                        }
                     }
                 }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = S::next_wakeup(&mut wakeups) => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = S::next_wakeup(&mut wakeups) => due = true,
+                _ = tokio::time::sleep_until(next_poll) => due = true,
             }
         }
+        // Rounds in flight finish (each bounded by the publish timeout), so
+        // what the broker took is marked sent rather than sent again.
+        while rounds.next().await.is_some() {}
+        drop(rounds);
         let producer = self.producer.get();
         tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10)))
             .await
@@ -210,6 +280,32 @@ impl<S: OutboxStore> OutboxRelay<S> {
             .context("flush producer")?;
         tracing::info!("outbox relay stopped");
         Ok(())
+    }
+
+    /// One round: claims a batch, publishes it and marks it. An error when
+    /// the store failed, or when rows failed and none went through (the
+    /// broker is likely down), so that the caller backs off.
+    async fn round(&self) -> anyhow::Result<RoundEnd> {
+        let batch = self.claim_and_publish().await?;
+        let (claimed, blocked, failures) = (batch.claimed(), batch.blocked, batch.failed.len());
+        let (sent, parked) = batch.mark_sent(self.config.max_attempts).await?;
+        self.metrics.outbox_published.inc_by(sent as u64);
+        self.metrics.outbox_publish_failures.inc_by(failures as u64);
+        if parked > 0 {
+            self.refresh_parked().await;
+        }
+        if failures > 0 && sent == 0 {
+            self.refresh_backlog().await;
+            anyhow::bail!("{failures} outbox rows failed to publish");
+        }
+        // A full batch may have left rows behind; with some rows failing
+        // and others sent, each round counts an attempt on the failing rows
+        // until they are parked, and the rest keep flowing.
+        let more = failures > 0 || claimed as i64 >= self.config.batch_size;
+        if !more {
+            self.refresh_backlog_now_and_then().await;
+        }
+        Ok(RoundEnd { blocked, more })
     }
 
     /// Publishes batches until a batch is not full or nothing in it could be
@@ -264,7 +360,8 @@ impl<S: OutboxStore> OutboxRelay<S> {
             .claim(self.config.batch_size, self.config.publish_timeout)
             .await?;
         let claimed = batch.claimed;
-        tracing::Span::current().record("blocked", claimed - batch.rows.len());
+        let blocked = claimed - batch.rows.len();
+        tracing::Span::current().record("blocked", blocked);
         tracing::Span::current().record("claimed", claimed);
 
         let mut chains: Vec<Vec<ClaimedRow>> = Vec::new();
@@ -293,6 +390,7 @@ impl<S: OutboxStore> OutboxRelay<S> {
             store: self.store.clone(),
             claim: batch.claim,
             claimed,
+            blocked,
             sent,
             failed,
         })

@@ -117,6 +117,100 @@ async fn a_running_relay_wakes_on_commit() {
     running.await.unwrap().unwrap();
 }
 
+async fn enqueue_one(pool: &PgPool, topic: &str, aggregate: &str, n: i64) -> Uuid {
+    let envelope = Envelope::new("test.Thing.v1", aggregate, json!({"n": n}));
+    let mut tx = pool.begin().await.unwrap();
+    tramita_messaging::outbox::enqueue(&mut tx, topic, &envelope)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    envelope.message_id
+}
+
+#[tokio::test]
+async fn a_row_written_while_a_round_waits_goes_out_in_a_round_of_its_own_and_order_holds() {
+    let (infra, kafka, pool) = setup().await;
+    let topic = kafka.topic("rounds.events");
+    kafka
+        .ensure_topics(std::slice::from_ref(&topic), 1)
+        .await
+        .unwrap();
+    // Marking the first row of aggregate "slow" sent takes 8 s: its round
+    // is still in flight long after the broker took the row.
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_mark() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_sleep(8); RETURN NEW; END $$; \
+         CREATE TRIGGER slow_mark BEFORE UPDATE ON messaging_outbox FOR EACH ROW \
+         WHEN (OLD.aggregate_id = 'slow' AND OLD.envelope->'payload'->>'n' = '0' \
+               AND OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL) \
+         EXECUTE FUNCTION slow_mark();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let relay = OutboxRelay::new(
+        PgStore::new(pool.clone()),
+        kafka.producer().unwrap(),
+        RelayConfig {
+            // So long that only a wake-up, or the end of a round, can
+            // explain a row going out.
+            poll_interval: Duration::from_secs(600),
+            rounds_in_flight: 3,
+            ..RelayConfig::default()
+        },
+        MessagingMetrics::unregistered(),
+    );
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let first = enqueue_one(&pool, &topic, "slow", 0).await;
+    let published = infra.read_topic(&topic, 1, Duration::from_secs(10)).await;
+    assert_eq!(published.len(), 1, "the first row is published");
+    // Its round now waits on the mark. A row of another aggregate, and the
+    // next row of the same one, are written meanwhile.
+    let other = enqueue_one(&pool, &topic, "fast", 0).await;
+    let second = enqueue_one(&pool, &topic, "slow", 1).await;
+    let published = infra.read_topic(&topic, 2, Duration::from_secs(6)).await;
+    let ids: Vec<String> = published
+        .iter()
+        .map(|m| header(m, "message-id").unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [first.to_string(), other.to_string()],
+        "the other aggregate's row went out while the first round was in flight, \
+         and the same aggregate's next row did not overtake the first"
+    );
+    let first_marked: bool = sqlx::query_scalar(
+        "SELECT sent_at IS NOT NULL FROM messaging_outbox WHERE message_id = $1",
+    )
+    .bind(first)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!first_marked, "the first round was still in flight");
+
+    // The row blocked behind the first round goes out once that round ends,
+    // without waiting for a poll.
+    eventually(Duration::from_secs(60), "every row sent", || async {
+        (count(&pool, "messaging_outbox WHERE sent_at IS NULL").await == 0).then_some(())
+    })
+    .await;
+    let published = infra.read_topic(&topic, 4, Duration::from_secs(5)).await;
+    let ids: Vec<String> = published
+        .iter()
+        .map(|m| header(m, "message-id").unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [first.to_string(), other.to_string(), second.to_string()],
+        "each row once, the same aggregate's in order"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
 /// The effect every test handler applies: one row per applied message.
 async fn record_effect(
     tx: &mut Transaction<'static, Postgres>,
